@@ -1,0 +1,238 @@
+"""Composable attention masks.
+
+A mask is a predicate over (query position, key position) pairs, combined with `&` and
+`|`. Every mask lowers two ways, as splash attention's masks do:
+
+* `dense(q_len, kv_len)`: a boolean array `[B or 1, q_len, kv_len]` (True = may attend),
+  for the reference implementation and for tests;
+* `block_map(q_len, kv_len, block_q, block_k)`: a static numpy array `[nq, nk]` with
+  EMPTY / PARTIAL / FULL per tile, for blocked implementations and kernels, so they can
+  skip empty tiles and skip mask arithmetic on full ones.
+
+Positions are absolute: query i of a call sits at `q_offset + i` (a decode step's
+query sits at the cache index), key j at j. Masks that depend on data (segment ids,
+key padding) are "dynamic": their tiles are PARTIAL unless a static mask they are
+and-ed with empties them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+EMPTY, PARTIAL, FULL = 0, 1, 2
+
+
+class Mask:
+  """Base class. Subclasses implement `_allowed(q_pos, k_pos)` on broadcastable arrays."""
+
+  static: bool = True  # depends on positions only (block maps computable at trace time)
+
+  def _allowed(self, q_pos, k_pos):
+    """q_pos [..., Tq, 1], k_pos [..., 1, Tk] (numpy or jax) -> bool, broadcastable."""
+    raise NotImplementedError(type(self).__name__ + " must define _allowed")
+
+  def allowed(self, q_pos, k_pos):
+    """Public predicate: bool array, broadcast of q_pos [..., Tq, 1] and k_pos [..., 1, Tk]."""
+    return self._allowed(q_pos, k_pos)
+
+  def dense(self, q_len: int, kv_len: int, q_offset: Any = 0):
+    """Boolean mask `[B or 1, q_len, kv_len]`; `q_offset` may be a traced scalar."""
+    q_pos = (jnp.arange(q_len) + q_offset)[:, None]
+    k_pos = jnp.arange(kv_len)[None, :]
+    out = jnp.asarray(self._allowed(q_pos, k_pos))
+    out = jnp.broadcast_to(out, jnp.broadcast_shapes(out.shape, (q_len, kv_len)))
+    return out if out.ndim == 3 else out[None]
+
+  def block_map(self, q_len: int, kv_len: int, block_q: int, block_k: int, q_offset: int = 0) -> np.ndarray:
+    """Static tile states `[ceil(q_len/bq), ceil(kv_len/bk)]` in {EMPTY, PARTIAL, FULL}.
+
+    Padding positions past the end count as masked (a tile that only has padding
+    beyond its valid part still reports the state of its valid part).
+    """
+    if not self.static:
+      nq, nk = -(-q_len // block_q), -(-kv_len // block_k)
+      return np.full((nq, nk), PARTIAL, np.int8)
+    return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+
+  def __and__(self, other: "Mask") -> "Mask":
+    return And(self, other)
+
+  def __or__(self, other: "Mask") -> "Mask":
+    return Or(self, other)
+
+
+def _static_block_map(mask: Mask, q_len, kv_len, block_q, block_k, q_offset) -> np.ndarray:
+  """Evaluates a static mask with numpy one block-row at a time and reduces per tile."""
+  nq, nk = -(-q_len // block_q), -(-kv_len // block_k)
+  out = np.empty((nq, nk), np.int8)
+  k_pos = np.arange(nk * block_k)[None, :]
+  k_valid = (k_pos < kv_len)
+  for i in range(nq):
+    q_pos = np.arange(i * block_q, (i + 1) * block_q)[:, None]
+    q_valid = q_pos < q_len
+    allowed = np.broadcast_to(np.asarray(mask._allowed(q_pos + q_offset, k_pos)), (block_q, nk * block_k))
+    valid = q_valid & k_valid
+    tiles_any = (allowed & valid).reshape(block_q, nk, block_k).any(axis=(0, 2))
+    tiles_all = (allowed | ~valid).reshape(block_q, nk, block_k).all(axis=(0, 2))
+    out[i] = np.where(tiles_all & tiles_any, FULL, np.where(tiles_any, PARTIAL, EMPTY))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class And(Mask):
+  """Both masks allow the pair."""
+  a: Mask
+  b: Mask
+
+  @property
+  def static(self):  # type: ignore[override]
+    return self.a.static and self.b.static
+
+  def _allowed(self, q_pos, k_pos):
+    return self.a._allowed(q_pos, k_pos) & self.b._allowed(q_pos, k_pos)
+
+  def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
+    if self.static:
+      return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+    # Tile state of a conjunction: empty if either is empty, full only if both are full.
+    return np.minimum(self.a.block_map(q_len, kv_len, block_q, block_k, q_offset),
+                      self.b.block_map(q_len, kv_len, block_q, block_k, q_offset))
+
+
+@dataclasses.dataclass(frozen=True)
+class Or(Mask):
+  """Either mask allows the pair."""
+  a: Mask
+  b: Mask
+
+  @property
+  def static(self):  # type: ignore[override]
+    return self.a.static and self.b.static
+
+  def _allowed(self, q_pos, k_pos):
+    return self.a._allowed(q_pos, k_pos) | self.b._allowed(q_pos, k_pos)
+
+  def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
+    if self.static:
+      return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+    return np.maximum(self.a.block_map(q_len, kv_len, block_q, block_k, q_offset),
+                      self.b.block_map(q_len, kv_len, block_q, block_k, q_offset))
+
+
+@dataclasses.dataclass(frozen=True)
+class Full(Mask):
+  """Every pair allowed (the identity of `&`)."""
+
+  def _allowed(self, q_pos, k_pos):
+    return (q_pos >= 0) | (k_pos >= 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Causal(Mask):
+  """Key position <= query position."""
+
+  def _allowed(self, q_pos, k_pos):
+    return k_pos <= q_pos
+
+
+@dataclasses.dataclass(frozen=True)
+class SlidingWindow(Mask):
+  """Keys within `left` positions before and `right` after the query (inclusive).
+
+  `SlidingWindow(left=w - 1, right=0)` is a causal window of w tokens including itself.
+  """
+  left: int
+  right: int = 0
+
+  def __post_init__(self):
+    if self.left < 0 or self.right < 0:
+      raise ValueError(f"window extents must be >= 0, got left={self.left}, right={self.right}")
+
+  def _allowed(self, q_pos, k_pos):
+    return (k_pos >= q_pos - self.left) & (k_pos <= q_pos + self.right)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunked(Mask):
+  """Query and key in the same chunk of `chunk_size` positions (block-local attention)."""
+  chunk_size: int
+
+  def __post_init__(self):
+    if self.chunk_size <= 0:
+      raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+
+  def _allowed(self, q_pos, k_pos):
+    return (q_pos // self.chunk_size) == (k_pos // self.chunk_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sinks(Mask):
+  """The first `num_sinks` keys are always visible (StreamingLLM attention sinks)."""
+  num_sinks: int
+
+  def _allowed(self, q_pos, k_pos):
+    return (k_pos < self.num_sinks) & (q_pos >= 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixLM(Mask):
+  """Bidirectional over the first `prefix_len` positions, causal after (T5/UniLM prefix-LM).
+
+  `prefix_len` is an int (static) or an int array `[B]` (one prefix per example).
+  """
+  prefix_len: Any
+
+  @property
+  def static(self):  # type: ignore[override]
+    return isinstance(self.prefix_len, (int, np.integer))
+
+  def _allowed(self, q_pos, k_pos):
+    if self.static:
+      return (k_pos <= q_pos) | (k_pos < self.prefix_len)
+    prefix = jnp.asarray(self.prefix_len)[:, None, None]
+    return (k_pos <= q_pos) | (k_pos < prefix)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SegmentIds(Mask):
+  """Attend only within the same segment (packed sequences).
+
+  q_segments: int `[B, Tq]`, kv_segments: int `[B, Tk]` (defaults to q_segments).
+  Absolute positions index these arrays directly, so a decode step passes the whole
+  sequence's segment ids.
+  """
+  q_segments: Any
+  kv_segments: Any = None
+  static = False
+
+  def _allowed(self, q_pos, k_pos):
+    kv = self.q_segments if self.kv_segments is None else self.kv_segments
+    qs = jnp.take(jnp.asarray(self.q_segments), q_pos[..., 0], axis=1)  # [B, Tq]
+    ks = jnp.take(jnp.asarray(kv), k_pos[..., 0, :], axis=1)  # [B, Tk]
+    return qs[:, :, None] == ks[:, None, :]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KeyPadding(Mask):
+  """Keys with `kv_valid[b, j] == False` are masked. kv_valid: bool `[B, Tk]`."""
+  kv_valid: Any
+  static = False
+
+  def _allowed(self, q_pos, k_pos):
+    valid = jnp.take(jnp.asarray(self.kv_valid), k_pos[..., 0, :], axis=1)  # [B, Tk]
+    return valid[:, None, :] & (q_pos[None] >= 0)
+
+
+def combine(*masks: Mask | None) -> Mask | None:
+  """And-combines the non-None masks; None when there are none."""
+  present = [m for m in masks if m is not None]
+  if not present:
+    return None
+  out = present[0]
+  for m in present[1:]:
+    out = out & m
+  return out

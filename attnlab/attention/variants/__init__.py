@@ -1,0 +1,13 @@
+"""Attention variants, one file per family; importing this package registers them all."""
+
+from attnlab.attention.variants import (  # noqa: F401  (each import registers its variants)
+    decay,
+    gated,
+    heads,
+    linear,
+    lowrank,
+    routed,
+    softmax,
+    softmax_like,
+    sparse_static,
+)

@@ -1,0 +1,115 @@
+"""Shared pieces of every attention variant: hyperparameters, projections, pattern checks, KV cache.
+
+Every variant is a linen module with fields `cfg` (its frozen hyperparameter
+dataclass), `patterns` and `variant` (set by `attention.build`) and the call
+
+    __call__(x, *, context=None, mask=None, positions=None, decode=False, deterministic=True)
+
+x [B, T, d_model] -> y [B, T, d_model]. `context` [B, S, d_model] makes it cross-attention;
+`mask` is an `attnlab.attention.masks.Mask` (padding, segments, ...) and-ed with the
+variant's own structure; `positions` int [B, T] (default arange, offset by the cache index
+when decoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnlab.attention.registry import PATTERNS
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+  """Hyperparameters common to every variant.
+
+  num_heads: query heads; head_dim: per-head size (0 = d_model // num_heads);
+  causal: causal self-attention (queries see keys at positions <= their own);
+  use_bias: biases in the projections; dtype: compute dtype name.
+  """
+  num_heads: int = 4
+  head_dim: int = 0
+  causal: bool = True
+  use_bias: bool = False
+  dtype: str = "float32"
+
+
+def _init(axes):
+  return nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes)
+
+
+class AttentionModule(nn.Module):
+  """Base class: subclasses implement __call__ with the standard signature."""
+  cfg: AttentionConfig
+  patterns: frozenset = frozenset(PATTERNS)
+  variant: str = "?"
+
+  # ---- checks -------------------------------------------------------------------
+  def check_pattern(self, context, decode: bool) -> None:
+    """Raises ValueError if this call's pattern is not among the declared ones."""
+    kind = ("causal-" if self.cfg.causal else "noncausal-") + ("self" if context is None else "cross")
+    for needed in (kind, "decode") if decode else (kind,):
+      if needed not in self.patterns:
+        raise ValueError(f"variant {self.variant!r} does not support {needed} attention; "
+                         f"it supports: {', '.join(sorted(self.patterns))}")
+
+  def head_dim_for(self, d_model: int) -> int:
+    """cfg.head_dim, or d_model // num_heads (which must divide)."""
+    if self.cfg.head_dim:
+      return self.cfg.head_dim
+    if d_model % self.cfg.num_heads:
+      raise ValueError(f"d_model ({d_model}) is not divisible by num_heads ({self.cfg.num_heads})")
+    return d_model // self.cfg.num_heads
+
+  # ---- projections ---------------------------------------------------------------
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.cfg.dtype)
+
+  def project_heads(self, x, num_heads: int, head_dim: int, name: str, heads_axis: str = "heads"):
+    """x [B, T, d_model] -> [B, T, num_heads, head_dim] with a logically partitioned kernel."""
+    return nn.DenseGeneral(
+        features=(num_heads, head_dim), axis=-1, use_bias=self.cfg.use_bias,
+        dtype=self.compute_dtype, kernel_init=_init(("embed", heads_axis, "head_dim")), name=name)(x)
+
+  def project_out(self, y, d_model: int, name: str = "out"):
+    """y [B, T, H, Dv] -> [B, T, d_model]."""
+    return nn.DenseGeneral(
+        features=d_model, axis=(-2, -1), use_bias=self.cfg.use_bias, dtype=self.compute_dtype,
+        kernel_init=_init(("heads", "head_dim", "embed")), name=name)(y)
+
+  # ---- incremental decoding -------------------------------------------------------
+  def kv_cache(self, k, v):
+    """Appends k, v [B, t, Hkv, D] to the cache; returns (k_all, v_all, start index).
+
+    Flax convention: the first `init(..., decode=True)` call with the full-length input
+    only allocates the cache ([B, max_len, Hkv, D]); later calls write at the index.
+    """
+    is_init = not self.has_variable("cache", "cached_key")
+    ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    ci = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if is_init:
+      return k, v, jnp.array(0, jnp.int32)
+    start = ci.value
+    ck.value = _write(ck.value, k, start)
+    cv.value = _write(cv.value, v, start)
+    ci.value = start + k.shape[1]
+    return ck.value, cv.value, start
+
+  def cache_offset(self, decode: bool):
+    """Position of this call's first token: the cache index in a decode step, else 0."""
+    if decode and self.has_variable("cache", "cache_index"):
+      return self.get_variable("cache", "cache_index")
+    return 0
+
+  def default_positions(self, batch: int, length: int, offset=0):
+    """int [B, T]: offset + arange(T)."""
+    return jnp.broadcast_to(jnp.arange(length) + offset, (batch, length))
+
+
+def _write(cache, new, start):
+  return jax.lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), start, axis=1)
