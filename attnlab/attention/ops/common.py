@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def check_qkv(q, k, v) -> tuple[int, int, int, int, int, int]:
@@ -34,3 +38,49 @@ def repeat_kv(x, num_q_heads: int):
   """[B, T, Hkv, D] -> [B, T, Hq, D] by repeating each kv head Hq/Hkv times (GQA)."""
   rep = num_q_heads // x.shape[2]
   return x if rep == 1 else jnp.repeat(x, rep, axis=2)
+
+
+def unbroadcast(x, shape):
+  """Sums `x` down to `shape` (same rank; dims of size 1 in `shape` are summed over).
+
+  The adjoint of broadcasting: used for gradients of broadcast operands (bias arrays).
+  """
+  axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if b == 1 and a != 1)
+  return x.sum(axis=axes, keepdims=True) if axes else x
+
+
+def mask_flatten(mask):
+  """Splits a (dataclass) mask into its array leaves and a rebuild function.
+
+  Returns (leaves: tuple of arrays, rebuild(leaves) -> mask). Sub-masks are recursed
+  into; fields holding arrays (segment ids, padding, per-example prefix lengths) become
+  leaves, everything else stays static. Lets a jax transform (custom_vjp, scan) take a
+  data-dependent mask as explicit array inputs instead of closing over tracers.
+  Non-dataclass masks are returned whole with no leaves.
+  """
+  if not dataclasses.is_dataclass(mask):
+    return (), lambda leaves: mask
+  fields, parts = [], []
+  for f in dataclasses.fields(mask):
+    val = getattr(mask, f.name)
+    if dataclasses.is_dataclass(val) and hasattr(val, "allowed"):
+      sub_leaves, sub_rebuild = mask_flatten(val)
+      fields.append((f.name, "mask", len(sub_leaves), sub_rebuild))
+      parts.extend(sub_leaves)
+    elif isinstance(val, (jax.Array, np.ndarray)):
+      fields.append((f.name, "array", 1, None))
+      parts.append(val)
+    else:
+      fields.append((f.name, "static", 0, None))
+
+  def rebuild(leaves):
+    leaves, kw, pos = tuple(leaves), {}, 0
+    for name, kind, n, sub_rebuild in fields:
+      if kind == "mask":
+        kw[name] = sub_rebuild(leaves[pos:pos + n])
+      elif kind == "array":
+        kw[name] = leaves[pos]
+      pos += n
+    return dataclasses.replace(mask, **kw) if kw else mask
+
+  return tuple(parts), rebuild

@@ -1,0 +1,112 @@
+"""`attnlab train | eval | list | bench`.
+
+Bad input (unknown variant/task/config key, shapes that don't divide, missing files) is
+reported as one line on stderr with exit code 2, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from attnlab.registry import UnknownNameError
+
+INPUT_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, TypeError)
+
+
+def _fail(message: str, code: int = 2) -> int:
+  print(f"attnlab: error: {message}", file=sys.stderr)
+  return code
+
+
+def _load(args, overrides):
+  from attnlab.config_loading import load_config
+  return load_config(args.config, overrides)
+
+
+def cmd_train(args, overrides) -> int:
+  """Validates, then trains (resuming from the workdir's latest checkpoint)."""
+  from attnlab.validation import validate_run
+  try:
+    config = _load(args, overrides)
+    validate_run(config)
+  except INPUT_ERRORS as e:
+    return _fail(str(e))
+  from attnlab.train.trainer import train
+  result = train(config, args.workdir)
+  print(json.dumps({k: float(v) for k, v in (result or {}).items()}, sort_keys=True))
+  return 0
+
+
+def cmd_eval(args, overrides) -> int:
+  """Evaluates the latest checkpoint in the workdir."""
+  from attnlab.validation import validate_run
+  try:
+    config = _load(args, overrides)
+    validate_run(config)
+  except INPUT_ERRORS as e:
+    return _fail(str(e))
+  from attnlab.train.trainer import evaluate
+  result = evaluate(config, args.workdir)
+  print(json.dumps({k: float(v) for k, v in (result or {}).items()}, sort_keys=True))
+  return 0
+
+
+def cmd_list(args) -> int:
+  """Prints the registered attention variants (and tasks)."""
+  from attnlab.attention import list_variants
+  from attnlab.tasks import TASKS
+  variants = list_variants()
+  if args.json:
+    print(json.dumps({"variants": variants, "tasks": TASKS.names()}, indent=1, default=str))
+    return 0
+  from rich.console import Console
+  from rich.table import Table
+  table = Table(title=f"{len(variants)} attention variants")
+  for col in ("name", "family", "patterns", "sub-quadratic", "hyperparameters (defaults)"):
+    table.add_column(col, overflow="fold")
+  for v in variants:
+    hp = ", ".join(f"{k}={v['hyperparameters'][k]!r}" for k in v["hyperparameters"])
+    table.add_row(v["name"], v["family"], " ".join(v["patterns"]), "yes" if v["subquadratic"] else "",
+                  hp)
+  console = Console(width=max(160, Console().width))
+  console.print(table)
+  console.print("tasks: " + ", ".join(TASKS.names()))
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="attnlab", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name, fn, help_ in (("train", cmd_train, "train a model from a config (resumes automatically)"),
+                          ("eval", cmd_eval, "evaluate the latest checkpoint in a workdir")):
+    p = sub.add_parser(name, help=help_,
+                       epilog="Override single leaves with --config.a.b=value (e.g. --config.train.steps=100).")
+    p.add_argument("--config", required=True, help="configs/<task>.py[:arg], e.g. configs/mqar.py:variant=based")
+    p.add_argument("--workdir", required=True, help="directory for checkpoints, metrics.jsonl, TensorBoard")
+    p.set_defaults(func=fn, takes_overrides=True)
+  p = sub.add_parser("list", help="list registered attention variants and tasks")
+  p.add_argument("--json", action="store_true", help="machine-readable output")
+  p.set_defaults(func=cmd_list)
+  bench = sub.add_parser("bench", help="speed and memory benchmarks")
+  bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+  from attnlab.bench import attention as bench_attention
+  bench_attention.register_cli(bench_sub)
+  return parser
+
+
+def main(argv=None) -> int:
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  overrides = [a for a in extra if a.startswith("--config.")]
+  stray = [a for a in extra if not a.startswith("--config.")]
+  if stray or (overrides and not getattr(args, "takes_overrides", False)):
+    return _fail(f"unrecognized arguments: {' '.join(stray or overrides)}")
+  if getattr(args, "takes_overrides", False):
+    return args.func(args, overrides) or 0
+  return args.func(args) or 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,83 @@
+"""Helpers for `configs/<task>.py` files: the shared sections, the argument parser, smoke mode.
+
+A config file's `get_config(arg)` takes a string such as
+"variant=based,mha,smoke=True": comma-separated key=value pairs, where a piece without
+`=` continues the previous value (so hybrids read naturally: variant=based,mha).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, allowed: dict[str, Any]) -> dict[str, Any]:
+  """Parses "k=v,k2=v2" into a dict, typed like the defaults in `allowed` (unknown key -> ValueError)."""
+  out = dict(allowed)
+  if not arg:
+    return out
+  pairs: list[list[str]] = []
+  for piece in arg.split(","):
+    if "=" in piece:
+      k, v = piece.split("=", 1)
+      pairs.append([k.strip(), v.strip()])
+    elif pairs:
+      pairs[-1][1] += "," + piece.strip()
+    else:
+      raise ValueError(f"config argument {arg!r}: expected key=value pairs")
+  for k, v in pairs:
+    if k not in allowed:
+      raise ValueError(f"unknown config argument {k!r}; expected one of: {', '.join(sorted(allowed))}")
+    out[k] = _typed(v, allowed[k])
+  return out
+
+
+def _typed(text: str, default: Any) -> Any:
+  if isinstance(default, bool):
+    if text.lower() in ("1", "true", "yes"):
+      return True
+    if text.lower() in ("0", "false", "no"):
+      return False
+    raise ValueError(f"expected a boolean, got {text!r}")
+  if isinstance(default, (int, float)) and not isinstance(default, bool):
+    return type(default)(ast.literal_eval(text))
+  return text
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The sections every task shares: seed, model, task, train, mesh."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(
+      variant="mha", num_layers=2, d_model=128, num_heads=4, mlp="swiglu", mlp_dim=0,
+      dropout=0.0, dtype="float32", attn=ml_collections.ConfigDict()))
+  c.task = ml_collections.ConfigDict()
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000, batch_size=32, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1,
+      grad_clip=1.0, eval_every=200, eval_batches=4, checkpoint_every=200, keep_checkpoints=2,
+      log_every=50))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config to seconds: tiny model, few steps (for tests and quick checks)."""
+  c.model.num_layers = 2 if c.model.num_layers >= 2 else c.model.num_layers
+  c.model.d_model = 32
+  c.model.num_heads = 2
+  c.train.steps = 6
+  c.train.batch_size = 8
+  c.train.warmup_steps = 2
+  c.train.eval_every = 3
+  c.train.eval_batches = 1
+  c.train.checkpoint_every = 3
+  c.train.log_every = 1
+  return c
+
+
+def set_attn(c: ml_collections.ConfigDict, **hparams) -> None:
+  """Adds variant hyperparameters to config.model.attn (typed keys, so overrides validate)."""
+  for k, v in hparams.items():
+    c.model.attn[k] = v

@@ -1,0 +1,128 @@
+"""Pre-norm Transformer backbone with a per-layer list of attention variants, and an LM.
+
+A hybrid (e.g. linear layers with a few softmax layers) is one config line:
+`config.model.variant = "based,based,mha"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from attnlab.attention import VARIANTS, build
+from attnlab.models.layers import MLP, RMSNorm, partitioned
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """vocab_size, d_model, num_layers, num_heads; layer_variants: one variant name per layer;
+  attn: extra hyperparameters as a tuple of (key, value) pairs, each passed to every layer
+  whose variant takes it; mlp: "swiglu" | "gelu"; mlp_dim (0 = 4 d_model, or 8/3 d_model
+  rounded for swiglu); dropout on residual branches; causal: causal self-attention."""
+  vocab_size: int
+  d_model: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  layer_variants: tuple[str, ...] = ("mha", "mha")
+  attn: tuple[tuple[str, Any], ...] = ()
+  mlp: str = "swiglu"
+  mlp_dim: int = 0
+  dropout: float = 0.0
+  causal: bool = True
+  dtype: str = "float32"
+  max_len: int = 0
+
+  def hidden_dim(self) -> int:
+    if self.mlp_dim:
+      return self.mlp_dim
+    if self.mlp == "swiglu":  # keeps the parameter count of a 4x GELU MLP
+      return 8 * ((8 * self.d_model // 3 + 7) // 8)
+    return 4 * self.d_model
+
+  def layer_hparams(self, variant: str) -> dict[str, Any]:
+    """Hyperparameters for one layer's variant: the shared ones plus the `attn` keys it takes."""
+    fields = {f.name for f in dataclasses.fields(VARIANTS.get(variant).config)}
+    hp = {"num_heads": self.num_heads, "causal": self.causal, "dtype": self.dtype}
+    hp.update({k: v for k, v in self.attn if k in fields})
+    return hp
+
+
+def expand_layer_variants(variant: str, num_layers: int) -> tuple[str, ...]:
+  """"mha" -> ("mha",) * L; "a,b" -> the pattern repeated to L layers (L must be a multiple)."""
+  names = tuple(v.strip() for v in variant.split(",") if v.strip())
+  if not names:
+    raise ValueError("config.model.variant is empty")
+  for n in names:
+    VARIANTS.get(n)  # raises UnknownNameError listing the registered variants
+  if num_layers % len(names):
+    raise ValueError(f"model.variant lists {len(names)} layers, which does not divide "
+                     f"model.num_layers={num_layers}")
+  return names * (num_layers // len(names))
+
+
+def check_attn_keys(cfg: TransformerConfig) -> None:
+  """Every key in cfg.attn must be a hyperparameter of at least one layer's variant."""
+  taken = set()
+  for v in set(cfg.layer_variants):
+    taken |= {f.name for f in dataclasses.fields(VARIANTS.get(v).config)}
+  unknown = sorted(k for k, _ in cfg.attn if k not in taken)
+  if unknown:
+    raise ValueError(f"config.model.attn has {', '.join(map(repr, unknown))}, which no layer's variant "
+                     f"({', '.join(sorted(set(cfg.layer_variants)))}) takes")
+  for v in set(cfg.layer_variants):  # builds each once: bad values fail here, before compiling
+    build(v, **cfg.layer_hparams(v))
+
+
+class Block(nn.Module):
+  """x + attn(norm(x)); x + mlp(norm(x)). x [B, T, d]."""
+  cfg: TransformerConfig
+  variant: str
+
+  @nn.compact
+  def __call__(self, x, *, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    attn = build(self.variant, **cfg.layer_hparams(self.variant))
+    h = attn(RMSNorm(name="attn_norm")(x), mask=mask, positions=positions, decode=decode,
+             deterministic=deterministic)
+    x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+    h = MLP(cfg.hidden_dim(), cfg.mlp, cfg.dtype, name="mlp")(RMSNorm(name="mlp_norm")(x))
+    x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Transformer(nn.Module):
+  """Stack of `Block`s, one per entry of cfg.layer_variants, and a final RMSNorm."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, *, mask=None, positions=None, decode=False, deterministic=True):
+    for i, variant in enumerate(self.cfg.layer_variants):
+      x = Block(self.cfg, variant, name=f"layer_{i}")(
+          x, mask=mask, positions=positions, decode=decode, deterministic=deterministic)
+    return RMSNorm(name="final_norm")(x)
+
+
+class LanguageModel(nn.Module):
+  """Token embedding -> Transformer -> vocabulary logits.
+
+  tokens int [B, T] -> logits float32 [B, T, vocab_size].
+  """
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens, *, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=jnp.dtype(cfg.dtype),
+                     embedding_init=partitioned(nn.initializers.normal(1.0), ("vocab", "embed")),
+                     name="embed")
+    x = embed(tokens)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    x = Transformer(cfg, name="backbone")(x, mask=mask, positions=positions, decode=decode,
+                                          deterministic=deterministic)
+    logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),
+                      kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", "vocab")),
+                      name="lm_head")(x)
+    return logits.astype(jnp.float32)
