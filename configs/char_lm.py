@@ -20,6 +20,7 @@ def get_config(arg=None):
   c.task.vocab = a["vocab"]
   c.task.seq_len = 256
   c.task.val_fraction = 0.1
+  c.task.vocab_file = ""  # optional JSON of the "char" vocabulary: loaded if it exists, else written
   c.model.variant = a["variant"]
   c.model.num_layers = 4
   c.model.d_model = 256

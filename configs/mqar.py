@@ -25,6 +25,7 @@ def get_config(arg=None):
   c.task.num_kv_pairs = 8
   c.task.power_a = 0.01
   c.task.random_non_queries = True
+  c.task.num_train_examples = 0  # 0 = a fresh example every step
   c.model.variant = a["variant"]
   c.model.num_layers = 2
   c.model.d_model = 64

@@ -37,10 +37,6 @@ class AttentionConfig:
   dtype: str = "float32"
 
 
-def _init(axes):
-  return nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes)
-
-
 class AttentionModule(nn.Module):
   """Base class: subclasses implement __call__ with the standard signature."""
   cfg: AttentionConfig
@@ -70,16 +66,14 @@ class AttentionModule(nn.Module):
     return jnp.dtype(self.cfg.dtype)
 
   def project_heads(self, x, num_heads: int, head_dim: int, name: str, heads_axis: str = "heads"):
-    """x [B, T, d_model] -> [B, T, num_heads, head_dim] with a logically partitioned kernel."""
-    return nn.DenseGeneral(
-        features=(num_heads, head_dim), axis=-1, use_bias=self.cfg.use_bias,
-        dtype=self.compute_dtype, kernel_init=_init(("embed", heads_axis, "head_dim")), name=name)(x)
+    """x [B, T, d_model] -> [B, T, num_heads, head_dim]; kernel [d_model, H, D] as params[name]["kernel"]."""
+    return Projection((num_heads, head_dim), ("embed", heads_axis, "head_dim"), "btd,dhk->bthk",
+                      self.cfg.use_bias, self.compute_dtype, name=name)(x)
 
   def project_out(self, y, d_model: int, name: str = "out"):
-    """y [B, T, H, Dv] -> [B, T, d_model]."""
-    return nn.DenseGeneral(
-        features=d_model, axis=(-2, -1), use_bias=self.cfg.use_bias, dtype=self.compute_dtype,
-        kernel_init=_init(("heads", "head_dim", "embed")), name=name)(y)
+    """y [B, T, H, Dv] -> [B, T, d_model]; kernel [H, Dv, d_model] as params[name]["kernel"]."""
+    return Projection((d_model,), ("heads", "head_dim", "embed"), "bthk,hkd->btd",
+                      self.cfg.use_bias, self.compute_dtype, name=name)(y)
 
   # ---- incremental decoding -------------------------------------------------------
   def kv_cache(self, k, v):
@@ -109,6 +103,35 @@ class AttentionModule(nn.Module):
   def default_positions(self, batch: int, length: int, offset=0):
     """int [B, T]: offset + arange(T)."""
     return jnp.broadcast_to(jnp.arange(length) + offset, (batch, length))
+
+
+class Projection(nn.Module):
+  """A linear map by einsum with an unflattened, logically partitioned kernel.
+
+  (flax's DenseGeneral initialises a flattened kernel, which breaks rank-matched logical
+  sharding under a mesh.) The kernel has shape in_dims + features, where in_dims are the
+  contracted trailing dims of the input.
+  """
+  features: tuple
+  axes: tuple
+  equation: str
+  use_bias: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    n_in = len(self.axes) - len(self.features)
+    shape = tuple(x.shape[-n_in:]) + tuple(self.features)
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                            in_axis=tuple(range(n_in)),
+                                            out_axis=tuple(range(n_in, len(shape))))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape)
+    y = jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
+                        tuple(self.features))
+      y = y + bias.astype(self.dtype)
+    return y
 
 
 def _write(cache, new, start):
