@@ -1,0 +1,122 @@
+"""Grain pipelines: an infinite, checkpointable training iterator and fixed eval batches.
+
+Both are built from an `example_fn(index) -> dict of numpy arrays` that is a pure
+function of its index (see `attnlab.data.seeding`). The training pipeline is
+
+  MapDataset.range(n or "infinite")          # example indices
+    .seed(seed).shuffle().repeat()           # only for a finite pool of n examples
+    [shard_index::shard_count]               # this host's share
+    .map(example_fn)
+    .batch(per_host_batch, drop_remainder=True)
+    .to_iter_dataset(ReadOptions(...))
+
+and `iter(...)` of it is a `grain.DatasetIterator` whose whole state is
+`{"next_index": k}` (`get_state()` / `set_state()`); restoring a state replays
+exactly the batches that followed it. With `num_examples=None` every index is a
+fresh example (the range has sys.maxsize elements, so the iterator never ends);
+with a finite pool (Zoology's fixed training set) the pool is reshuffled every
+epoch by `repeat` (which reseeds `shuffle` per epoch).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import grain
+import numpy as np
+
+Example = dict[str, np.ndarray]
+
+DEFAULT_NUM_THREADS = 8
+DEFAULT_PREFETCH = 32  # elements (= batches here) buffered ahead by the reader threads
+
+
+def host_batch_size(batch_size: int, shard_count: int) -> int:
+  """Per-host batch: the global `batch_size` split evenly over `shard_count` hosts."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if batch_size % shard_count:
+    raise ValueError(f"batch_size={batch_size} is not divisible by the number of data shards "
+                     f"(processes) {shard_count}")
+  return batch_size // shard_count
+
+
+def _default_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  """(process_index, process_count) from jax unless given explicitly."""
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index} out of range for shard_count={shard_count}")
+  return shard_index, shard_count
+
+
+def train_dataset(
+    example_fn: Callable[[int], Example],
+    *,
+    batch_size: int,
+    seed: int,
+    num_examples: int | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    num_threads: int = DEFAULT_NUM_THREADS,
+    prefetch: int = DEFAULT_PREFETCH,
+) -> grain.IterDataset:
+  """Returns the infinite training `grain.IterDataset` of batches.
+
+  Each element is `example_fn`'s dict with a leading axis of
+  batch_size // shard_count (e.g. inputs int32 [B_host, T]). `num_examples=None`
+  (or 0) gives fresh examples forever; a positive value cycles a fixed pool of that
+  many examples, reshuffled each epoch with `seed`. Shards default to
+  (jax.process_index(), jax.process_count()); hosts see disjoint example indices.
+  `iter(train_dataset(...))` is the checkpointable `grain.DatasetIterator`.
+  """
+  shard_index, shard_count = _default_shard(shard_index, shard_count)
+  per_host = host_batch_size(batch_size, shard_count)
+  if num_examples:
+    if num_examples < batch_size:
+      raise ValueError(f"num_examples={num_examples} is smaller than batch_size={batch_size}")
+    ds = grain.MapDataset.range(num_examples).seed(seed).shuffle().repeat()
+  else:
+    ds = grain.MapDataset.range(sys.maxsize)
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  ds = ds.map(example_fn).batch(per_host, drop_remainder=True)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                              prefetch_buffer_size=prefetch))
+
+
+def train_iterator(example_fn: Callable[[int], Example], **kwargs: Any) -> grain.DatasetIterator:
+  """`iter(train_dataset(example_fn, **kwargs))`: the checkpointable training iterator."""
+  return iter(train_dataset(example_fn, **kwargs))
+
+
+def eval_batches(
+    example_fn: Callable[[int], Example],
+    *,
+    batch_size: int,
+    num_batches: int,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+) -> list[Example]:
+  """Returns `num_batches` deterministic eval batches of examples 0, 1, 2, ...
+
+  Batch j of host s holds examples (j * batch_size + s * B_host + i) for
+  i < B_host = batch_size // shard_count, stacked along a new leading axis, so
+  the hosts together cover the same global batches whatever their number. Built
+  eagerly (eval sets are small) with the same grain MapDataset operations.
+  """
+  shard_index, shard_count = _default_shard(shard_index, shard_count)
+  per_host = host_batch_size(batch_size, shard_count)
+  if num_batches < 1:
+    raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+  ds = grain.MapDataset.range(num_batches * batch_size)
+  ds = ds.batch(per_host, drop_remainder=True)[shard_index::shard_count]
+  return [_stack([example_fn(int(i)) for i in idx]) for idx in ds]
+
+
+def _stack(examples: list[Example]) -> Example:
+  """Stacks a list of example dicts along a new leading (batch) axis."""
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
