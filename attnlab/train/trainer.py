@@ -1,0 +1,266 @@
+"""The one trainer for every task: `train(config, workdir)` and `evaluate(config, workdir)`.
+
+Order of work: build the task -> `task.validate()` -> build the model -> mesh, rules
+and every static check (batch divisibility, parameter shardability) -> only then
+compile and run. A run resumes automatically from the newest checkpoint in
+WORKDIR/checkpoints (params, optimizer state, step and data-iterator position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from attnlab.train import metrics as mt
+from attnlab.train import sharding as shd
+from attnlab.train.checkpoint import Checkpointer
+from attnlab.train.mesh import make_mesh
+from attnlab.train.state import (TrainState, abstract_state, init_state, make_init_fn,
+                                 make_optimizer, param_count)
+from attnlab.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step
+
+# Test hook: when set to a step number, the process SIGKILLs itself right after the
+# checkpoint of that step is fully on disk (used to test crash/resume).
+KILL_AFTER_CHECKPOINT_ENV = "ATTNLAB_TEST_KILL_AFTER_CHECKPOINT"
+
+
+@dataclasses.dataclass
+class _Run:
+  """Everything built and checked before compiling."""
+  config: Any
+  task: Any
+  model: nn.Module
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  tx: Any
+  schedule: Callable
+  init_fn: Callable[[], TrainState]
+  abstract: TrainState
+  shardings: TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  eval_batches: list
+
+
+def _every(value: Any) -> int:
+  """Interval config value -> int (None or <= 0 means "only at the end")."""
+  return int(value) if value is not None and int(value) > 0 else 0
+
+
+def _check_batch(name: str, batch: dict, rows: int, seq_len: int) -> None:
+  """Raises a one-line ValueError unless inputs/targets/weights are [rows, seq_len]."""
+  for key in ("inputs", "targets", "weights"):
+    if key not in batch:
+      raise ValueError(f"{name} batch has no {key!r} (keys: {sorted(batch)})")
+    shape = tuple(np.shape(batch[key]))
+    if shape[:2] != (rows, seq_len):
+      raise ValueError(f"{name} batch {key!r} has shape {shape}, expected ({rows}, {seq_len}, ...)")
+
+
+def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
+  """Static checks on config.train against the mesh; one-line ValueErrors."""
+  tc = config.train
+  if int(tc.steps) < 1:
+    raise ValueError(f"config.train.steps must be >= 1, got {tc.steps}")
+  batch, shards = int(tc.batch_size), shd.batch_shards(mesh)
+  if batch < 1 or batch % shards:
+    raise ValueError(
+        f"config.train.batch_size={batch} must be a positive multiple of mesh data*fsdp={shards}")
+  if batch % jax.process_count():
+    raise ValueError(f"config.train.batch_size={batch} is not divisible by {jax.process_count()} processes")
+  if int(tc.get("warmup_steps", 0)) > int(tc.steps):
+    raise ValueError(f"config.train.warmup_steps={tc.warmup_steps} exceeds steps={tc.steps}")
+  if _every(tc.get("log_every", 1)) < 1:
+    raise ValueError(f"config.train.log_every must be >= 1, got {tc.get('log_every')}")
+
+
+def _setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run:
+  """Builds task, model, mesh and abstract state, running every check; compiles nothing.
+
+  `task` / `model` override `build_task(config)` / `build_model(config.model, ...)`
+  (for notebooks and tests).
+  """
+  if task is None:
+    from attnlab.tasks import build_task
+    task = build_task(config)
+  task.validate()
+  if model is None:
+    from attnlab.models import build_model
+    model = build_model(config.model, vocab_size=task.vocab_size, max_len=task.seq_len)
+  mesh = make_mesh(config.mesh)
+  rules = shd.logical_rules(config)
+  _check_config(config, mesh)
+  tx, schedule = make_optimizer(config.train)
+  batch = int(config.train.batch_size)
+  init_fn = make_init_fn(model, tx, (batch, int(task.seq_len)), int(config.seed))
+  abstract, shardings, notes = abstract_state(init_fn, mesh, rules)
+  # The optimizer state mirrors the params: report each params-level change once.
+  for note in notes:
+    if " of .opt_state" not in note:
+      mt.log(note)
+  eval_batches = list(task.eval_batches())
+  local_rows = shd.batch_shards(mesh) // jax.process_count()
+  for i, b in enumerate(eval_batches):
+    rows = int(np.shape(b["inputs"])[0])
+    _check_batch(f"eval[{i}]", b, rows, int(task.seq_len))
+    if rows % max(local_rows, 1):
+      raise ValueError(f"eval batch {i} has {rows} rows, not divisible by mesh data*fsdp per process")
+  return _Run(config, task, model, mesh, rules, tx, schedule, init_fn, abstract, shardings,
+              shd.batch_sharding(mesh), eval_batches)
+
+
+def _run_eval(eval_step, variables: Any, batches: list, sharding) -> dict[str, float]:
+  """Returns {"eval/<name>": mean} over `batches`, weighted by each batch's weight sum."""
+  if not batches:
+    return {}
+  outs = jax.device_get([eval_step(variables, shd.put_batch(b, sharding)) for b in batches])
+  weights = np.asarray([float(w) for _, w in outs], np.float64)
+  if not weights.sum() > 0:
+    weights = np.ones_like(weights)
+  result = {}
+  for key in outs[0][0]:
+    values = np.asarray([float(m[key]) for m, _ in outs], np.float64)
+    result[f"eval/{key}"] = float(np.sum(values * weights) / np.sum(weights))
+  return result
+
+
+def _check_finite(host_metrics: list[tuple[int, dict]], checkpointer: Checkpointer) -> None:
+  """Raises FloatingPointError naming the first step whose train loss is not finite."""
+  for step, m in host_metrics:
+    loss = float(np.asarray(m["loss"]))
+    if not np.isfinite(loss):
+      raise FloatingPointError(
+          f"non-finite loss at step {step} (loss={loss}); latest checkpoint: "
+          f"step {checkpointer.latest_step()}; lower config.train.learning_rate or check the data")
+
+
+def _window_means(host_metrics: list[tuple[int, dict]]) -> dict[str, float]:
+  """Mean of each train metric over the logged window -> {"train/<name>": value}."""
+  keys = host_metrics[0][1].keys()
+  return {f"train/{k}": float(np.mean([np.float64(np.asarray(m[k])) for _, m in host_metrics]))
+          for k in keys}
+
+
+def _maybe_kill(step: int, checkpointer: Checkpointer) -> None:
+  """Test hook: SIGKILLs this process once checkpoint `step` is on disk, if asked to."""
+  target = os.environ.get(KILL_AFTER_CHECKPOINT_ENV)
+  if target is not None and int(target) == step:
+    checkpointer.wait()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | None = None
+          ) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
+
+  Writes WORKDIR/config.json, metrics.jsonl, TensorBoard events and checkpoints/.
+  Returns {"step": config.train.steps, "eval/loss": ..., "eval/accuracy": ..., ...}
+  (the task's metrics averaged over `task.eval_batches()`). Raises FloatingPointError
+  naming the step if the train loss becomes non-finite (checked at every log step
+  and before every checkpoint, so no non-finite state is ever saved).
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mt.write_config(workdir, config)
+  run = _setup(config, task, model)
+  tc = config.train
+  total = int(tc.steps)
+  log_every = _every(tc.get("log_every", 100)) or total
+  eval_every, ckpt_every = _every(tc.get("eval_every", 0)), _every(tc.get("checkpoint_every", 0))
+  local_rows = int(tc.batch_size) // jax.process_count()
+
+  checkpointer = Checkpointer(workdir, keep=tc.get("keep_checkpoints", 3))
+  writer = mt.MetricsWriter(workdir)
+  iterator = run.task.train_iterator()
+  progress = None
+  try:
+    start = checkpointer.latest_step()
+    if start is None:
+      start = 0
+      state = init_state(run.init_fn, run.shardings, run.rules)
+      mt.log(f"initialised {param_count(run.abstract):,} params on mesh "
+             f"{dict(run.mesh.shape)}; training {total} steps")
+    else:
+      state = checkpointer.restore(run.abstract, iterator)
+      writer.truncate_after(start)
+      mt.log(f"resumed from step {start}")
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      train_step = jit_train_step(
+          make_train_step(run.model, run.task.metrics, run.tx, run.schedule, int(config.seed)),
+          run.shardings, run.batch_sharding, run.rules)
+      eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics),
+                                run.shardings.variables(), run.batch_sharding, run.rules)
+
+      final: dict[str, float] = {}
+      if start >= total:
+        final = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
+      progress = mt.Progress(total, start)
+      pending: list[tuple[int, dict]] = []
+      mark_time, mark_step = time.perf_counter(), start
+      for step in range(start + 1, total + 1):  # `step` = number of updates done after this one
+        try:
+          batch = next(iterator)
+        except StopIteration:
+          raise RuntimeError(f"train iterator ran out at step {step} of {total}") from None
+        if step == start + 1:
+          _check_batch("train", batch, local_rows, int(run.task.seq_len))
+        state, step_metrics = train_step(state, shd.put_batch(batch, run.batch_sharding))
+        pending.append((step, step_metrics))
+        progress.advance(step)
+        is_last = step == total
+        is_log = step % log_every == 0 or is_last
+        is_eval = (eval_every and step % eval_every == 0) or is_last
+        is_ckpt = (ckpt_every and step % ckpt_every == 0) or is_last
+        if is_log or is_ckpt:
+          pending = jax.device_get(pending)
+          _check_finite(pending, checkpointer)
+        if is_log:
+          now = time.perf_counter()
+          scalars = _window_means(pending)
+          scalars["train/steps_per_sec"] = (step - mark_step) / max(now - mark_time, 1e-9)
+          progress.report(writer.write(step, scalars), scalars["train/steps_per_sec"])
+          pending, mark_time, mark_step = [], now, step
+        if is_eval:
+          final = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
+          if final:
+            progress.report(writer.write(step, final))
+        if is_ckpt:
+          checkpointer.save(step, state, iterator)
+          _maybe_kill(step, checkpointer)
+        if is_eval or is_ckpt:
+          mark_time, mark_step = time.perf_counter(), step
+  finally:
+    if progress is not None:
+      progress.close()
+    checkpointer.close()
+    writer.close()
+  return {"step": total, **final}
+
+
+def evaluate(config: Any, workdir: str, *, task: Any = None, model: nn.Module | None = None,
+             step: int | None = None) -> dict[str, float]:
+  """Restores checkpoint `step` (default: latest) from `workdir` and evaluates it.
+
+  Returns {"step": N, "eval/<name>": value, ...} over `task.eval_batches()`; writes
+  nothing. Raises FileNotFoundError if the workdir has no checkpoint.
+  """
+  run = _setup(config, task, model)
+  checkpointer = Checkpointer(os.path.abspath(workdir), keep=None)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      state = checkpointer.restore(run.abstract, step=step)
+      eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics),
+                                run.shardings.variables(), run.batch_sharding, run.rules)
+      result = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
+  finally:
+    checkpointer.close()
+  return {"step": int(step), **result}

@@ -1,0 +1,149 @@
+"""A tiny task and model that follow the task/model contracts, for trainer tests.
+
+They keep the trainer's tests independent of the real tasks and models (which have
+their own tests) and small enough for seconds on CPU. The model uses every logical
+axis name the real models use, so the sharding tests exercise the default rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+
+def standin_config(**train_overrides: Any) -> ml_collections.ConfigDict:
+  """Returns a full config (seed, model, task, train, mesh) for the stand-ins: ~1 s of training."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(d_model=16, num_heads=2, head_dim=8, mlp_dim=32,
+                                           dropout=0.1))
+  c.task = ml_collections.ConfigDict(dict(name="standin", vocab_size=16, seq_len=8,
+                                          poison_step=0))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=8, batch_size=8, learning_rate=1e-2, warmup_steps=2, weight_decay=0.01, grad_clip=1.0,
+      eval_every=4, eval_batches=2, checkpoint_every=4, keep_checkpoints=2, log_every=2))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.train.update(train_overrides)
+  return c
+
+
+def _example(seed: int, index: int, vocab: int, seq_len: int) -> dict[str, np.ndarray]:
+  """A counting sequence (start + t) mod V with random start; next-token targets."""
+  rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+  seq = (rng.integers(vocab) + rng.integers(1, 3) * np.arange(seq_len + 1)) % vocab
+  return {"inputs": seq[:-1].astype(np.int32), "targets": seq[1:].astype(np.int32),
+          "weights": np.ones(seq_len, np.float32)}
+
+
+class StandinTask:
+  """Contract-following task: counting sequences, weighted cross-entropy metrics.
+
+  `config.task.poison_step` = k > 0 makes the k-th training batch's weights NaN
+  (so the loss of train step k is non-finite).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.vocab_size = int(config.task.vocab_size)
+    self.seq_len = int(config.task.seq_len)
+    self.batch_size = int(config.train.batch_size)
+    self.poison_step = int(config.task.get("poison_step", 0))
+
+  def validate(self) -> None:
+    """Raises a one-line ValueError on a bad config."""
+    if self.vocab_size < 2:
+      raise ValueError(f"standin: vocab_size must be >= 2, got {self.vocab_size}")
+
+  def _batches(self, seed: int) -> grain.MapDataset:
+    vocab, seq_len, poison = self.vocab_size, self.seq_len, self.poison_step
+    rows = self.batch_size // jax.process_count()
+
+    def make(i):
+      batch = [_example(seed, int(i) * rows + r, vocab, seq_len) for r in range(rows)]
+      out = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
+      if poison and int(i) == poison - 1:
+        out["weights"] = np.full_like(out["weights"], np.nan)
+      return out
+    return grain.MapDataset.range(1 << 30).map(make)
+
+  def train_iterator(self) -> grain.DatasetIterator:
+    """Infinite checkpointable iterator of {inputs, targets int32 [B, T], weights f32 [B, T]}."""
+    return iter(self._batches(int(self.config.seed)).to_iter_dataset())
+
+  def eval_batches(self) -> list[dict[str, np.ndarray]]:
+    """`config.train.eval_batches` fixed batches from a disjoint stream."""
+    ds = self._batches(int(self.config.seed) + 1000)
+    return [ds[i] for i in range(int(self.config.train.eval_batches))]
+
+  def metrics(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Weighted mean cross-entropy `loss` and `accuracy` over [B, T] positions."""
+    w = batch["weights"]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+    denom = jnp.maximum(jnp.sum(w), 1e-9)
+    return {"loss": jnp.sum(nll * w) / denom, "accuracy": jnp.sum(correct * w) / denom}
+
+
+def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+           in_axis=0, out_axis=-1) -> jax.Array:
+  init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=in_axis, out_axis=out_axis)
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape)
+
+
+class StandinLM(nn.Module):
+  """One pre-norm causal attention + MLP block: tokens [B, T] -> logits [B, T, V].
+
+  Like routing attention's k-means centroids, it keeps a non-param collection
+  ("stats": an EMA of the embeddings' mean, moved only when deterministic=False)
+  that feeds the forward pass, so it must be trained, checkpointed and restored.
+  """
+  vocab_size: int
+  d_model: int = 16
+  num_heads: int = 2
+  head_dim: int = 8
+  mlp_dim: int = 32
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Returns float32 logits [B, T, vocab_size]."""
+    d, h, k = self.d_model, self.num_heads, self.head_dim
+    emb = _param(self, "embed", (self.vocab_size, d), ("vocab", "embed"))
+    x = nn.with_logical_constraint(emb[tokens], ("batch", "length", "embed"))
+    ema = self.variable("stats", "ema", jnp.zeros, (d,))
+    if not deterministic and not self.is_initializing():
+      ema.value = 0.9 * ema.value + 0.1 * jnp.mean(x, axis=(0, 1))
+    x = x + jnp.tanh(ema.value)
+    y = nn.LayerNorm(use_bias=False)(x)
+    q = jnp.einsum("btd,dhk->bthk", y, _param(self, "q", (d, h, k), ("embed", "heads", "head_dim"), out_axis=(1, 2)))
+    kk = jnp.einsum("btd,dhk->bthk", y, _param(self, "k", (d, h, k), ("embed", "heads", "head_dim"), out_axis=(1, 2)))
+    v = jnp.einsum("btd,dhk->bthk", y, _param(self, "v", (d, h, k), ("embed", "heads", "head_dim"), out_axis=(1, 2)))
+    t = tokens.shape[1]
+    s = jnp.einsum("bqhk,bshk->bhqs", q, kk) * k ** -0.5
+    s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -1e30)
+    a = jnp.einsum("bhqs,bshk->bqhk", jax.nn.softmax(s, -1), v)
+    o = _param(self, "o", (h, k, d), ("heads", "head_dim", "embed"), in_axis=(0, 1), out_axis=2)
+    x = x + nn.Dropout(self.dropout)(jnp.einsum("bqhk,hkd->bqd", a, o), deterministic=deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    y = nn.LayerNorm(use_bias=False)(x)
+    up = _param(self, "up", (d, self.mlp_dim), ("embed", "mlp"))
+    down = _param(self, "down", (self.mlp_dim, d), ("mlp", "embed"))
+    x = x + jax.nn.gelu(y @ up) @ down
+    unembed = _param(self, "unembed", (d, self.vocab_size), ("embed", "vocab"))
+    return (nn.LayerNorm(use_bias=False)(x) @ unembed).astype(jnp.float32)
+
+
+def build_standins(config: ml_collections.ConfigDict) -> tuple[StandinTask, StandinLM]:
+  """Returns (task, model) for `config` (from `standin_config`)."""
+  task = StandinTask(config)
+  m = config.model
+  model = StandinLM(vocab_size=task.vocab_size, d_model=m.d_model, num_heads=m.num_heads,
+                    head_dim=m.head_dim, mlp_dim=m.mlp_dim, dropout=m.dropout)
+  return task, model
