@@ -20,6 +20,12 @@ def _fail(message: str, code: int = 2) -> int:
   return code
 
 
+def _json_result(result) -> str:
+  """The final metrics as one JSON line (step as an int)."""
+  return json.dumps({k: int(v) if k == "step" else float(v) for k, v in (result or {}).items()},
+                    sort_keys=True)
+
+
 def _load(args, overrides):
   from attnlab.config_loading import load_config
   return load_config(args.config, overrides)
@@ -30,12 +36,11 @@ def cmd_train(args, overrides) -> int:
   from attnlab.validation import validate_run
   try:
     config = _load(args, overrides)
-    validate_run(config)
+    run = validate_run(config)
   except INPUT_ERRORS as e:
     return _fail(str(e))
   from attnlab.train.trainer import train
-  result = train(config, args.workdir)
-  print(json.dumps({k: float(v) for k, v in (result or {}).items()}, sort_keys=True))
+  print(_json_result(train(config, args.workdir, run=run)))
   return 0
 
 
@@ -44,12 +49,11 @@ def cmd_eval(args, overrides) -> int:
   from attnlab.validation import validate_run
   try:
     config = _load(args, overrides)
-    validate_run(config)
+    run = validate_run(config)
   except INPUT_ERRORS as e:
     return _fail(str(e))
   from attnlab.train.trainer import evaluate
-  result = evaluate(config, args.workdir)
-  print(json.dumps({k: float(v) for k, v in (result or {}).items()}, sort_keys=True))
+  print(_json_result(evaluate(config, args.workdir, run=run)))
   return 0
 
 
@@ -97,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  """Entry point of the `attnlab` console script; returns the exit code."""
+  from attnlab.train import initialize_distributed
+  initialize_distributed()  # multi-host only when JAX_COORDINATOR_ADDRESS / ATTNLAB_MULTIHOST is set
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]

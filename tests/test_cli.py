@@ -39,7 +39,7 @@ BAD_INPUTS = [
     ([MQAR, "--config.train.stepz=3"], "unknown config key 'train.stepz'"),
     ([MQAR, "--config.model.attn.windw=3"], "windw"),
     ([CHAR, "--config.task.path=/no/such/file.txt"], "/no/such/file.txt"),
-    ([MQAR, "--config.mesh.data=3"], "does not fit"),
+    ([MQAR, "--config.mesh.data=3"], "but there are 1 devices"),
 ]
 
 

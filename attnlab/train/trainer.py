@@ -80,7 +80,7 @@ def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
     raise ValueError(f"config.train.log_every must be >= 1, got {tc.get('log_every')}")
 
 
-def _setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run:
+def setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run:
   """Builds task, model, mesh and abstract state, running every check; compiles nothing.
 
   `task` / `model` override `build_task(config)` / `build_model(config.model, ...)`
@@ -155,8 +155,8 @@ def _maybe_kill(step: int, checkpointer: Checkpointer) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | None = None
-          ) -> dict[str, float]:
+def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | None = None,
+          run: _Run | None = None) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
 
   Writes WORKDIR/config.json, metrics.jsonl, TensorBoard events and checkpoints/.
@@ -165,10 +165,10 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
   naming the step if the train loss becomes non-finite (checked at every log step
   and before every checkpoint, so no non-finite state is ever saved).
   """
+  run = run or setup(config, task, model)  # every input check happens before anything is written
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   mt.write_config(workdir, config)
-  run = _setup(config, task, model)
   tc = config.train
   total = int(tc.steps)
   log_every = _every(tc.get("log_every", 100)) or total
@@ -244,13 +244,13 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
 
 
 def evaluate(config: Any, workdir: str, *, task: Any = None, model: nn.Module | None = None,
-             step: int | None = None) -> dict[str, float]:
+             step: int | None = None, run: _Run | None = None) -> dict[str, float]:
   """Restores checkpoint `step` (default: latest) from `workdir` and evaluates it.
 
   Returns {"step": N, "eval/<name>": value, ...} over `task.eval_batches()`; writes
   nothing. Raises FileNotFoundError if the workdir has no checkpoint.
   """
-  run = _setup(config, task, model)
+  run = run or setup(config, task, model)
   checkpointer = Checkpointer(os.path.abspath(workdir), keep=None)
   try:
     step = checkpointer.latest_step() if step is None else step

@@ -35,7 +35,7 @@ def run_one(run: dict) -> dict:
   result = trainer.train(config, run["workdir"], task=task, model=model)
   if not run.get("report_specs"):
     return {"result": result, "devices": jax.device_count()}
-  setup = trainer._setup(config, task, model)  # the shardings train() used
+  setup = trainer.setup(config, task, model)  # the shardings train() used
   state = init_state(setup.init_fn, setup.shardings, setup.rules)
   return {"result": result, "specs": _spec_lists(setup.shardings.params),
           "array_specs": _spec_lists(jax.tree.map(lambda x: x.sharding, state.params)),
