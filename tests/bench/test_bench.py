@@ -1,0 +1,70 @@
+"""The attention benchmark on tiny shapes: structure, columns and finite positive numbers
+(never timings' values)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from attnlab.bench import attention as bench
+
+
+@pytest.fixture(scope="module")
+def df():
+  return bench.run_attention_bench(["mha", "sliding_window", "gqa"], [40], batch=1, heads=2, head_dim=8,
+                                   impls=["reference", "xla", "pallas"], repeats=1, window=8)
+
+
+def test_columns_and_rows(df):
+  assert list(df.columns) == bench.COLUMNS
+  ops = df[df.kind == "op"]
+  assert sorted(set(zip(ops.variant, ops.impl))) == [
+      (v, i) for v in ("mha", "sliding_window") for i in ("pallas", "reference", "xla")]
+  modules = df[df.kind == "module"]
+  assert set(modules.variant) == {"gqa"} and set(modules.impl) == {"reference", "xla", "pallas"}
+  baselines = df[df.kind == "baseline"]
+  assert {"jax_dpa"} <= set(baselines.impl)
+  assert (df.seq == 40).all() and (df.heads == 2).all()
+
+
+def test_measured_rows_are_finite_and_positive(df):
+  ran = df[df.note == ""]
+  assert len(ran) >= 6
+  for col in ("fwd_ms", "fwdbwd_ms"):
+    assert all(math.isfinite(x) and x > 0 for x in ran[col]), col
+  jax_rows = ran[ran.impl != "torch_sdpa"]
+  for col in ("fwd_temp_mb", "fwd_peak_mb", "fwdbwd_temp_mb", "fwdbwd_peak_mb"):
+    assert all(math.isfinite(x) and x >= 0 for x in jax_rows[col]), col
+  measured = ran[ran.kind != "baseline"]
+  assert all(math.isfinite(x) and x > 0 for x in measured.fwd_vs_jax)
+  assert all(math.isfinite(x) and x > 0 for x in measured.fwdbwd_vs_jax)
+
+
+def test_unrunnable_impl_is_a_noted_row(df):
+  pallas = df[(df.kind == "op") & (df.impl == "pallas")]
+  assert len(pallas) == 2 and all("Pallas" in n for n in pallas.note)
+  assert pallas.fwd_ms.isna().all()
+
+
+def test_cli_writes_json(tmp_path, capsys):
+  parser = argparse.ArgumentParser()
+  bench.register_cli(parser.add_subparsers(dest="bench_command"))
+  out = tmp_path / "bench.json"
+  args = parser.parse_args(["attention", "--variants", "mha", "--seq", "24", "--heads", "2", "--head-dim", "8",
+                            "--impls", "xla", "--repeats", "1", "--no-torch", "--json", str(out)])
+  assert args.func(args) == 0
+  data = json.loads(out.read_text())
+  assert data["environment"]["backend"] and {r["impl"] for r in data["rows"]} == {"jax_dpa", "xla"}
+  assert "attention benchmark" in capsys.readouterr().out
+
+
+def test_cli_rejects_unknown_variant(capsys):
+  parser = argparse.ArgumentParser()
+  bench.register_cli(parser.add_subparsers(dest="bench_command"))
+  args = parser.parse_args(["attention", "--variants", "mhaa", "--seq", "8"])
+  assert args.func(args) == 2
+  err = capsys.readouterr().err
+  assert "unknown attention variant 'mhaa'" in err and len(err.strip().splitlines()) == 1
