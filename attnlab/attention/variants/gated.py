@@ -1,1 +1,317 @@
-"""(placeholder: filled by its owner)"""
+"""Gated and magnitude-aware linear attention: GLA, DeltaNet, MALA.
+
+gla: Yang et al., 2024, "Gated Linear Attention Transformers with Hardware-Efficient
+  Training" (ICML 2024).
+deltanet: Schlag et al., 2021, "Linear Transformers Are Secretly Fast Weight Programmers";
+  Yang et al., 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence
+  Length" (NeurIPS 2024).
+mala: Fan et al., 2025, "Rectifying Magnitude Neglect in Linear Attention" (ICCV 2025).
+
+Each has three forms chosen by the `form` hyperparameter: "chunked" (default; O(T)
+memory, the sub-quadratic XLA path), "parallel" (the materialised [T, T] form: the
+oracle) and "recurrent" (token by token). Incremental decoding (decode=True) always uses
+the recurrent form with a constant-size state kept in the "cache" collection. The math
+lives in attnlab/attention/ops/{gla,delta_rule,mala}.py; these modules own projections,
+gates and norms.
+
+Masks: these variants accept `mask=None` or a `masks.KeyPadding` (invalid keys write
+nothing to the state: GLA zeroes their key (its data-dependent decay still applies at
+that step), MALA zeroes key and value and does not count them in N, DeltaNet sets
+beta = 0, i.e. an identity transition); any other mask raises ValueError (their causal structure is built
+in). `positions` must be None: they have no positional encoding (order enters through the
+recurrence), so a passed `positions` would be ignored and raises instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnlab.attention import masks as M
+from attnlab.attention.ops.delta_rule import delta_rule_attention
+from attnlab.attention.ops.gla import gla_attention
+from attnlab.attention.ops.mala import init_state as mala_init_state
+from attnlab.attention.ops.mala import mala_attention, mala_recurrent
+from attnlab.attention.registry import register
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule, Projection
+
+FORMS = ("chunked", "parallel", "recurrent")
+
+
+# ---- shared helpers ----------------------------------------------------------------
+def key_valid_from_mask(variant: str, mask, batch: int, length: int, offset=0):
+  """bool [B, length] key validity from a KeyPadding mask (None for no mask).
+
+  `offset` is this call's first absolute position (a decode step's cache index): the
+  mask's kv_valid covers the whole sequence. Any other mask raises ValueError.
+  """
+  if mask is None:
+    return None
+  if isinstance(mask, M.KeyPadding):
+    valid = jnp.asarray(mask.kv_valid, bool)
+    valid = jnp.broadcast_to(valid, (batch, valid.shape[-1]))
+    return jax.lax.dynamic_slice_in_dim(valid, offset, length, axis=1)
+  raise ValueError(f"variant {variant!r} supports only mask=None or masks.KeyPadding (its causal "
+                   f"structure is built into the recurrence); got {type(mask).__name__}")
+
+
+def check_no_positions(variant: str, positions):
+  """Raises: these variants have no positional encoding to apply `positions` to."""
+  if positions is not None:
+    raise ValueError(f"variant {variant!r} has no positional encoding (order enters through the "
+                     "recurrence); pass positions=None")
+
+
+def check_form(form: str):
+  if form not in FORMS:
+    raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+
+
+def _logical(init, axes):
+  return nn.with_logical_partitioning(init, axes)
+
+
+def _dense_heads(x, heads, dim, name, use_bias, dtype, in_axis="embed"):
+  """x [..., F] -> [..., heads, dim] with a logically partitioned kernel [F, heads, dim]."""
+  return Projection((heads, dim), (in_axis, "heads", "head_dim"), "...d,dhk->...hk",
+                    use_bias, dtype, name=name)(x)
+
+
+class HeadNorm(nn.Module):
+  """Per-head normalisation over the last axis (GroupNorm with one group per head), with a
+  scale (and, for LayerNorm, a bias) of shape [D] shared by the heads, as fla's g_norm.
+
+  kind: "layer" (LayerNorm) or "rms" (RMSNorm). x [..., H, D] -> same shape (fp32 stats).
+  """
+  kind: str = "layer"
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    xf = x.astype(jnp.float32)
+    if self.kind == "layer":
+      xf = xf - jnp.mean(xf, -1, keepdims=True)
+    elif self.kind != "rms":
+      raise ValueError(f"norm kind must be 'layer' or 'rms', got {self.kind!r}")
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + self.eps)
+    y = y * self.param("scale", _logical(nn.initializers.ones_init(), ("head_dim",)), (d,))
+    if self.kind == "layer":
+      y = y + self.param("bias", _logical(nn.initializers.zeros_init(), ("head_dim",)), (d,))
+    return y.astype(x.dtype)
+
+
+class _StatefulLinear(AttentionModule):
+  """Decode plumbing shared by the recurrent variants: a constant-size state and the
+  position index in the "cache" collection."""
+
+  def recurrent_state(self, zeros):
+    """(is_first_init, state variable, index variable). `zeros` is the state pytree.
+
+    Flax convention (as base.kv_cache): the first `init(..., decode=True)` only
+    allocates; later decode calls read and advance the state.
+    """
+    is_init = not self.has_variable("cache", "state")
+    var = self.variable("cache", "state", lambda: zeros)
+    pos = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+    return is_init, var, pos
+
+  def cache_offset(self, decode: bool):
+    """Absolute position of this call's first token (the cache index when decoding)."""
+    if decode and self.has_variable("cache", "index"):
+      return self.get_variable("cache", "index")
+    return 0
+
+
+# ---- GLA ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GLAConfig(AttentionConfig):
+  """form: "chunked" | "parallel" | "recurrent"; chunk_size / sub_chunk: chunk and
+  secondary-chunk lengths of the chunked form (sub_chunk divides chunk_size);
+  expand_k / expand_v: key and value head sizes as multiples of head_dim (paper: 0.5, 1);
+  gate_rank: rank of the gate projection W1 W2 (paper: 16); gate_tau: the gate temperature
+  tau in alpha = sigmoid(x W1 W2 + b)^(1/tau) (paper: 16); norm: per-head "layer" (the
+  paper's LayerNorm/GroupNorm) or "rms" (fla's default)."""
+  form: str = "chunked"
+  chunk_size: int = 64
+  sub_chunk: int = 16
+  expand_k: float = 0.5
+  expand_v: float = 1.0
+  gate_rank: int = 16
+  gate_tau: float = 16.0
+  norm: str = "layer"
+
+
+@register("gla", family="gated", config=GLAConfig, patterns=("causal-self", "decode"),
+          paper="Yang et al., 2024", subquadratic=True)
+class GLA(_StatefulLinear):
+  """Gated Linear Attention (Yang et al., 2024), Sec. 4 of the paper:
+
+      S_t = diag(alpha_t) S_{t-1} + k_t^T v_t,   o_t = q_t S_t / sqrt(Dk)
+      alpha_t = sigmoid(x_t W1 W2 + b)^(1/tau)   (low-rank, data-dependent, per key channel)
+      y = (GroupNorm(o) * swish(x W_r)) W_o       (per-head norm, output gate)
+
+  The gate is computed in log space (log alpha = log_sigmoid(.) / tau), never as alpha
+  itself. Causal only (the recurrence has no non-causal form).
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    check_no_positions(self.variant, positions)
+    cfg = self.cfg
+    check_form(cfg.form)
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    dk, dv = int(hd * cfg.expand_k), int(hd * cfg.expand_v)
+    if dk < 1 or dv < 1:
+      raise ValueError(f"gla: head_dim {hd} x expand_k/expand_v gives empty heads ({dk}, {dv})")
+    h = cfg.num_heads
+    q = self.project_heads(x, h, dk, "query")
+    k = self.project_heads(x, h, dk, "key")
+    v = self.project_heads(x, h, dv, "value")
+    low = nn.Dense(cfg.gate_rank, use_bias=False, dtype=self.compute_dtype, name="gate_down",
+                   kernel_init=_logical(nn.initializers.lecun_normal(), ("embed", None)))(x)
+    g_logit = _dense_heads(low, h, dk, "gate_up", True, self.compute_dtype, in_axis=None)
+    # log alpha_t = log(sigmoid(.)^(1/tau)) = log_sigmoid(.) / tau  (<= 0)
+    g = jax.nn.log_sigmoid(g_logit.astype(jnp.float32)) / cfg.gate_tau
+    offset = self.cache_offset(decode)
+    valid = key_valid_from_mask(self.variant, mask, b, t, offset)
+    if valid is not None:
+      k = k * valid[:, :, None, None].astype(k.dtype)
+
+    if decode:
+      is_init, state, pos = self.recurrent_state(jnp.zeros((b, h, dk, dv), jnp.float32))
+      if is_init:
+        o, _ = gla_attention(q, k, v, g, form="recurrent")
+      else:
+        o, state.value = gla_attention(q, k, v, g, form="recurrent", initial_state=state.value)
+        pos.value = pos.value + t
+    else:
+      o, _ = gla_attention(q, k, v, g, form=cfg.form, chunk_size=cfg.chunk_size,
+                           sub_chunk=cfg.sub_chunk)
+    o = HeadNorm(cfg.norm, name="head_norm")(o.astype(self.compute_dtype))
+    r = _dense_heads(x, h, dv, "out_gate", cfg.use_bias, self.compute_dtype)
+    return self.project_out(o * nn.swish(r), d_model)
+
+
+# ---- DeltaNet -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DeltaNetConfig(AttentionConfig):
+  """form: "chunked" | "parallel" | "recurrent"; chunk_size: the chunked form's chunk
+  (WY representation per chunk); norm: per-head output norm "rms" (fla's default) or
+  "layer"."""
+  form: str = "chunked"
+  chunk_size: int = 64
+  norm: str = "rms"
+
+
+def _l2norm(x, eps=1e-6):
+  xf = x.astype(jnp.float32)
+  return (xf * jax.lax.rsqrt(jnp.sum(xf * xf, -1, keepdims=True) + eps)).astype(x.dtype)
+
+
+@register("deltanet", family="gated", config=DeltaNetConfig, patterns=("causal-self", "decode"),
+          paper="Schlag et al., 2021; Yang et al., 2024", subquadratic=True)
+class DeltaNet(_StatefulLinear):
+  """DeltaNet: the delta rule S_t = S_{t-1}(I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
+  o_t = S_t q_t (Schlag et al., 2021; chunked with the WY representation of Yang et al., 2024).
+
+  Feature map as Yang et al. (2024) / fla: q, k = L2norm(SiLU(x W)); beta_t = sigmoid(x W_beta)
+  per head; per-head output RMSNorm, then W_o. Deviation: no short convolution on q/k/v
+  (the paper's architecture adds a depthwise conv of width 4; it is a separate mixing layer,
+  left to the backbone). Causal only.
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    check_no_positions(self.variant, positions)
+    cfg = self.cfg
+    check_form(cfg.form)
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    h = cfg.num_heads
+    q = _l2norm(nn.silu(self.project_heads(x, h, hd, "query")))
+    k = _l2norm(nn.silu(self.project_heads(x, h, hd, "key")))
+    v = self.project_heads(x, h, hd, "value")
+    beta = jax.nn.sigmoid(self.project_heads(x, h, 1, "beta")[..., 0].astype(jnp.float32))
+    offset = self.cache_offset(decode)
+    valid = key_valid_from_mask(self.variant, mask, b, t, offset)
+    if valid is not None:
+      beta = beta * valid[:, :, None]  # beta = 0: identity transition, nothing written
+
+    if decode:
+      is_init, state, pos = self.recurrent_state(jnp.zeros((b, h, hd, hd), jnp.float32))
+      if is_init:
+        o, _ = delta_rule_attention(q, k, v, beta, form="recurrent")
+      else:
+        o, state.value = delta_rule_attention(q, k, v, beta, form="recurrent",
+                                              initial_state=state.value)
+        pos.value = pos.value + t
+    else:
+      o, _ = delta_rule_attention(q, k, v, beta, form=cfg.form, chunk_size=cfg.chunk_size)
+    o = HeadNorm(cfg.norm, name="head_norm")(o.astype(self.compute_dtype))
+    return self.project_out(o, d_model)
+
+
+# ---- MALA -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MALAConfig(AttentionConfig):
+  """form: "chunked" (causal: chunked scan; non-causal: the O(T) global-sum form) |
+  "parallel" | "recurrent" (causal only); chunk_size: the causal chunked form's chunk."""
+  form: str = "chunked"
+  chunk_size: int = 64
+
+
+@register("mala", family="linear", config=MALAConfig,
+          patterns=("causal-self", "noncausal-self", "decode"), paper="Fan et al., 2025",
+          subquadratic=True)
+class MALA(_StatefulLinear):
+  """Magnitude-Aware Linear Attention (Fan et al., 2025): phi = elu + 1 features,
+  o_i = beta_i phi(q_i) S - gamma_i sum_j v_j with beta_i = 1 + 1/Z_i, gamma_i = Z_i / N
+  (see attnlab/attention/ops/mala.py for the equations), then an output gate (a linear
+  projection multiplied in, as the official code's `o`) and W_o.
+
+  Deviations from the official (vision) block: no LePE depthwise-conv branch and no RoPE
+  on the kv product (both 2-D vision positional add-ons, not part of the MALA equation;
+  the official code applies RoPE to the numerator only, which breaks the sum-to-one
+  property). Causal MALA (ours) normalises by the number of visible keys N_i = i + 1.
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    check_no_positions(self.variant, positions)
+    cfg = self.cfg
+    check_form(cfg.form)
+    if decode and not cfg.causal:
+      raise ValueError("mala: decode needs causal=True")
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    h = cfg.num_heads
+    qf = nn.elu(self.project_heads(x, h, hd, "query")) + 1.0
+    kf = nn.elu(self.project_heads(x, h, hd, "key")) + 1.0
+    v = self.project_heads(x, h, hd, "value")
+    offset = self.cache_offset(decode)
+    valid = key_valid_from_mask(self.variant, mask, b, t, offset)
+
+    if decode:
+      is_init, state, pos = self.recurrent_state(mala_init_state(b, h, hd, hd))
+      if is_init:
+        o = mala_recurrent(qf, kf, v, key_valid=valid)[0]
+      else:
+        o, state.value = mala_recurrent(qf, kf, v, key_valid=valid, initial_state=state.value)
+        pos.value = pos.value + t
+    else:
+      o = mala_attention(qf, kf, v, causal=cfg.causal, form=cfg.form, key_valid=valid,
+                         chunk_size=cfg.chunk_size)
+    gate = self.project_heads(x, h, hd, "out_gate")
+    return self.project_out(o.astype(self.compute_dtype) * gate, d_model)
+
+
+__all__ = ["GLA", "DeltaNet", "MALA", "GLAConfig", "DeltaNetConfig", "MALAConfig", "HeadNorm",
+           "key_valid_from_mask", "check_no_positions"]
