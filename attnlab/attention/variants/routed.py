@@ -1,1 +1,315 @@
-"""(placeholder: filled by its owner)"""
+"""Dynamic, content-routed sparse attention (family "routed").
+
+routing: Roy et al., 2021, "Efficient Content-Based Sparse Attention with Routing
+  Transformers" (TACL). Online k-means over unit-normalised queries and keys; centroids
+  live in the non-param collection "kmeans" and move by EMA when deterministic=False
+  (apply with mutable=["kmeans"]). Balanced clusters: sort by cluster, chunk into windows.
+lsh: Kitaev et al., 2020, "Reformer: The Efficient Transformer" (ICLR). Shared-QK
+  angular-LSH bucket attention, several hash rounds, fixed seeded random rotations.
+moba: Lu et al., 2025, "MoBA: Mixture of Block Attention for Long-Context LLMs"
+  (Moonshot AI). Causal; own block + top-k past blocks by q . mean-pooled block keys.
+topk: exact top-k attention (Gupta et al., 2021, "Memory-efficient Transformers via
+  Top-k Attention"): each query keeps its k best keys, found blockwise.
+duo: Xiao et al., 2024, "DuoAttention: Efficient Long-Context LLM Inference with
+  Retrieval and Streaming Heads". Per-head gate alpha_h in [0, 1] mixing full causal
+  attention with sink + recent-window (streaming) attention.
+
+The math is in `attnlab.attention.ops.routed` (efficient forms and materialised references).
+Cost in the default XLA path (what `subquadratic` claims, per layer, T tokens):
+  routing  O(T * window) time and memory               subquadratic=True
+  lsh      O(R * T * chunk) time and memory             subquadratic=True
+  moba     O(T^2 / block + T * top_k * block) time (the gate scores every past block),
+           O(T * D) memory plus per-query-tile buffers  subquadratic=True
+  topk     O(T^2) time (every score is computed, blockwise), O(T * (block_k + k))
+           memory                                        subquadratic=True (memory only)
+  duo      O(T^2): the full-attention half of every head subquadratic=False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnlab.attention import masks as M
+from attnlab.attention.ops import routed as R
+from attnlab.attention.ops.softmax import softmax_attention
+from attnlab.attention.positional import AlibiBias, apply_rope
+from attnlab.attention.registry import register
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.softmax import SinkWindowConfig
+
+POSITIONAL = ("rope", "none")
+
+
+def _no_mask(mask, variant):
+  """Raises for an extra mask: the variant's routing cannot honour arbitrary masks."""
+  if mask is not None:
+    raise ValueError(f"variant {variant!r} does not take an extra mask (got {type(mask).__name__}): "
+                     "its sorted/gathered key sets cannot apply an arbitrary Mask; use 'topk' or 'duo'")
+
+
+def _check_positional(positional, allowed=POSITIONAL):
+  if positional not in allowed:
+    raise ValueError(f"positional must be one of {allowed}, got {positional!r}")
+
+
+# ---- routing -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutingConfig(AttentionConfig):
+  """num_clusters: k-means centroids per head (the paper uses ~sqrt(T));
+  window: queries per attention window after sorting by cluster (keys are cut into the
+  same number of windows), cost O(T * window); kmeans_decay: EMA decay of the centroids
+  (lambda in Roy et al., 2021, eq. 8)."""
+  num_clusters: int = 8
+  window: int = 64
+  kmeans_decay: float = 0.999
+
+
+@register("routing", family="routed", config=RoutingConfig, subquadratic=True,
+          patterns=("causal-self", "noncausal-self", "noncausal-cross"), paper="Roy et al., 2021")
+class RoutingAttention(AttentionModule):
+  """Routing Transformer attention: queries and keys are routed to their nearest k-means
+  centroid (cosine), sorted by cluster and chunked into equal windows; window i of the
+  sorted queries attends to window i of the sorted keys (causal: keys at positions <= the
+  query's; a causal query whose window holds no earlier key outputs zeros).
+
+  Centroids [H, C, D]: variable ("kmeans", "centroids"), random unit vectors at init.
+  With deterministic=False they take one EMA k-means step from this call's queries and
+  keys (Roy et al., 2021, eq. 8), which needs apply(..., mutable=["kmeans"]). No
+  positional encoding is applied inside (as in the paper, positions enter with the inputs).
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    _no_mask(mask, self.variant)
+    cfg = self.cfg
+    d_model = x.shape[-1]
+    hd = self.head_dim_for(d_model)
+    src = x if context is None else context
+    q = self.project_heads(x, cfg.num_heads, hd, "query")
+    k = self.project_heads(src, cfg.num_heads, hd, "key")
+    v = self.project_heads(src, cfg.num_heads, hd, "value")
+    if not self.is_initializing() and not self.has_variable("kmeans", "centroids"):
+      raise ValueError("variant 'routing' keeps its k-means centroids in the 'kmeans' collection: "
+                       "apply it with the variables from init, including 'kmeans'")
+    centroids = self.variable(
+        "kmeans", "centroids",
+        lambda: R.normalize(jax.random.normal(self.make_rng("params"), (cfg.num_heads, cfg.num_clusters, hd))))
+    c = centroids.value
+    qc, kc = R.kmeans_assign(q, c), R.kmeans_assign(k, c)
+    if not deterministic and not self.is_initializing():
+      if not self.is_mutable_collection("kmeans"):
+        raise ValueError("variant 'routing' updates its k-means centroids when deterministic=False: "
+                         "apply with mutable=['kmeans'] (or deterministic=True to freeze them)")
+      centroids.value = R.kmeans_ema_update(c, [q, k], [qc, kc], cfg.kmeans_decay)
+    y = R.routing_attention(q, k, v, qc, kc, window=cfg.window, causal=cfg.causal)
+    return self.project_out(y, d_model)
+
+
+# ---- LSH (Reformer) ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LSHConfig(AttentionConfig):
+  """num_buckets: LSH buckets per round (even); chunk_size: sorted chunk length (each
+  chunk attends to itself and the previous one); num_hashes: hash rounds; seed: base seed
+  of the fixed random rotations (mixed with the module's path, so layers differ)."""
+  num_buckets: int = 8
+  chunk_size: int = 64
+  num_hashes: int = 2
+  seed: int = 0
+
+
+@register("lsh", family="routed", config=LSHConfig, subquadratic=True,
+          patterns=("causal-self", "noncausal-self"), paper="Kitaev et al., 2020")
+class LSHAttention(AttentionModule):
+  """Reformer LSH attention with shared QK (keys are the length-normalised queries).
+
+  Rotations [H, R, D, num_buckets/2] are drawn from a fixed seed (cfg.seed mixed with a
+  CRC of the module path), so apply is deterministic and reproducible; unlike trax they
+  are not resampled each step. Sows ("intermediates", "rotations") and ("intermediates",
+  "buckets" [B, H, R, T]) for analysis and tests. No positional encoding inside.
+  Self-attention only (shared QK); the extra `mask` argument is not supported.
+  """
+
+  def rotation_seed(self) -> int:
+    """Seed of this layer's rotations: cfg.seed mixed with a CRC32 of the module path."""
+    path = "/".join(str(p) for p in self.scope.path).encode()
+    return (self.cfg.seed * 1_000_003 + zlib.crc32(path)) % (2 ** 31)
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    _no_mask(mask, self.variant)
+    cfg = self.cfg
+    d_model = x.shape[-1]
+    hd = self.head_dim_for(d_model)
+    qk = self.project_heads(x, cfg.num_heads, hd, "qk")
+    v = self.project_heads(x, cfg.num_heads, hd, "value")
+    rot = R.lsh_rotations(self.rotation_seed(), cfg.num_heads, cfg.num_hashes, hd, cfg.num_buckets)
+    buckets = R.lsh_hash(qk, rot)
+    self.sow("intermediates", "rotations", rot)
+    self.sow("intermediates", "buckets", buckets)
+    y = R.lsh_attention(qk, v, buckets, chunk_size=cfg.chunk_size, causal=cfg.causal)
+    return self.project_out(y, d_model)
+
+
+# ---- MoBA and top-k: shared projection / RoPE / KV-cache plumbing ------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MobaConfig(AttentionConfig):
+  """block_size: key block length; top_k: blocks per query, the query's own block
+  included (Lu et al., 2025); positional: "rope" | "none"; rope_base; q_chunk: queries
+  per tile in the XLA path (memory knob, no effect on the result)."""
+  block_size: int = 64
+  top_k: int = 3
+  positional: str = "rope"
+  rope_base: float = 10000.0
+  q_chunk: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class TopkConfig(AttentionConfig):
+  """top_k: keys kept per query; block_k: key tile of the running top-k (memory knob);
+  positional: "rope" | "none"; rope_base."""
+  top_k: int = 32
+  block_k: int = 256
+  positional: str = "rope"
+  rope_base: float = 10000.0
+
+
+class _CachedQKV(AttentionModule):
+  """Projections, RoPE and the KV cache shared by moba / topk."""
+
+  def qkv(self, x, context, positions, decode):
+    """Returns q [B, T, H, D], k, v [B, S, H, D] (the whole cache when decoding) and the
+    absolute position of query 0."""
+    cfg = self.cfg
+    _check_positional(cfg.positional)
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    src = x if context is None else context
+    q = self.project_heads(x, cfg.num_heads, hd, "query")
+    k = self.project_heads(src, cfg.num_heads, hd, "key")
+    v = self.project_heads(src, cfg.num_heads, hd, "value")
+    if positions is None:
+      positions = self.default_positions(b, t, self.cache_offset(decode))
+    if cfg.positional == "rope":
+      q = apply_rope(q, positions, cfg.rope_base)
+      k_pos = positions if context is None else self.default_positions(b, src.shape[1])
+      k = apply_rope(k, k_pos, cfg.rope_base)
+    q_offset = 0
+    if decode and context is None:
+      k, v, q_offset = self.kv_cache(k, v)
+    return q, k, v, q_offset
+
+
+@register("moba", family="routed", config=MobaConfig, subquadratic=True,
+          patterns=("causal-self", "decode"), paper="Lu et al., 2025")
+class MobaAttention(_CachedQKV):
+  """Mixture of Block Attention: each query attends causally to its own block and to the
+  top_k - 1 past blocks whose mean-pooled (post-RoPE) keys score highest against it.
+  No gradient flows through the block selection (as in the paper). Decoding reads the
+  KV cache; future cache slots are never selected. The extra `mask` is not supported."""
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    _no_mask(mask, self.variant)
+    cfg = self.cfg
+    q, k, v, q_offset = self.qkv(x, context, positions, decode)
+    y = R.moba_attention(q, k, v, block_size=cfg.block_size, top_k=cfg.top_k, q_offset=q_offset,
+                         q_chunk=cfg.q_chunk)
+    return self.project_out(y, x.shape[-1])
+
+
+@register("topk", family="routed", config=TopkConfig, subquadratic=True,
+          patterns=("causal-self", "noncausal-self", "noncausal-cross", "decode"),
+          paper="Gupta et al., 2021")
+class TopkAttention(_CachedQKV):
+  """Exact top-k attention: each query softmaxes over its top_k highest-scoring allowed
+  keys (causal and the extra `mask` are applied before selection). Selection is a running
+  top-k over key tiles, so memory is sub-quadratic; compute is still O(T^2) (every score
+  is computed once). Gradients flow through the kept scores only."""
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    cfg = self.cfg
+    q, k, v, q_offset = self.qkv(x, context, positions, decode)
+    structure = M.Causal() if cfg.causal else None
+    y = R.topk_attention(q, k, v, top_k=cfg.top_k, mask=M.combine(structure, mask), q_offset=q_offset,
+                         block_k=cfg.block_k)
+    return self.project_out(y, x.shape[-1])
+
+
+# ---- DuoAttention ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DuoConfig(SinkWindowConfig):
+  """Streaming half: `num_sinks` sink tokens + the `window` most recent keys (and itself).
+  alpha_init: initial gate of every head (the paper starts at 1 = full attention);
+  hard_assign_threshold: < 0 trains/uses the soft mixture; >= 0 is the inference mode:
+  heads with alpha >= threshold use full attention only, the rest streaming only.
+  Also num_kv_heads, positional ("rope" | "alibi" | "none"), rope_base, impl (softmax op)."""
+  alpha_init: float = 1.0
+  hard_assign_threshold: float = -1.0
+
+
+@register("duo", family="routed", config=DuoConfig, subquadratic=False,
+          patterns=("causal-self", "decode"), paper="Xiao et al., 2024 (DuoAttention)")
+class DuoAttention(AttentionModule):
+  """DuoAttention: y_h = alpha_h * full_h + (1 - alpha_h) * streaming_h, alpha = clip(param, 0, 1)
+  (Xiao et al., 2024, Sec. 3.2, eq. 1). Both halves are softmax attention through
+  `ops.softmax_attention` (impl=cfg.impl); the streaming half's mask is
+  (SlidingWindow(window) | Sinks(num_sinks)) & Causal. With hard_assign_threshold >= 0 the
+  gate is a 0/1 step (the paper's deployment); in this XLA path both halves are still
+  computed for every head (a static head split would need concrete parameters), and
+  decoding keeps the full KV cache for every head."""
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    cfg = self.cfg
+    _check_positional(cfg.positional, ("rope", "alibi", "none"))
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    hkv = cfg.num_kv_heads or cfg.num_heads
+    if cfg.num_heads % hkv:
+      raise ValueError(f"num_heads ({cfg.num_heads}) must be a multiple of num_kv_heads ({hkv})")
+    q = self.project_heads(x, cfg.num_heads, hd, "query")
+    k = self.project_heads(x, hkv, hd, "key", "kv_heads")
+    v = self.project_heads(x, hkv, hd, "value", "kv_heads")
+    if positions is None:
+      positions = self.default_positions(b, t, self.cache_offset(decode))
+    if cfg.positional == "rope":
+      q, k = apply_rope(q, positions, cfg.rope_base), apply_rope(k, positions, cfg.rope_base)
+    q_offset = 0
+    if decode:
+      k, v, q_offset = self.kv_cache(k, v)
+    bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
+    streaming = (M.SlidingWindow(left=cfg.window, right=0) | M.Sinks(cfg.num_sinks)) & M.Causal()
+    attend = lambda structure: softmax_attention(  # noqa: E731
+        q, k, v, mask=M.combine(structure, mask), bias=bias, impl=cfg.impl, q_offset=q_offset)
+    y_full, y_stream = attend(M.Causal()), attend(streaming)
+    alpha = self.param("alpha", nn.with_logical_partitioning(nn.initializers.constant(cfg.alpha_init), ("heads",)),
+                       (cfg.num_heads,), jnp.float32)
+    gate = self.gate(alpha)[:, None]  # [H, 1]
+    y = gate * y_full.astype(jnp.float32) + (1.0 - gate) * y_stream.astype(jnp.float32)
+    return self.project_out(y.astype(y_full.dtype), d_model)
+
+  def gate(self, alpha):
+    """alpha param [H] -> mixing weight in [0, 1] (clipped; a 0/1 step in inference mode)."""
+    a = jnp.clip(alpha, 0.0, 1.0)
+    if self.cfg.hard_assign_threshold >= 0:
+      return (a >= self.cfg.hard_assign_threshold).astype(jnp.float32)
+    return a

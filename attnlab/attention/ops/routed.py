@@ -1,0 +1,503 @@
+"""Content-routed sparse softmax attention: pure functions (efficient XLA forms + references).
+
+Each mechanism is split into a *routing decision* (cluster ids, hash buckets, selected
+blocks, selected keys; discrete, never differentiated) and an *attention given the
+decision*. The efficient forms use sort / gather / chunk and never build a [Tq, Tk]
+array; each `*_reference` builds the dense boolean mask the same decision implies and
+runs masked softmax over the full score matrix (the oracle for small shapes).
+
+  routing:  Roy et al., 2021, "Efficient Content-Based Sparse Attention with Routing
+            Transformers" (online k-means; sort by cluster and chunk into equal windows).
+  lsh:      Kitaev et al., 2020, "Reformer: The Efficient Transformer" (shared-QK LSH
+            with random rotations, sorted chunks attending to themselves and the
+            previous chunk, rounds combined by their logsumexp).
+  moba:     Lu et al., 2025, "MoBA: Mixture of Block Attention for Long-Context LLMs".
+  topk:     exact per-query top-k attention (e.g. Gupta et al., 2021, "Memory-efficient
+            Transformers via Top-k Attention"), with a running top-k over key blocks.
+
+Layout: q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv] (equal q/kv heads) -> [B, Tq, H, Dv],
+computed in fp32, returned in q's dtype. A query row with no allowed key outputs zeros.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from attnlab.attention.ops.common import check_qkv, default_scale, mask_flatten
+
+_SELF_SCORE = -1e5  # Reformer's score for attending to oneself (used only if nothing else is allowed)
+_BIG = jnp.iinfo(jnp.int32).max  # sort key for padding: after every real cluster / bucket
+
+
+# ---- shared helpers -----------------------------------------------------------------
+
+
+def _check_equal_heads(q, k, v, name):
+  b, tq, tk, hq, hkv, d = check_qkv(q, k, v)
+  if hq != hkv:
+    raise ValueError(f"{name} needs equal query and key/value heads, got {hq} and {hkv}")
+  return b, tq, tk, hq, d
+
+
+def _heads_first(x):
+  """[B, T, H, D] -> fp32 [B, H, T, D]."""
+  return jnp.swapaxes(x.astype(jnp.float32), 1, 2)
+
+
+def masked_softmax(s, ok):
+  """Softmax of scores s [..., n] over entries where ok; rows with none allowed give zeros.
+
+  Returns (p [..., n], lse [...]) with lse = -inf on empty rows. Gradient-safe (no NaN).
+  """
+  s = jnp.where(ok, s, -jnp.inf)
+  m = jnp.max(s, axis=-1, keepdims=True)
+  m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+  e = jnp.exp(s - m)
+  l = jnp.sum(e, axis=-1, keepdims=True)
+  empty = l == 0.0
+  p = e / jnp.where(empty, 1.0, l)
+  lse = jnp.where(empty, -jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))[..., 0]
+  return p, lse
+
+
+def _sort_pad(keys, length_pad):
+  """Stable argsort of int keys [..., T] after padding to `length_pad` with _BIG
+  (ties keep position order, padding sorts last). Returns perm [..., length_pad]."""
+  pad = length_pad - keys.shape[-1]
+  keys = jnp.pad(keys.astype(jnp.int32), [(0, 0)] * (keys.ndim - 1) + [(0, pad)], constant_values=_BIG)
+  return jnp.argsort(keys, axis=-1, stable=True)
+
+
+def _gather_rows(x, idx, length=None):
+  """x [B, H, T, D], idx int [B, H, ...] -> x[b, h, idx] as [B, H, ..., D].
+
+  With `length`, x is first zero-padded to `length` rows so indices of padding positions
+  (in [T, length)) read zeros."""
+  if length is not None and length > x.shape[2]:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, length - x.shape[2]), (0, 0)))
+  flat = idx.reshape(idx.shape[0], idx.shape[1], -1, 1)
+  out = jnp.take_along_axis(x, flat, axis=2)
+  return out.reshape(*idx.shape, x.shape[-1])
+
+
+def _inverse_perm(perm):
+  """perm [..., n] -> its inverse permutation [..., n]."""
+  return jnp.argsort(perm, axis=-1)
+
+
+# ---- Routing Transformer ---------------------------------------------------------------
+
+
+def kmeans_assign(x, centroids):
+  """Nearest centroid by cosine similarity (Roy et al., 2021, Sec. 4.1: routing on
+  unit-normalised vectors). x [B, T, H, D], centroids [H, C, D] -> int32 [B, T, H]."""
+  xn = normalize(x)
+  return jnp.argmax(jnp.einsum("bthd,hcd->bthc", xn, centroids.astype(jnp.float32)), axis=-1).astype(jnp.int32)
+
+
+def normalize(x, eps=1e-6):
+  """x / ||x|| over the last axis (fp32)."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def kmeans_ema_update(centroids, vectors, assignments, decay):
+  """One online k-means step (Roy et al., 2021, Sec. 4.1, eq. 8):
+  mu_c <- decay * mu_c + (1 - decay) * mean{ x_hat : x assigned to c }, then renormalised.
+
+  The paper's sum over assigned queries and keys is taken as a mean (the official code
+  does the same) so the step size does not scale with batch * length; a cluster with no
+  member this step keeps its centroid. centroids [H, C, D]; vectors: list of [B, T, H, D];
+  assignments: matching list of int [B, T, H]. Returns new centroids [H, C, D] (no gradient).
+  """
+  c = centroids.shape[1]
+  sums = jnp.zeros(centroids.shape, jnp.float32)
+  counts = jnp.zeros(centroids.shape[:2], jnp.float32)
+  for x, a in zip(vectors, assignments):
+    onehot = jax.nn.one_hot(a, c, dtype=jnp.float32)  # [B, T, H, C]
+    sums = sums + jnp.einsum("bthc,bthd->hcd", onehot, normalize(x))
+    counts = counts + onehot.sum(axis=(0, 1))
+  mean = sums / jnp.maximum(counts, 1.0)[..., None]
+  new = jnp.where(counts[..., None] > 0, decay * centroids + (1.0 - decay) * mean, centroids)
+  return jax.lax.stop_gradient(normalize(new))
+
+
+def _routing_windows(tq, tk, window):
+  """(number of windows n, query window wq, key window wk): queries are chunked into
+  windows of `window`; keys into the same number of (equal) windows."""
+  n = -(-tq // window)
+  return n, window, -(-tk // n)
+
+
+def routing_attention(q, k, v, q_clusters, k_clusters, *, window, causal=False, scale=None):
+  """Balanced cluster attention (Routing Transformer): queries sorted by (cluster, position)
+  and cut into windows of `window`; keys sorted the same way and cut into the same number
+  of windows; the i-th query window attends to the i-th key window (causal: only keys at
+  positions <= the query's). Memory O(T * window).
+
+  q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv]; q_clusters int [B, Tq, H],
+  k_clusters int [B, Tk, H] -> [B, Tq, H, Dv].
+  """
+  b, tq, tk, h, d = _check_equal_heads(q, k, v, "routing_attention")
+  if causal and tq != tk:
+    raise ValueError(f"causal routing attention needs Tq == Tk, got {tq} and {tk}")
+  scale = default_scale(d, scale)
+  n, wq, wk = _routing_windows(tq, tk, window)
+  perm_q = _sort_pad(jnp.swapaxes(q_clusters, 1, 2), n * wq)  # [B, H, n*wq] original positions
+  perm_k = _sort_pad(jnp.swapaxes(k_clusters, 1, 2), n * wk)
+  qs = _gather_rows(_heads_first(q), perm_q, n * wq).reshape(b, h, n, wq, d)
+  ks = _gather_rows(_heads_first(k), perm_k, n * wk).reshape(b, h, n, wk, d)
+  vs = _gather_rows(_heads_first(v), perm_k, n * wk).reshape(b, h, n, wk, -1)
+  q_pos = perm_q.reshape(b, h, n, wq, 1)
+  k_pos = perm_k.reshape(b, h, n, 1, wk)
+  ok = k_pos < tk
+  if causal:
+    ok = ok & (k_pos <= q_pos)
+  s = jnp.einsum("bhnqd,bhnkd->bhnqk", qs, ks) * scale
+  p, _ = masked_softmax(s, ok)
+  o = jnp.einsum("bhnqk,bhnkd->bhnqd", p, vs).reshape(b, h, n * wq, -1)
+  o = jnp.take_along_axis(o, _inverse_perm(perm_q)[..., None], axis=2)[:, :, :tq]
+  return jnp.swapaxes(o, 1, 2).astype(q.dtype)
+
+
+def routing_mask(q_clusters, k_clusters, *, window, causal=False):
+  """The dense [B, H, Tq, Tk] bool mask `routing_attention` implies, computed from ranks:
+  query i and key j meet iff rank_q(i) // wq == rank_k(j) // wk, where rank is the index in
+  the stable sort by cluster id."""
+  tq, tk = q_clusters.shape[1], k_clusters.shape[1]
+  n, wq, wk = _routing_windows(tq, tk, window)
+  rank_q = _inverse_perm(jnp.argsort(jnp.swapaxes(q_clusters, 1, 2), axis=-1, stable=True))
+  rank_k = _inverse_perm(jnp.argsort(jnp.swapaxes(k_clusters, 1, 2), axis=-1, stable=True))
+  ok = (rank_q // wq)[..., :, None] == (rank_k // wk)[..., None, :]
+  if causal:
+    ok = ok & (jnp.arange(tk)[None, :] <= jnp.arange(tq)[:, None])
+  return ok
+
+
+def _dense_masked_attention(q, k, v, ok, scale=None):
+  """softmax(q k^T * scale, where ok) v with dense ok [B, H, Tq, Tk]; empty rows -> 0."""
+  d = q.shape[-1]
+  s = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * default_scale(d, scale)
+  p, _ = masked_softmax(s, ok)
+  return jnp.einsum("bhqk,bkhd->bqhd", p, v.astype(jnp.float32)).astype(q.dtype)
+
+
+def routing_attention_reference(q, k, v, q_clusters, k_clusters, *, window, causal=False, scale=None):
+  """Materialised form of `routing_attention` (dense mask from `routing_mask`)."""
+  ok = routing_mask(q_clusters, k_clusters, window=window, causal=causal)
+  return _dense_masked_attention(q, k, v, ok, scale)
+
+
+# ---- Reformer LSH attention --------------------------------------------------------------
+
+
+def lsh_rotations(seed, num_heads, num_hashes, head_dim, num_buckets):
+  """Fixed random rotations [H, R, D, num_buckets // 2] from `seed` (Kitaev et al., 2020,
+  Sec. 2: h(x) = argmax([xR; -xR]) with R a random Gaussian matrix)."""
+  if num_buckets % 2:
+    raise ValueError(f"num_buckets must be even, got {num_buckets}")
+  return jax.random.normal(jax.random.key(seed), (num_heads, num_hashes, head_dim, num_buckets // 2), jnp.float32)
+
+
+def lsh_hash(x, rotations):
+  """Angular LSH buckets: x [B, T, H, D], rotations [H, R, D, nb/2] -> int32 [B, H, R, T]."""
+  r = jnp.einsum("bthd,hrdk->bhrtk", x.astype(jnp.float32), rotations)
+  return jnp.argmax(jnp.concatenate([r, -r], axis=-1), axis=-1).astype(jnp.int32)
+
+
+def lsh_attention(qk, v, buckets, *, chunk_size, causal=False, scale=None):
+  """Reformer shared-QK LSH attention given the buckets.
+
+  For each hash round r: positions are sorted by (bucket, position) and cut into chunks
+  of `chunk_size`; each chunk attends to itself and the previous chunk (chunk 0 to the
+  last one, as trax's `look_adjacent` does). Keys are the length-normalised queries
+  (shared QK, Sec. 2). A query scores itself at -1e5, so it attends to itself only when
+  nothing else is allowed (Sec. 2, "Shared-QK attention"). Rounds are combined with weights
+  softmax_r(lse_r) (eq. 6; duplicated pairs are not de-duplicated, as in trax).
+  Memory O(R * T * chunk_size).
+
+  qk [B, T, H, D], v [B, T, H, Dv], buckets int [B, H, R, T] -> [B, T, H, Dv].
+  """
+  b, t, h, d = qk.shape
+  r = buckets.shape[2]
+  scale = default_scale(d, scale)
+  c = chunk_size
+  nc = -(-t // c)
+  perm = _sort_pad(buckets, nc * c)  # [B, H, R, nc*c]
+  qf = _heads_first(qk)
+  kf = normalize(qf)
+  vf = _heads_first(v)
+  perm_flat = perm.reshape(b, h, r * nc * c)
+  sq = _gather_rows(qf, perm_flat, nc * c).reshape(b, h, r, nc, c, d)
+  sk = _gather_rows(kf, perm_flat, nc * c).reshape(b, h, r, nc, c, d)
+  sv = _gather_rows(vf, perm_flat, nc * c).reshape(b, h, r, nc, c, -1)
+  pos = perm.reshape(b, h, r, nc, c)
+  if nc > 1:  # keys of chunk i: chunk i and chunk i - 1 (cyclically)
+    prev = lambda x: jnp.roll(x, 1, axis=3)  # noqa: E731
+    sk = jnp.concatenate([sk, prev(sk)], axis=4)
+    sv = jnp.concatenate([sv, prev(sv)], axis=4)
+    k_pos = jnp.concatenate([pos, prev(pos)], axis=4)
+  else:
+    k_pos = pos
+  q_pos, k_pos = pos[..., :, None], k_pos[..., None, :]
+  s = jnp.einsum("bhrnqd,bhrnkd->bhrnqk", sq, sk) * scale
+  s = jnp.where(q_pos == k_pos, _SELF_SCORE, s)
+  ok = (k_pos < t) | (q_pos == k_pos)  # padding keys are seen by no one but themselves
+  if causal:
+    ok = ok & (k_pos <= q_pos)
+  p, lse = masked_softmax(s, ok)  # lse [B, H, R, nc, c]
+  o = jnp.einsum("bhrnqk,bhrnkd->bhrnqd", p, sv).reshape(b, h, r, nc * c, -1)
+  inv = _inverse_perm(perm)
+  o = jnp.take_along_axis(o, inv[..., None], axis=3)[:, :, :, :t]  # [B, H, R, T, Dv]
+  lse = jnp.take_along_axis(lse.reshape(b, h, r, nc * c), inv, axis=3)[..., :t]  # [B, H, R, T]
+  w = jax.nn.softmax(lse, axis=2)  # eq. 6: round weights exp(lse_r - logsumexp_r lse_r)
+  out = jnp.sum(w[..., None] * o, axis=2)  # [B, H, T, Dv]
+  return jnp.swapaxes(out, 1, 2).astype(qk.dtype)
+
+
+def lsh_masks(buckets, *, chunk_size, causal=False):
+  """Dense per-round masks [B, H, R, T, T] `lsh_attention` implies: query i sees key j in
+  round r iff chunk_r(j) is chunk_r(i) or the one before it (cyclically), where chunk is
+  rank // chunk_size in the stable sort by bucket."""
+  t = buckets.shape[-1]
+  nc = -(-t // chunk_size)
+  rank = _inverse_perm(jnp.argsort(buckets, axis=-1, stable=True))
+  ch = rank // chunk_size
+  ci, cj = ch[..., :, None], ch[..., None, :]
+  ok = (ci == cj) | ((ci - 1) % nc == cj)
+  if causal:
+    ok = ok & (jnp.arange(t)[None, :] <= jnp.arange(t)[:, None])
+  return ok
+
+
+def lsh_attention_reference(qk, v, buckets, *, chunk_size, causal=False, scale=None):
+  """Materialised form of `lsh_attention`: one dense masked softmax per round, combined
+  by the rounds' logsumexp."""
+  d = qk.shape[-1]
+  t = qk.shape[1]
+  q = qk.astype(jnp.float32)
+  k = normalize(q)
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * default_scale(d, scale)
+  s = jnp.where(jnp.eye(t, dtype=bool), _SELF_SCORE, s)
+  ok = lsh_masks(buckets, chunk_size=chunk_size, causal=causal)  # [B, H, R, T, T]
+  p, lse = masked_softmax(s[:, :, None], ok)
+  o = jnp.einsum("bhrqk,bkhd->bhrqd", p, v.astype(jnp.float32))
+  w = jax.nn.softmax(lse, axis=2)
+  return jnp.einsum("bhrq,bhrqd->bqhd", w, o).astype(qk.dtype)
+
+
+# ---- MoBA ---------------------------------------------------------------------------------
+
+
+def _block_means(k, block_size):
+  """Mean-pooled keys per block: k [B, Tk, H, D] -> [B, H, nb, D] (a partial last block
+  averages its valid keys only)."""
+  b, tk, h, d = k.shape
+  nb = -(-tk // block_size)
+  kp = jnp.pad(k.astype(jnp.float32), ((0, 0), (0, nb * block_size - tk), (0, 0), (0, 0)))
+  sums = kp.reshape(b, nb, block_size, h, d).sum(axis=2)
+  counts = jnp.minimum(block_size, tk - jnp.arange(nb) * block_size).astype(jnp.float32)
+  return jnp.swapaxes(sums / counts[None, :, None, None], 1, 2)
+
+
+def moba_gate(q, k, *, block_size, top_k, q_offset=0):
+  """MoBA's routing (Lu et al., 2025, eq. 5-6): gate score s_ij = q_i . mean(K[block j]);
+  the query's own block is always selected, future blocks never; top_k blocks in all.
+
+  q [B, Tq, H, D], k [B, Tk, H, D] -> (block ids int32 [B, H, Tq, kk], valid bool
+  [B, H, Tq, kk]) with kk = min(top_k, nb); an id is invalid when fewer than kk blocks are
+  eligible. Gate scores for one query are [nb]: callers tile over queries.
+  """
+  nb = -(-k.shape[1] // block_size)
+  kk = min(top_k, nb)
+  means = _block_means(k, block_size)  # [B, H, nb, D]
+  g = jnp.einsum("bqhd,bhnd->bhqn", q.astype(jnp.float32), means)
+  own = ((jnp.arange(q.shape[1]) + q_offset) // block_size)[:, None]  # [Tq, 1]
+  blk = jnp.arange(nb)[None, :]
+  g = jnp.where(blk == own, jnp.inf, jnp.where(blk > own, -jnp.inf, g))
+  vals, ids = jax.lax.top_k(g, kk)
+  return jax.lax.stop_gradient(ids.astype(jnp.int32)), vals > -jnp.inf
+
+
+def moba_attention(q, k, v, *, block_size, top_k, q_offset=0, scale=None, q_chunk=128):
+  """Causal MoBA (see `_moba_attention`); jit-cached on the static hyperparameters so eager
+  calls (e.g. decode steps outside jit) reuse one compiled program; q_offset may be traced."""
+  return _moba_jit(q, k, v, jnp.asarray(q_offset, jnp.int32), block_size=block_size, top_k=top_k,
+                   scale=scale, q_chunk=q_chunk)
+
+
+def _moba_attention(q, k, v, q_offset, *, block_size, top_k, scale=None, q_chunk=128):
+  """Causal MoBA: each query attends (causally) to the keys of its own block and of the
+  top_k - 1 best-gated past blocks (Lu et al., 2025, Sec. 2.2-2.3). No gradient flows
+  through the gate (a discrete selection), as in the paper.
+
+  Queries are processed in tiles of `q_chunk` (lax.map, rematerialised in the backward),
+  so memory is O(q_chunk * (Tk / block_size + top_k * block_size) * D) per tile plus
+  O(T * D); gate compute is O(T^2 / block_size), attention O(T * top_k * block_size).
+  q_offset: absolute position of query 0 (the cache index in decode steps; may be traced).
+  q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv] -> [B, Tq, H, Dv].
+  """
+  b, tq, tk, h, d = _check_equal_heads(q, k, v, "moba_attention")
+  scale = default_scale(d, scale)
+  nb = -(-tk // block_size)
+  kk = min(top_k, nb)
+  qc = min(q_chunk, tq)
+  nq = -(-tq // qc)
+  means = _block_means(k, block_size)  # [B, H, nb, D]
+  kf = jnp.pad(_heads_first(k), ((0, 0), (0, 0), (0, nb * block_size - tk), (0, 0)))
+  vf = jnp.pad(_heads_first(v), ((0, 0), (0, 0), (0, nb * block_size - tk), (0, 0)))
+  kb = kf.reshape(b, h, nb, block_size, d)
+  vb = vf.reshape(b, h, nb, block_size, -1)
+  qf = jnp.pad(_heads_first(q), ((0, 0), (0, 0), (0, nq * qc - tq), (0, 0)))
+  qf = jnp.moveaxis(qf.reshape(b, h, nq, qc, d), 2, 0)  # [nq, B, H, qc, D]
+
+  @jax.checkpoint
+  def tile(args):
+    qt, i = args  # qt [B, H, qc, D]
+    q_pos = i * qc + jnp.arange(qc) + q_offset  # [qc]
+    g = jnp.einsum("bhqd,bhnd->bhqn", jax.lax.stop_gradient(qt), means)
+    own = (q_pos // block_size)[:, None]
+    blk = jnp.arange(nb)[None, :]
+    g = jnp.where(blk == own, jnp.inf, jnp.where(blk > own, -jnp.inf, g))
+    vals, ids = jax.lax.top_k(jax.lax.stop_gradient(g), kk)  # [B, H, qc, kk]
+    take = lambda x: jnp.take_along_axis(  # noqa: E731  x [B, H, nb, bs, X] -> [B, H, qc, kk, bs, X]
+        x[:, :, None], ids[..., None, None], axis=3)
+    ks, vs = take(kb), take(vb)
+    k_pos = ids[..., None] * block_size + jnp.arange(block_size)  # [B, H, qc, kk, bs]
+    ok = (vals > -jnp.inf)[..., None] & (k_pos <= q_pos[:, None, None]) & (k_pos < tk)
+    s = jnp.einsum("bhqd,bhqnkd->bhqnk", qt, ks) * scale
+    p, _ = masked_softmax(s.reshape(*s.shape[:3], -1), ok.reshape(*ok.shape[:3], -1))
+    return jnp.einsum("bhqm,bhqmd->bhqd", p, vs.reshape(*vs.shape[:3], -1, vs.shape[-1]))
+
+  o = jax.lax.map(tile, (qf, jnp.arange(nq)))  # [nq, B, H, qc, Dv]
+  o = jnp.moveaxis(o, 0, 2).reshape(b, h, nq * qc, -1)[:, :, :tq]
+  return jnp.swapaxes(o, 1, 2).astype(q.dtype)
+
+
+_moba_jit = jax.jit(_moba_attention, static_argnames=("block_size", "top_k", "scale", "q_chunk"))
+
+
+def moba_mask(q, k, *, block_size, top_k, q_offset=0):
+  """Dense [B, H, Tq, Tk] mask MoBA implies: key j allowed for query i iff j's block is
+  among i's selected blocks and j <= i (absolute positions)."""
+  ids, valid = moba_gate(q, k, block_size=block_size, top_k=top_k, q_offset=q_offset)
+  tq, tk = q.shape[1], k.shape[1]
+  blk = jnp.arange(tk) // block_size
+  sel = jnp.any((ids[..., None] == blk) & valid[..., None], axis=-2)  # [B, H, Tq, Tk]
+  return sel & (jnp.arange(tk)[None, :] <= (jnp.arange(tq) + q_offset)[:, None])
+
+
+def moba_attention_reference(q, k, v, *, block_size, top_k, q_offset=0, scale=None):
+  """Materialised MoBA (dense mask from `moba_mask`)."""
+  ok = moba_mask(q, k, block_size=block_size, top_k=top_k, q_offset=q_offset)
+  return _dense_masked_attention(q, k, v, ok, scale)
+
+
+# ---- exact top-k attention ------------------------------------------------------------------
+
+
+def _allowed_tile(mask, q_pos, k_pos, tk):
+  """Bool [B|1, 1, Tq, bk]: key validity, and the Mask (if any), for absolute positions."""
+  ok = (k_pos < tk)[None, :]
+  if mask is not None:
+    ok = ok & jnp.asarray(mask.allowed(q_pos[:, None], k_pos[None, :]))
+  ok = ok.reshape((-1,) + ok.shape[-2:])
+  return ok[:, None]
+
+
+def topk_select(q, k, *, top_k, mask=None, q_offset=0, scale=None, block_k=256):
+  """Running exact top-k over key blocks (see `_topk_select`). With no mask or an
+  array-free (hashable) mask it runs through a cached jit, so eager calls such as decode
+  steps reuse one compiled scan; q_offset may be traced."""
+  leaves = mask_flatten(mask)[0] if mask is not None else ()
+  try:
+    hash(mask)
+  except TypeError:
+    leaves = (None,)  # unhashable mask: cannot be a static jit argument
+  if not leaves:
+    return _topk_select_jit(q, k, jnp.asarray(q_offset, jnp.int32), top_k=top_k, mask=mask, scale=scale,
+                            block_k=block_k)
+  return _topk_select(q, k, q_offset, top_k=top_k, mask=mask, scale=scale, block_k=block_k)
+
+
+def _topk_select(q, k, q_offset, *, top_k, mask=None, scale=None, block_k=256):
+  """Running exact top-k over key blocks (no gradient).
+
+  Scans key tiles of `block_k`, merging each tile's scores [B, H, Tq, block_k] into the
+  best kk = min(top_k, Tk) so far with lax.top_k, so no [Tq, Tk] array exists: memory
+  O(Tq * (block_k + kk)), compute O(Tq * Tk * D) (quadratic).
+  q [B, Tq, H, D], k [B, Tk, H, D] -> (ids int32 [B, H, Tq, kk], valid bool [B, H, Tq, kk]);
+  invalid when fewer than kk keys are allowed.
+  """
+  b, tq, h, d = q.shape
+  tk = k.shape[1]
+  kk = min(top_k, tk)
+  bk = min(block_k, tk)
+  nk = -(-tk // bk)
+  scale = default_scale(d, scale)
+  qf = jax.lax.stop_gradient(_heads_first(q)) * scale
+  kf = jnp.pad(jax.lax.stop_gradient(_heads_first(k)), ((0, 0), (0, 0), (0, nk * bk - tk), (0, 0)))
+  kf = jnp.moveaxis(kf.reshape(b, h, nk, bk, d), 2, 0)
+  q_pos = jnp.arange(tq) + q_offset
+
+  def step(carry, xs):
+    vals, ids = carry
+    kt, j = xs
+    k_pos = j * bk + jnp.arange(bk)
+    s = jnp.einsum("bhqd,bhkd->bhqk", qf, kt)
+    s = jnp.where(_allowed_tile(mask, q_pos, k_pos, tk), s, -jnp.inf)
+    cand_v = jnp.concatenate([vals, s], axis=-1)
+    cand_i = jnp.concatenate([ids, jnp.broadcast_to(k_pos.astype(jnp.int32), s.shape)], axis=-1)
+    vals, pick = jax.lax.top_k(cand_v, kk)
+    return (vals, jnp.take_along_axis(cand_i, pick, axis=-1)), None
+
+  init = (jnp.full((b, h, tq, kk), -jnp.inf, jnp.float32), jnp.zeros((b, h, tq, kk), jnp.int32))
+  (vals, ids), _ = jax.lax.scan(step, init, (kf, jnp.arange(nk)))
+  return ids, vals > -jnp.inf
+
+
+_topk_select_jit = jax.jit(_topk_select, static_argnames=("top_k", "mask", "scale", "block_k"))
+
+
+def topk_attention(q, k, v, *, top_k, mask=None, q_offset=0, scale=None, block_k=256):
+  """Each query attends to its top_k highest-scoring allowed keys (softmax over those).
+
+  Selection by `topk_select` (blockwise, no gradient); the kept scores are recomputed from
+  gathered keys so gradients flow to q, k, v through the selected entries only (memory
+  O(Tq * top_k * D)). mask: optional `masks.Mask` (and-ed in before selection; query i at
+  absolute position q_offset + i). Causality is the caller's mask (masks.Causal()).
+  q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv] -> [B, Tq, H, Dv].
+  """
+  b, tq, tk, h, d = _check_equal_heads(q, k, v, "topk_attention")
+  scale = default_scale(d, scale)
+  ids, valid = topk_select(q, k, top_k=top_k, mask=mask, q_offset=q_offset, scale=scale, block_k=block_k)
+  ks = _gather_rows(_heads_first(k), ids)  # [B, H, Tq, kk, D]
+  vs = _gather_rows(_heads_first(v), ids)
+  s = jnp.einsum("bhqd,bhqkd->bhqk", _heads_first(q), ks) * scale
+  p, _ = masked_softmax(s, valid)
+  o = jnp.einsum("bhqk,bhqkd->bhqd", p, vs)
+  return jnp.swapaxes(o, 1, 2).astype(q.dtype)
+
+
+def topk_attention_reference(q, k, v, *, top_k, mask=None, q_offset=0, scale=None):
+  """Materialised top-k attention: dense scores, masked, keep entries >= the row's k-th
+  largest allowed score."""
+  b, tq, tk, h, d = _check_equal_heads(q, k, v, "topk_attention_reference")
+  s = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * default_scale(d, scale)
+  ok = jnp.ones((1, 1, tq, tk), bool)
+  if mask is not None:
+    ok = ok & mask.dense(tq, tk, q_offset)[:, None]
+  sm = jnp.where(ok, s, -jnp.inf)
+  kth = jax.lax.top_k(sm, min(top_k, tk))[0][..., -1:]
+  ok = ok & (sm >= kth)
+  p, _ = masked_softmax(s, ok)
+  return jnp.einsum("bhqk,bkhd->bqhd", p, v.astype(jnp.float32)).astype(q.dtype)
+
+
+__all__ = [
+    "kmeans_assign", "kmeans_ema_update", "routing_attention", "routing_attention_reference", "routing_mask",
+    "lsh_rotations", "lsh_hash", "lsh_attention", "lsh_attention_reference", "lsh_masks",
+    "moba_gate", "moba_attention", "moba_attention_reference", "moba_mask",
+    "topk_select", "topk_attention", "topk_attention_reference", "masked_softmax", "normalize",
+]

@@ -1,0 +1,384 @@
+"""Oracle and contract tests for the routed family: routing, lsh, moba, topk, duo.
+
+Oracle rule for routed variants: the routing decision (cluster ids, hash buckets, selected
+blocks, top-k sets) is recomputed here in numpy from the module's own params/variables,
+turned into a dense [Tq, Tk] boolean mask, and the attention is the obvious masked
+softmax over the full score matrix. That checks the sort / gather / chunk code of the
+efficient path, forward and gradients (the mask is piecewise constant in the inputs, so
+it is computed once from concrete values and held fixed under jax.grad).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.attention import build, masks as M
+from attnlab.attention.ops import routed as R
+from tests.attention import contract
+
+VARIANTS = {
+    "routing": dict(num_heads=2, num_clusters=3, window=4),
+    "lsh": dict(num_heads=2, num_buckets=4, chunk_size=4, num_hashes=2),
+    "moba": dict(num_heads=2, block_size=4, top_k=2),
+    "topk": dict(num_heads=2, top_k=5, block_k=8),
+    "duo": dict(num_heads=2, window=3, num_sinks=2, alpha_init=0.6),
+}
+MEMORY = {  # d_model 64 at T = 1024 / 4096
+    "routing": dict(num_heads=2, num_clusters=8, window=64),
+    "lsh": dict(num_heads=2, num_buckets=16, chunk_size=64, num_hashes=2),
+    "moba": dict(num_heads=2, block_size=64, top_k=3),
+    "topk": dict(num_heads=2, top_k=32, block_k=256),
+}
+FWD_TOL = dict(atol=2e-5, rtol=1e-5)
+GRAD_TOL = dict(atol=5e-5, rtol=1e-4)
+
+
+# ---- independent helpers (plain numpy / jnp) ---------------------------------------------
+
+
+def proj(x, p, name):
+  return jnp.einsum("btd,dhk->bthk", x, p[name]["kernel"])
+
+
+def out_proj(y, p):
+  return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
+
+
+def rope(x, pos, base=10000.0):
+  """RoPE, half-split pairs (i, i + D/2) rotated by pos * base^(-2i/D). x [B,T,H,D], pos [T]."""
+  d = x.shape[-1]
+  ang = np.asarray(pos, np.float64)[:, None] * base ** (-np.arange(d // 2) * 2.0 / d)
+  cos, sin = np.cos(ang)[None, :, None], np.sin(ang)[None, :, None]
+  x1, x2 = x[..., : d // 2], x[..., d // 2:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+
+def dense_attention(q, k, v, allowed, self_score=None):
+  """softmax over allowed [B|1, H|1, Tq, Tk] of q k^T / sqrt(d); empty rows -> 0.
+  Returns (out [B, Tq, H, Dv], lse [B, H, Tq])."""
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  if self_score is not None:
+    s = jnp.where(np.eye(s.shape[-1], dtype=bool), self_score, s)
+  allowed = np.broadcast_to(allowed, s.shape)
+  row = allowed.any(-1, keepdims=True)
+  s = jnp.where(allowed, s, -1e30)
+  lse = jax.scipy.special.logsumexp(s, axis=-1)
+  w = jax.nn.softmax(s, axis=-1) * row
+  return jnp.einsum("bhqk,bkhd->bqhd", w, v), lse
+
+
+def causal_np(tq, tk, q_offset=0):
+  return np.arange(tk)[None, :] <= (np.arange(tq) + q_offset)[:, None]
+
+
+def check_against_oracle(module, variables, x, oracle_fn, context=None):
+  """Forward and d(sum sin(y))/d(params, x) of module vs oracle_fn(params, x, context)."""
+  y = module.apply(variables, x, context=context)
+  ref = oracle_fn(variables["params"], x, context)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), **FWD_TOL)
+  rest = {k: v for k, v in variables.items() if k != "params"}
+  loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply({"params": p, **rest}, x, context=context)))  # noqa: E731
+  loss_ref = lambda p, x: jnp.sum(jnp.sin(oracle_fn(p, x, context)))  # noqa: E731
+  g_mod = jax.jit(jax.grad(loss_mod, argnums=(0, 1)))(variables["params"], x)
+  g_ref = jax.jit(jax.grad(loss_ref, argnums=(0, 1)))(variables["params"], x)
+  err = 0.0
+  for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **GRAD_TOL)
+    err = max(err, float(np.max(np.abs(np.asarray(a) - np.asarray(b)))))
+  print(f"oracle max abs err: fwd {float(np.max(np.abs(np.asarray(y) - np.asarray(ref)))):.2e} grad {err:.2e}")
+
+
+# ---- routing ------------------------------------------------------------------------------
+
+
+def routing_allowed(q, k, centroids, window, causal):
+  """Cluster = argmax_c q . mu_c (cosine; the norm of q does not change the argmax);
+  rank in the stable sort by cluster; window of rank; query window i meets key window i."""
+  q, k, c = np.asarray(q), np.asarray(k), np.asarray(centroids)
+  cq = np.argmax(np.einsum("bthd,hcd->bhtc", q, c), -1)
+  ck = np.argmax(np.einsum("bthd,hcd->bhtc", k, c), -1)
+  tq, tk = q.shape[1], k.shape[1]
+  n = -(-tq // window)
+  wk = -(-tk // n)
+  rank = lambda a: np.argsort(np.argsort(a, axis=-1, kind="stable"), axis=-1)  # noqa: E731
+  ok = (rank(cq) // window)[..., :, None] == (rank(ck) // wk)[..., None, :]
+  return ok & causal_np(tq, tk) if causal else ok
+
+
+@pytest.mark.parametrize("causal,length,context_len,window", [
+    (True, 14, None, 4), (False, 12, 10, 4), (True, 16, None, 16)])
+def test_routing_oracle(causal, length, context_len, window):
+  hp = {**VARIANTS["routing"], "causal": causal, "window": window}
+  x, ctx = contract.make_inputs(length=length, context_len=context_len)
+  module, variables, _ = contract.init_apply("routing", hp, x, ctx)
+  p0, cent = variables["params"], variables["kmeans"]["centroids"]
+  src = x if ctx is None else ctx
+  allowed = routing_allowed(proj(x, p0, "query"), proj(src, p0, "key"), cent, window, causal)
+  if window >= length:  # reduction: one window holds everything -> plain (causal) softmax attention
+    assert allowed.all() if not causal else (allowed == causal_np(length, length)).all()
+
+  def oracle(p, x, ctx):
+    src = x if ctx is None else ctx
+    return out_proj(dense_attention(proj(x, p, "query"), proj(src, p, "key"), proj(src, p, "value"), allowed)[0], p)
+
+  check_against_oracle(module, variables, x, oracle, ctx)
+
+
+def test_routing_kmeans_ema_update():
+  hp = {**VARIANTS["routing"], "kmeans_decay": 0.9}
+  x, _ = contract.make_inputs(length=16)
+  module, variables, _ = contract.init_apply("routing", hp, x)
+  c = np.asarray(variables["kmeans"]["centroids"])
+  p = variables["params"]
+  # deterministic=True (the default) leaves the centroids alone; training without a
+  # mutable "kmeans" collection is an error, not a silent no-op.
+  _, mut = module.apply(variables, x, mutable=["kmeans"])
+  np.testing.assert_array_equal(np.asarray(mut["kmeans"]["centroids"]), c)
+  with pytest.raises(ValueError, match="mutable=\\['kmeans'\\]"):
+    module.apply(variables, x, deterministic=False)
+  _, mut = module.apply(variables, x, deterministic=False, mutable=["kmeans"])
+  new = np.asarray(mut["kmeans"]["centroids"])
+  # Expected: mu_c <- 0.9 mu_c + 0.1 mean{unit q, unit k assigned to c}, renormalised.
+  vecs = [np.asarray(proj(x, p, "query")), np.asarray(proj(x, p, "key"))]
+  expect = c.copy()
+  for h in range(c.shape[0]):
+    pts = np.concatenate([v[:, :, h].reshape(-1, c.shape[2]) for v in vecs])
+    pts = pts / np.linalg.norm(pts, axis=-1, keepdims=True)
+    assign = np.argmax(pts @ c[h].T, -1)
+    for ci in range(c.shape[1]):
+      if (assign == ci).any():
+        m = 0.9 * c[h, ci] + 0.1 * pts[assign == ci].mean(0)
+        expect[h, ci] = m / np.linalg.norm(m)
+  np.testing.assert_allclose(new, expect, atol=1e-5)
+  assert not np.allclose(new, c)
+
+
+# ---- lsh ------------------------------------------------------------------------------------
+
+
+def lsh_oracle_parts(qk, rotations, chunk, causal):
+  """Buckets argmax([xR, -xR]) and per-round masks [B, H, R, T, T]."""
+  qk, rot = np.asarray(qk), np.asarray(rotations)
+  proj_ = np.einsum("bthd,hrdk->bhrtk", qk, rot)
+  buckets = np.argmax(np.concatenate([proj_, -proj_], -1), -1)  # [B, H, R, T]
+  t = qk.shape[1]
+  nc = -(-t // chunk)
+  ch = np.argsort(np.argsort(buckets, axis=-1, kind="stable"), axis=-1) // chunk
+  ci, cj = ch[..., :, None], ch[..., None, :]
+  ok = (ci == cj) | ((ci - 1) % nc == cj)
+  return buckets, (ok & causal_np(t, t)) if causal else ok
+
+
+@pytest.mark.parametrize("causal,length,chunk", [(True, 14, 4), (False, 12, 16)])
+def test_lsh_oracle(causal, length, chunk):
+  hp = {**VARIANTS["lsh"], "causal": causal, "chunk_size": chunk}
+  x, _ = contract.make_inputs(length=length)
+  module, variables, _ = contract.init_apply("lsh", hp, x)
+  _, inter = module.apply(variables, x, mutable=["intermediates"])
+  rot, sown = inter["intermediates"]["rotations"][0], inter["intermediates"]["buckets"][0]
+  buckets, allowed = lsh_oracle_parts(proj(x, variables["params"], "qk"), rot, chunk, causal)
+  np.testing.assert_array_equal(np.asarray(sown), buckets)
+
+  def oracle(p, x, ctx):
+    qk, v = proj(x, p, "qk"), proj(x, p, "value")
+    kn = qk / jnp.linalg.norm(qk, axis=-1, keepdims=True)
+    outs, lses = zip(*[dense_attention(qk, kn, v, allowed[:, :, r], self_score=-1e5)
+                       for r in range(allowed.shape[2])])
+    w = jax.nn.softmax(jnp.stack(lses, 0), axis=0)  # round weights from each round's logsumexp
+    return out_proj(sum(w[r].transpose(0, 2, 1)[..., None] * outs[r] for r in range(len(outs))), p)
+
+  check_against_oracle(module, variables, x, oracle)
+
+
+def test_lsh_rotations_seeded_and_self_only_when_alone():
+  x, _ = contract.make_inputs(length=16)
+  module, variables, y = contract.init_apply("lsh", VARIANTS["lsh"], x)
+  y2 = build("lsh", **VARIANTS["lsh"]).apply(variables, x)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(y2))  # same seed: same hashes, same output
+  get = lambda m, v: m.apply(v, x, mutable=["intermediates"])[1]["intermediates"]["rotations"][0]  # noqa: E731
+  other = build("lsh", **{**VARIANTS["lsh"], "seed": 1})
+  assert not np.allclose(np.asarray(get(module, variables)), np.asarray(get(other, variables)))
+  # Causal query 0 can only see itself: its output is exactly its value (the -1e5 self
+  # score only loses to other keys, never to nothing).
+  qk = jax.random.normal(jax.random.key(1), (1, 8, 1, 4))
+  v = jax.random.normal(jax.random.key(2), (1, 8, 1, 4))
+  buckets = R.lsh_hash(qk, R.lsh_rotations(0, 1, 2, 4, 4))
+  o = R.lsh_attention(qk, v, buckets, chunk_size=2, causal=True)
+  np.testing.assert_allclose(np.asarray(o[:, 0]), np.asarray(v[:, 0]), atol=1e-6)
+
+
+# ---- moba ------------------------------------------------------------------------------------
+
+
+def moba_allowed(q, k, block, top_k):
+  """Own block always, then the top_k - 1 past blocks by q . mean(block keys); causal."""
+  q, k = np.asarray(q), np.asarray(k)
+  b, t, h, _ = q.shape
+  nb = -(-t // block)
+  means = np.stack([k[:, j * block:(j + 1) * block].mean(1) for j in range(nb)], 1)  # [B, nb, H, D]
+  gate = np.einsum("bqhd,bnhd->bhqn", q, means)
+  ok = np.zeros((b, h, t, t), bool)
+  for i in range(t):
+    own = i // block
+    for bi in range(b):
+      for hi in range(h):
+        past = sorted(range(own), key=lambda j: -gate[bi, hi, i, j])[: top_k - 1]
+        for j in past + [own]:
+          ok[bi, hi, i, j * block:(j + 1) * block] = True
+  return ok & causal_np(t, t)
+
+
+@pytest.mark.parametrize("length,top_k,positional", [(14, 2, "rope"), (12, 8, "none")])
+def test_moba_oracle(length, top_k, positional):
+  hp = {**VARIANTS["moba"], "top_k": top_k, "positional": positional, "q_chunk": 4}
+  x, _ = contract.make_inputs(length=length)
+  module, variables, _ = contract.init_apply("moba", hp, x)
+  pos = np.arange(length)
+  pe = (lambda a: rope(a, pos)) if positional == "rope" else (lambda a: a)
+  p0 = variables["params"]
+  allowed = moba_allowed(pe(proj(x, p0, "query")), pe(proj(x, p0, "key")), hp["block_size"], top_k)
+  if top_k >= -(-length // hp["block_size"]):  # reduction: every past block selected -> causal attention
+    assert (allowed == causal_np(length, length)).all()
+
+  def oracle(p, x, ctx):
+    return out_proj(dense_attention(pe(proj(x, p, "query")), pe(proj(x, p, "key")), proj(x, p, "value"),
+                                    allowed)[0], p)
+
+  check_against_oracle(module, variables, x, oracle)
+
+
+# ---- topk -------------------------------------------------------------------------------------
+
+
+def topk_allowed(q, k, top_k, base):
+  """Entries whose score is >= the row's top_k-th largest allowed score."""
+  s = np.einsum("bqhd,bkhd->bhqk", np.asarray(q), np.asarray(k))
+  s = np.where(base, s, -np.inf)
+  kth = -np.sort(-s, axis=-1)[..., min(top_k, s.shape[-1]) - 1:min(top_k, s.shape[-1])]
+  return base & (s >= kth) & np.isfinite(s)
+
+
+@pytest.mark.parametrize("causal,context_len,top_k,padded", [
+    (True, None, 5, False), (False, None, 3, True), (False, 11, 4, False)])
+def test_topk_oracle(causal, context_len, top_k, padded):
+  hp = {**VARIANTS["topk"], "causal": causal, "top_k": top_k}
+  length = 16
+  x, ctx = contract.make_inputs(length=length, context_len=context_len)
+  module, variables, _ = contract.init_apply("topk", hp, x, ctx)
+  tk = length if ctx is None else context_len
+  valid = np.ones((2, tk), bool)
+  if padded:
+    valid[0, 10:] = False
+  mask = M.KeyPadding(jnp.asarray(valid)) if padded else None
+  qpe = lambda a: rope(a, np.arange(length))  # noqa: E731
+  kpe = lambda a: rope(a, np.arange(tk))  # noqa: E731
+  base = (causal_np(length, tk) if causal else np.ones((length, tk), bool))[None, None] & valid[:, None, None]
+  p0 = variables["params"]
+  src = x if ctx is None else ctx
+  allowed = topk_allowed(qpe(proj(x, p0, "query")), kpe(proj(src, p0, "key")), top_k, base)
+  assert (allowed.sum(-1) == np.minimum(top_k, base.sum(-1))).all()
+  if top_k >= length:  # reduction: k >= T keeps every allowed key -> plain causal attention
+    assert (allowed == base).all()
+
+  def oracle(p, x, ctx):
+    src = x if ctx is None else ctx
+    return out_proj(dense_attention(qpe(proj(x, p, "query")), kpe(proj(src, p, "key")), proj(src, p, "value"),
+                                    allowed)[0], p)
+
+  y = module.apply(variables, x, context=ctx, mask=mask)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(oracle(p0, x, ctx)), **FWD_TOL)
+  if mask is None:
+    check_against_oracle(module, variables, x, oracle, ctx)
+
+
+# ---- duo ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha,threshold", [((0.3, 0.9), -1.0), ((0.3, 0.9), 0.5), ((1.4, -0.2), -1.0)])
+def test_duo_oracle(alpha, threshold):
+  hp = {**VARIANTS["duo"], "hard_assign_threshold": threshold}
+  x, _ = contract.make_inputs(length=16)
+  module, variables, _ = contract.init_apply("duo", hp, x)
+  if alpha is not None:
+    variables = {"params": {**variables["params"], "alpha": jnp.asarray(alpha, jnp.float32)}}
+  t = x.shape[1]
+  i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+  stream = (j <= i) & ((j >= i - hp["window"]) | (j < hp["num_sinks"]))
+  pos = np.arange(t)
+
+  def oracle(p, x, ctx):
+    q, k, v = rope(proj(x, p, "query"), pos), rope(proj(x, p, "key"), pos), proj(x, p, "value")
+    a = jnp.clip(p["alpha"], 0, 1)
+    if threshold >= 0:
+      a = (a >= threshold).astype(jnp.float32)
+    full, strm = dense_attention(q, k, v, causal_np(t, t))[0], dense_attention(q, k, v, stream)[0]
+    return out_proj(a[:, None] * full + (1 - a[:, None]) * strm, p)
+
+  check_against_oracle(module, variables, x, oracle)
+
+
+@pytest.mark.parametrize("alpha,reference", [(1.0, "mha"), (0.0, "sink_window")])
+def test_duo_reduces_to_full_and_streaming(alpha, reference):
+  hp = {**VARIANTS["duo"], "alpha_init": alpha}
+  x, _ = contract.make_inputs(length=16)
+  _, variables, y = contract.init_apply("duo", hp, x)
+  ref_hp = dict(num_heads=2) if reference == "mha" else dict(num_heads=2, window=3, num_sinks=2)
+  params = {k: v for k, v in variables["params"].items() if k != "alpha"}
+  y_ref = build(reference, **ref_hp).apply({"params": params}, x)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=2e-5)
+
+
+# ---- ops: efficient forms equal their references (incl. padding, tiling and cross lengths) -----
+
+
+def test_ops_efficient_equal_reference():
+  """Tiling knobs do not change results: MoBA in one query tile, and the running top-k over
+  5-key tiles (with padding of the last tile and a data-dependent mask) equal the references."""
+  ks = jax.random.split(jax.random.key(3), 3)
+  b, t, h, d = 2, 21, 2, 8
+  q, k, v = (jax.random.normal(kk, (b, t, h, d)) for kk in ks)
+  a = R.moba_attention(q, k, v, block_size=4, top_k=3, q_chunk=21)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(R.moba_attention_reference(q, k, v, block_size=4, top_k=3)),
+                             atol=1e-5)
+  mask = M.Causal() & M.KeyPadding(jnp.arange(t)[None].repeat(b, 0) < 17)
+  a = R.topk_attention(q, k, v, top_k=6, mask=mask, block_k=5)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(R.topk_attention_reference(q, k, v, top_k=6, mask=mask)),
+                             atol=1e-5)
+
+
+# ---- contract --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_contract(name):
+  contract.check_patterns(name, VARIANTS[name])
+  contract.check_grads_finite(name, VARIANTS[name])
+
+
+DECODE = {  # moba: 2-token blocks so an 8-token decode crosses blocks and selects among past ones
+    "moba": dict(num_heads=2, block_size=2, top_k=2),
+    "topk": VARIANTS["topk"],
+    "duo": VARIANTS["duo"],
+}
+
+
+@pytest.mark.parametrize("name", list(DECODE))
+def test_decode_matches_full(name):
+  contract.check_decode_matches_full(name, DECODE[name], length=8, chunk=1)
+  if name != "duo":  # duo's halves are the shared softmax op, already decode-tested with chunks
+    contract.check_decode_matches_full(name, DECODE[name], length=9, chunk=3)
+
+
+@pytest.mark.parametrize("name", list(MEMORY))
+def test_subquadratic_memory(name):
+  a, b = contract.check_subquadratic(name, MEMORY[name])
+  print(f"{name}: temp {a / 2**20:.2f} MiB at T=1024, {b / 2**20:.2f} MiB at T=4096")
+
+
+@pytest.mark.parametrize("name", ["routing", "lsh", "moba"])
+def test_extra_mask_is_an_error(name):
+  x, _ = contract.make_inputs(length=8)
+  module, variables, _ = contract.init_apply(name, VARIANTS[name], x)
+  with pytest.raises(ValueError, match="extra mask"):
+    module.apply(variables, x, mask=M.KeyPadding(jnp.ones((2, 8), bool)))
