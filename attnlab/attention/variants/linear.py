@@ -1,1 +1,321 @@
-"""(placeholder: filled by its owner)"""
+"""Linear attention: kernel feature maps phi with phi(q) . phi(k) in place of exp(q . k).
+
+linear: Katharopoulos et al., 2020, "Transformers are RNNs: Fast Autoregressive
+  Transformers with Linear Attention" (feature maps elu+1 / relu / identity, optional
+  normaliser phi(q) . sum_j phi(k_j)).
+performer: Choromanski et al., 2021, "Rethinking Attention with Performers" (FAVOR+
+  positive orthogonal random features approximating the softmax kernel).
+cosformer: Qin et al., 2022, "cosFormer: Rethinking Softmax in Attention" (ReLU features
+  with cos-based re-weighting cos(pi/2 (i - j) / M)).
+based: Arora et al., 2024, "Simple linear attention language models balance the
+  recall-throughput tradeoff" (2nd-order Taylor features on a small projected feature
+  dim, plus a small softmax sliding window).
+
+Every variant has three forms of the same map, chosen by `form`: "chunked" (default: the
+O(T) chunk-parallel XLA path), "parallel" (the materialised [T, T] oracle) and
+"recurrent" (a token scan); decoding always runs the recurrent form from the
+constant-size state kept in the "cache" collection ("state" [B, H, F, Dv(+1)] and
+"cache_index"). The math lives in `attnlab.attention.ops.linear_attention` and
+`attnlab.attention.ops.feature_maps`; the modules here only project and pick features.
+
+`mask`: only key-padding masks (`masks.KeyPadding`, and-combinations of them) can be
+honoured by a linear map (the padded keys' features are zeroed, which removes exactly
+those columns of the implied attention matrix); any other mask raises ValueError
+(`based` passes the mask to its softmax window as well).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnlab.attention import masks as M
+from attnlab.attention.ops import feature_maps as fm
+from attnlab.attention.ops.linear_attention import (FORMS, linear_attention,
+                                                    linear_attention_recurrent)
+from attnlab.attention.ops.softmax import softmax_attention
+from attnlab.attention.positional import apply_rope
+from attnlab.attention.registry import register
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+
+
+# ---- hyperparameters ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LinearFamilyConfig(AttentionConfig):
+  """form: "chunked" (default, O(T) memory) | "parallel" (materialised oracle, O(T^2)) |
+  "recurrent" (token-by-token scan); chunk_size: chunk length of the chunked form."""
+  form: str = "chunked"
+  chunk_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizedConfig(LinearFamilyConfig):
+  """eps: added to the normaliser's denominator phi(q) . sum_j phi(k_j)."""
+  eps: float = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearConfig(NormalizedConfig):
+  """feature_map: "elu+1" | "relu" | "identity"; normalize: divide by phi(q) . sum phi(k)
+  (Katharopoulos eq. 6; with "identity" the denominator can vanish: use normalize=False)."""
+  feature_map: str = "elu+1"
+  normalize: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PerformerConfig(NormalizedConfig):
+  """num_features: random features M per head; feature_seed: seed of the random
+  projection. Redraw policy: the projection is a pure function of (feature_seed,
+  num_features, head_dim), identical in every call, train or eval; it is never redrawn
+  (a recurrent state is only meaningful under fixed features). To redraw, change
+  feature_seed (e.g. from the training loop)."""
+  num_features: int = 64
+  feature_seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CosformerConfig(NormalizedConfig):
+  """max_len: M in cos(pi/2 (i - j) / M). Must be >= every position used (the
+  re-weighting is only non-negative for |i - j| <= M); a full pass longer than max_len
+  raises. max_len=0 means the call's length (the paper's non-causal choice: max of the
+  query and key lengths); it is rejected for causal attention and decoding, whose
+  weights must not depend on the final length."""
+  max_len: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class BasedConfig(NormalizedConfig):
+  """feature_dim: per-head q/k projection size F fed to the Taylor map (1 + F + F^2
+  features); window: tokens each query sees in the softmax window branch (itself
+  included; non-causal: window - 1 on each side); rope_base: RoPE base of the window
+  branch; impl: softmax op implementation for the window branch."""
+  feature_dim: int = 16
+  window: int = 64
+  rope_base: float = 10000.0
+  impl: str = "auto"
+
+
+# ---- shared module machinery --------------------------------------------------------------------
+def key_padding_valid(mask, variant: str, batch: int, length: int, offset=0):
+  """bool [B, length] from a KeyPadding mask (or and-combination), or None for mask=None.
+
+  `kv_valid` is indexed by absolute key position: a decode step's keys (at `offset`..)
+  are sliced out of a longer array. Any other mask raises ValueError.
+  """
+  if mask is None:
+    return None
+  parts, stack = [], [mask]
+  while stack:
+    m = stack.pop()
+    if isinstance(m, M.And):
+      stack += [m.a, m.b]
+    elif isinstance(m, M.KeyPadding):
+      parts.append(jnp.asarray(m.kv_valid, bool))
+    else:
+      raise ValueError(f"variant {variant!r} is linear attention: it can honour only key-padding "
+                       f"masks (masks.KeyPadding), got {type(m).__name__}")
+  valid = parts[0]
+  for p in parts[1:]:
+    valid = valid & p
+  valid = jnp.broadcast_to(valid, (batch, valid.shape[1]))
+  if valid.shape[1] != length:
+    valid = jax.lax.dynamic_slice_in_dim(valid, offset, length, axis=1)
+  return valid
+
+
+class LinearAttentionBase(AttentionModule):
+  """Shared plumbing for linear / decay variants: form checks, key padding, decode state."""
+
+  def check_call(self, context, decode):
+    """Pattern check plus the linear-specific ones (form; decode is causal self only)."""
+    self.check_pattern(context, decode)
+    if self.cfg.form not in FORMS:
+      raise ValueError(f"form must be one of {FORMS}, got {self.cfg.form!r}")
+    if decode and (context is not None or not self.cfg.causal):
+      raise ValueError(f"variant {self.variant!r} decodes causal self-attention only")
+
+  def mask_keys(self, fk, mask, offset=0):
+    """Zeroes the features of padded keys. fk [B, Tk, H, F]."""
+    valid = key_padding_valid(mask, self.variant, fk.shape[0], fk.shape[1], offset)
+    return fk if valid is None else fk * valid[:, :, None, None].astype(fk.dtype)
+
+  def run_linear(self, fq, fk, v, *, decode, normalize, eps=None, log_decay=None, scale=1.0,
+                 advance_index=True):
+    """fq/fk [B, T, H, F], v [B, T, H, Dv] -> [B, T, H, Dv] by cfg.form, or in decode mode
+    by the recurrent form from the cached state (which it updates)."""
+    cfg = self.cfg
+    eps = getattr(cfg, "eps", 1e-6) if eps is None else eps  # unused unless normalize
+    kw = dict(log_decay=log_decay, normalize=normalize, scale=scale, eps=eps)
+    if not decode:
+      return linear_attention(fq, fk, v, form=cfg.form, causal=cfg.causal, chunk_size=cfg.chunk_size, **kw)
+    b, t, h, f = fq.shape
+    dv = v.shape[-1] + (1 if normalize else 0)
+    is_init = not self.has_variable("cache", "state")
+    state = self.variable("cache", "state", jnp.zeros, (b, h, f, dv), jnp.float32)
+    # advance_index=False: the caller owns "cache_index" (e.g. a KV cache beside the state).
+    index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32)) if advance_index else None
+    if is_init:  # Flax convention: the init call only allocates the cache
+      return linear_attention(fq, fk, v, form=cfg.form, causal=True, chunk_size=cfg.chunk_size, **kw)
+    out, state.value = linear_attention_recurrent(fq, fk, v, initial_state=state.value, **kw)
+    if index is not None:
+      index.value = index.value + t
+    return out
+
+  def qkv(self, x, src, qk_dim, v_dim):
+    """q [B, T, H, qk_dim] from x; k [B, S, H, qk_dim], v [B, S, H, v_dim] from src."""
+    h = self.cfg.num_heads
+    return (self.project_heads(x, h, qk_dim, "query"), self.project_heads(src, h, qk_dim, "key"),
+            self.project_heads(src, h, v_dim, "value"))
+
+
+LINEAR_PATTERNS = ("causal-self", "noncausal-self", "noncausal-cross", "decode")
+
+
+# ---- linear ---------------------------------------------------------------------------------------
+@register("linear", family="linear", config=LinearConfig, patterns=LINEAR_PATTERNS,
+          paper="Katharopoulos et al., 2020", subquadratic=True)
+class LinearAttention(LinearAttentionBase):
+  """phi(Q) (phi(K)^T V) [/ phi(Q) phi(K)^T 1] with phi in {elu+1, relu, identity}.
+
+  No positional encoding (as in the paper); `positions` is unused.
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    self.check_call(context, decode)
+    if cfg.feature_map not in fm.SIMPLE_FEATURE_MAPS:
+      raise ValueError(f"feature_map must be one of {tuple(fm.SIMPLE_FEATURE_MAPS)}, got {cfg.feature_map!r}")
+    phi = fm.SIMPLE_FEATURE_MAPS[cfg.feature_map]
+    d_model = x.shape[-1]
+    hd = self.head_dim_for(d_model)
+    q, k, v = self.qkv(x, x if context is None else context, hd, hd)
+    fk = self.mask_keys(phi(k), mask, self.cache_offset(decode))
+    y = self.run_linear(phi(q), fk, v, decode=decode, normalize=cfg.normalize)
+    return self.project_out(y, d_model)
+
+
+# ---- performer --------------------------------------------------------------------------------
+@register("performer", family="linear", config=PerformerConfig, patterns=LINEAR_PATTERNS,
+          paper="Choromanski et al., 2021", subquadratic=True)
+class PerformerAttention(LinearAttentionBase):
+  """FAVOR+: softmax(q k^T / sqrt(D)) approximated by positive orthogonal random features.
+
+  out_i = sum_j phi(q_i) . phi(k_j) v_j / (sum_j phi(q_i) . phi(k_j) + eps) with
+  phi(x) = exp(w_r . x' - |x'|^2/2) / sqrt(M), x' = x D^(-1/4), W [M, D] from
+  `ops.feature_maps.orthogonal_random_features(key(feature_seed), M, D)`, shared by all
+  heads; fixed (see PerformerConfig for the redraw policy). The features are computed
+  with an exact stabilisation (ops.feature_maps.favor_plus), and eps is rescaled by the
+  same per-query factor, so the output equals the textbook formula with `+ eps`.
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    self.check_call(context, decode)
+    if cfg.num_features <= 0:
+      raise ValueError(f"num_features must be positive, got {cfg.num_features}")
+    d_model = x.shape[-1]
+    hd = self.head_dim_for(d_model)
+    q, k, v = self.qkv(x, x if context is None else context, hd, hd)
+    w = performer_projection(cfg, hd)
+    fq = fm.favor_plus(q, w, is_query=True)
+    fk = self.mask_keys(fm.favor_plus(k, w, is_query=False), mask, self.cache_offset(decode))
+    # The query features were divided by exp(c_q); scale eps alike so that the division
+    # matches (textbook numerator) / (textbook denominator + eps). Floor avoids 0 / 0.
+    eps = jnp.maximum(cfg.eps * jnp.exp(-fm.favor_plus_query_shift(q, w)), 1e-30)
+    y = self.run_linear(fq, fk, v, decode=decode, normalize=True, eps=eps)
+    return self.project_out(y, d_model)
+
+
+def performer_projection(cfg: PerformerConfig, head_dim: int):
+  """The Performer's fixed random projection W [num_features, head_dim] for `cfg`."""
+  return fm.orthogonal_random_features(jax.random.key(cfg.feature_seed), cfg.num_features, head_dim)
+
+
+# ---- cosformer ----------------------------------------------------------------------------------
+@register("cosformer", family="linear", config=CosformerConfig, patterns=LINEAR_PATTERNS,
+          paper="Qin et al., 2022", subquadratic=True)
+class CosformerAttention(LinearAttentionBase):
+  """relu(q_i) . relu(k_j) cos(pi/2 (i - j) / M), normalised by its row sum (+ eps).
+
+  Positions i (queries) come from `positions` (default arange, offset by the cache index
+  in decode); keys use the same positions in self-attention and arange(S) for a context.
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    self.check_call(context, decode)
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    src = x if context is None else context
+    s = src.shape[1]
+    if cfg.max_len < 0:
+      raise ValueError(f"max_len must be >= 0, got {cfg.max_len}")
+    if cfg.max_len == 0 and (cfg.causal or decode):
+      raise ValueError("cosformer needs a fixed max_len > 0 for causal attention and decoding")
+    m = cfg.max_len or max(t, s)
+    if not decode and max(t, s) > m:
+      raise ValueError(f"cosformer: sequence length {max(t, s)} exceeds max_len={m}")
+    q, k, v = self.qkv(x, src, hd, hd)
+    offset = self.cache_offset(decode)
+    if positions is None:
+      positions = self.default_positions(b, t, offset)
+    k_pos = positions if context is None else self.default_positions(b, s)
+    fq = fm.cosformer(q, positions, m)
+    fk = self.mask_keys(fm.cosformer(k, k_pos, m), mask, offset)
+    y = self.run_linear(fq, fk, v, decode=decode, normalize=True)
+    return self.project_out(y, d_model)
+
+
+# ---- based ----------------------------------------------------------------------------------------
+@register("based", family="linear", config=BasedConfig,
+          patterns=("causal-self", "noncausal-self", "decode"), paper="Arora et al., 2024",
+          subquadratic=True)
+class BasedAttention(LinearAttentionBase):
+  """Based in one layer: Taylor linear attention + softmax sliding window, summed.
+
+  y = W_o (LA(x) + SWA(x)), where LA is normalised linear attention with the Taylor map
+  on q, k projected to `feature_dim` per head (v: head_dim), and SWA is RoPE softmax
+  attention over the last `window` tokens with its own q/k/v projections. (The paper
+  stacks these as separate layers of a hybrid; summing them in one layer is this
+  library's choice, documented here.) Decoding keeps the linear state plus a KV cache
+  for the window branch (allocated at full length, like the softmax variants').
+  """
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    self.check_call(context, decode)
+    if cfg.window < 1 or cfg.feature_dim < 1:
+      raise ValueError(f"window and feature_dim must be >= 1, got {cfg.window}, {cfg.feature_dim}")
+    b, t, d_model = x.shape
+    hd = self.head_dim_for(d_model)
+    h = cfg.num_heads
+    offset = self.cache_offset(decode)
+    # Linear branch (Taylor features on F-dim projections).
+    q, k, v = self.qkv(x, x, cfg.feature_dim, hd)
+    fk = self.mask_keys(fm.taylor_exp(k), mask, offset)
+    y_lin = self.run_linear(fm.taylor_exp(q), fk, v, decode=decode, normalize=True, advance_index=False)
+    # Sliding-window softmax branch.
+    if positions is None:
+      positions = self.default_positions(b, t, offset)
+    qw = apply_rope(self.project_heads(x, h, hd, "window_query"), positions, cfg.rope_base)
+    kw = apply_rope(self.project_heads(x, h, hd, "window_key"), positions, cfg.rope_base)
+    vw = self.project_heads(x, h, hd, "window_value")
+    q_offset = 0
+    if decode:
+      kw, vw, q_offset = self.kv_cache(kw, vw)  # also advances cache_index
+    y_win = softmax_attention(qw, kw, vw, mask=M.combine(self.window_mask(), mask), impl=cfg.impl,
+                              q_offset=q_offset)
+    return self.project_out(y_lin.astype(y_win.dtype) + y_win, d_model)
+
+  def window_mask(self) -> M.Mask:
+    w = self.cfg.window - 1
+    if self.cfg.causal:
+      return M.SlidingWindow(left=w, right=0)
+    return M.SlidingWindow(left=w, right=w)

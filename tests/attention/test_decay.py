@@ -1,0 +1,157 @@
+"""Oracle, form-agreement and contract tests for the decay family: retention, lightning."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.attention import build
+from attnlab.attention import masks as M
+from attnlab.attention.variants.decay import lightning_log_decay, retention_log_decay
+from tests.attention import contract
+
+VARIANTS = {
+    "retention": dict(num_heads=2, chunk_size=4),
+    "lightning": dict(num_heads=2, chunk_size=4),
+}
+
+
+def _proj(x, p):
+  return jnp.einsum("btd,dhk->bthk", x, p["kernel"])
+
+
+def _rope(x, pos, base=10000.0):
+  d = x.shape[-1]
+  ang = pos[:, :, None, None] * base ** (-np.arange(0, d // 2) * 2.0 / d)
+  x1, x2 = x[..., : d // 2], x[..., d // 2:]
+  return jnp.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
+
+
+def oracle(name, hp, params, x, kv_valid=None):
+  """The decayed causal attention matrix D[i, j] = lambda_h^(i - j) (j <= i), materialised."""
+  p = params["params"]
+  q, k, v = _proj(x, p["query"]), _proj(x, p["key"]), _proj(x, p["value"])
+  b, t, h, d = q.shape
+  i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+  if name == "retention":
+    pos = np.broadcast_to(np.arange(t), (b, t))
+    if hp.get("positional", "rope") == "rope":
+      q, k = _rope(q, pos), _rope(k, pos)
+    gamma = 1.0 - 2.0 ** (-5.0 - np.arange(h))  # RetNet: gamma_h = 1 - 2^(-5 - h)
+    decay = gamma[:, None, None] ** np.maximum(i - j, 0)[None]
+    scores = jnp.einsum("bihd,bjhd->bhij", q, k) / np.sqrt(d)
+  else:
+    q, k = jax.nn.silu(q), jax.nn.silu(k)
+    # TransNormerLLM slopes for 2 heads (ALiBi series 2^(-8/H * (h+1))): 1/16, 1/256
+    slopes = np.array([2.0 ** (-8.0 * (n + 1) / h) for n in range(h)])
+    decay = np.exp(-slopes[:, None, None] * np.maximum(i - j, 0)[None])
+    scores = jnp.einsum("bihd,bjhd->bhij", q, k)
+  allowed = (j <= i)[None, None]
+  if kv_valid is not None:
+    allowed = allowed & np.asarray(kv_valid)[:, None, None, :]
+  y = jnp.einsum("bhij,bjhe->bihe", jnp.where(allowed, scores * decay, 0.0), v)
+  if name == "retention":
+    mu = y.mean(-1, keepdims=True)
+    var = ((y - mu) ** 2).mean(-1, keepdims=True)
+    y = (y - mu) / jnp.sqrt(var + 1e-5) * p["norm_scale"] + p["norm_bias"]
+    y = jax.nn.silu(_proj(x, p["gate"])) * y
+  else:
+    y = y / jnp.sqrt((y ** 2).mean(axis=(-2, -1), keepdims=True) + 1e-6)
+    y = _proj(x, p["gate"]) * y
+  return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
+
+
+def init_jit(name, hp, x):
+  module = build(name, **hp)
+  params = nn.unbox(jax.jit(lambda x: module.init(jax.random.key(0), x))(x))
+  return module, params
+
+
+@pytest.mark.parametrize("name,extra", [("retention", {}), ("retention", {"positional": "none", "value_factor": 1}),
+                                        ("lightning", {})])
+def test_oracle_forward_and_grad(name, extra):
+  hp = {**VARIANTS[name], **extra}
+  x, _ = contract.make_inputs(length=14)  # 3 chunks of 4 + padding
+  module, params = init_jit(name, hp, x)
+  y = jax.jit(module.apply)(params, x)
+  ref = oracle(name, hp, params, x)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)
+  loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))  # noqa: E731
+  loss_ref = lambda p, x: jnp.sum(jnp.sin(oracle(name, hp, p, x)))  # noqa: E731
+  g_mod = jax.jit(jax.grad(loss_mod, argnums=(0, 1)))(params, x)
+  g_ref = jax.grad(loss_ref, argnums=(0, 1))(params, x)
+  gerr = 0.0
+  for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-4)
+    gerr = max(gerr, float(jnp.max(jnp.abs(a - b))))
+  print(f"{name} {extra}: max |fwd err| {float(jnp.max(jnp.abs(y - ref))):.2e}, max |grad err| {gerr:.2e}")
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_forms_agree(name):
+  """chunked (default) == parallel == recurrent, forward and gradients."""
+  x, _ = contract.make_inputs(length=13)
+  module, params = init_jit(name, VARIANTS[name], x)
+  y = jax.jit(module.apply)(params, x)
+  loss = lambda m: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x)))))(params)  # noqa: E731
+  g0 = loss(module)
+  for form in ("parallel", "recurrent"):
+    other = build(name, **{**VARIANTS[name], "form": form})
+    np.testing.assert_allclose(np.asarray(jax.jit(other.apply)(params, x)), np.asarray(y), atol=1e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(loss(other)), jax.tree.leaves(g0)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_key_padding_mask(name):
+  x, _ = contract.make_inputs(length=10)
+  valid = np.ones((2, 10), bool)
+  valid[0, 2:5] = False
+  valid[1, 7:] = False
+  module, params = init_jit(name, VARIANTS[name], x)
+  y = jax.jit(lambda p, x: module.apply(p, x, mask=M.KeyPadding(jnp.asarray(valid))))(params, x)
+  ref = oracle(name, VARIANTS[name], params, x, kv_valid=valid)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="key-padding"):
+    module.apply(params, x, mask=M.Chunked(4))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_contract(name):
+  contract.check_patterns(name, VARIANTS[name])
+  contract.check_grads_finite(name, VARIANTS[name])
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_decode_matches_full(name, chunk):
+  contract.check_decode_matches_full(name, VARIANTS[name], chunk=chunk)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_subquadratic_memory(name):
+  a, b = contract.check_subquadratic(name, {"num_heads": 2})
+  print(f"{name}: temp bytes T=1024 {a}, T=4096 {b} ({b / a:.2f}x)")
+
+
+def test_decay_rates():
+  """RetNet's gamma = 1 - 2^(-5 - h); TransNormerLLM's lambda = exp(-slope * layer factor)."""
+  np.testing.assert_allclose(np.exp(np.asarray(retention_log_decay(4))), 1 - 2.0 ** -np.arange(5, 9), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(lightning_log_decay(4)), -(2.0 ** -np.arange(2, 9, 2)), rtol=1e-6)
+  last = np.asarray(lightning_log_decay(4, layer_idx=3, num_layers=4))
+  np.testing.assert_allclose(last, -(2.0 ** -np.arange(2, 9, 2)) * 1e-5, rtol=1e-4)
+  with pytest.raises(ValueError, match="layer_idx"):
+    x, _ = contract.make_inputs(length=4)
+    init_jit("lightning", dict(num_heads=2, layer_idx=2, num_layers=2), x)
+
+
+def test_long_sequence_decay_is_stable():
+  """Strong decays over many chunks: the chunked form stays finite and equals the recurrence."""
+  x, _ = contract.make_inputs(batch=1, length=300)
+  hp = dict(num_heads=8, chunk_size=64)  # lightning head 0 decays by e^-1 per step
+  module, params = init_jit("lightning", hp, x)
+  y = jax.jit(module.apply)(params, x * 10)
+  y_rec = jax.jit(build("lightning", **{**hp, "form": "recurrent"}).apply)(params, x * 10)
+  assert bool(jnp.all(jnp.isfinite(y)))
+  np.testing.assert_allclose(np.asarray(y), np.asarray(y_rec), atol=1e-4, rtol=1e-4)
