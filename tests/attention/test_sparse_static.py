@@ -1,0 +1,305 @@
+"""Static sparse variants: block_local, dilated_window, longformer, bigbird, strided,
+power_attention, s2_attention.
+
+The oracle for each is written here from the paper's definition, one (head, query, key)
+triple at a time in plain Python, independent of the variants' predicates and key
+tables; attention is then computed densely from the module's own parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.attention import VARIANTS, build, masks
+from attnlab.attention.ops.sparse_static import bigbird_random_blocks
+from attnlab.attention.positional import alibi_slopes, apply_rope
+from tests.attention import contract
+
+H = 2
+T = 37  # not a multiple of any block size below: exercises padding
+
+# name -> list of (id, hyperparameters); the first entry is the variant's main test config.
+CONFIGS = {
+    "block_local": [("b8", dict(block_size=8))],
+    "dilated_window": [("w3", dict(window=3, dilations=(1, 3))),
+                       ("w2_cycle", dict(window=2, dilations=(2, 5, 7), num_heads=4))],
+    "longformer": [("first2", dict(window=4, num_global=2, block_size=8)),
+                   ("indices", dict(window=3, global_indices=(5, 20), block_size=4))],
+    "bigbird": [("b4", dict(block_size=4, window_blocks=1, num_global_blocks=1, num_random_blocks=2)),
+                ("b3_g2", dict(block_size=3, window_blocks=2, num_global_blocks=2, num_random_blocks=3,
+                               seed=7))],
+    "strided": [("strided", dict(pattern="strided", stride=5)),
+                ("fixed", dict(pattern="fixed", stride=6, summary=2)),
+                ("strided_merged", dict(pattern="strided", stride=4, head_split="merged")),
+                ("fixed_merged", dict(pattern="fixed", stride=5, summary=1, head_split="merged"))],
+    "power_attention": [("tok", dict(window=3)), ("blk2", dict(window=2, block_size=2))],
+    "s2_attention": [("b4", dict(block_size=4, local_blocks=2)),
+                     ("v4", dict(block_size=3, local_blocks=1, vert_stride=4)),
+                     ("homo", dict(block_size=4, local_blocks=2, vert_stride=3, homo_head=True))],
+}
+NAMES = list(CONFIGS)
+ALL = [(n, cid, hp) for n, cfgs in CONFIGS.items() for cid, hp in cfgs]
+ALL_IDS = [f"{n}-{cid}" for n, cid, _ in ALL]
+MAIN = {n: cfgs[0][1] for n, cfgs in CONFIGS.items()}
+
+
+# ---- the oracle: patterns from the papers' definitions ------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _random_blocks(seed, nh, nb, r, wb, ng, causal):
+  return bigbird_random_blocks(seed, nh, nb, nb, r, wb, ng, causal)
+
+
+def _pow2(d):
+  return d > 0 and (d & (d - 1)) == 0
+
+
+def oracle_allowed(name, hp, h, i, j, nh, t, causal):
+  """Whether query i may attend to key j in head h (of nh), sequence length t."""
+  if causal and j > i:
+    return False
+  d = i - j
+  if name == "block_local":
+    return i // hp["block_size"] == j // hp["block_size"]
+  if name == "dilated_window":
+    r = hp["dilations"][h % len(hp["dilations"])]
+    return d % r == 0 and abs(d) <= (hp["window"] - 1) * r
+  if name == "longformer":
+    g = set(hp.get("global_indices") or range(hp.get("num_global", 1)))
+    return abs(d) <= hp["window"] or i in g or j in g
+  if name == "bigbird":
+    b, wb, ng = hp["block_size"], hp["window_blocks"], hp["num_global_blocks"]
+    bi, bj = i // b, j // b
+    nb = -(-t // b)
+    rand = _random_blocks(hp.get("seed", 0), nh, nb, hp["num_random_blocks"], wb, ng, causal)
+    return abs(bi - bj) <= wb or bi < ng or bj < ng or bj in set(rand[h, bi].tolist())
+  if name == "strided":
+    l, split = hp["stride"], hp.get("head_split", "split")
+    if hp["pattern"] == "strided":
+      a1 = abs(d) <= l  # A(1)_i = {max(0, i - l), ..., i} (mirrored when non-causal)
+      a2 = d % l == 0   # A(2)_i = {j : (i - j) mod l = 0}
+    else:
+      c = hp.get("summary", 1)
+      a1 = i // l == j // l  # A(1)_i = {j : floor(j / l) = floor(i / l)}
+      a2 = j % l >= l - c    # A(2)_i = {j : j mod l in {l - c, ..., l - 1}}
+    if split == "merged":
+      return a1 or a2
+    return a1 if h < -(-nh // 2) else a2
+  if name == "power_attention":
+    b = hp.get("block_size", 1)
+    dd = abs(i // b - j // b)
+    return dd < hp["window"] or _pow2(dd)
+  if name == "s2_attention":
+    b, nl = hp["block_size"], hp["local_blocks"]
+    v = hp.get("vert_stride", 0) or nh
+    off = 0 if hp.get("homo_head", False) else h * max(1, v // nh)
+    bi, bj = i // b, j // b
+    return abs(bi - bj) < nl or (bj + off + 1) % v == 0
+  raise KeyError(name)
+
+
+def oracle_mask(name, hp, nh, t, causal):
+  """bool [nh, t, t], built pair by pair."""
+  out = np.zeros((nh, t, t), bool)
+  for h in range(nh):
+    for i in range(t):
+      for j in range(t):
+        out[h, i, j] = oracle_allowed(name, hp, h, i, j, nh, t, causal)
+  return out
+
+
+def oracle_apply(params, x, allowed, *, positional="rope", key_valid=None):
+  """Dense masked softmax attention from the module's own parameters.
+
+  params: unboxed {query, key, value, out: {kernel}}; allowed bool [H, T, T];
+  key_valid bool [B, T] or None.
+  """
+  q = jnp.einsum("btd,dhk->bthk", x, params["query"]["kernel"])
+  k = jnp.einsum("btd,dhk->bthk", x, params["key"]["kernel"])
+  v = jnp.einsum("btd,dhk->bthk", x, params["value"]["kernel"])
+  b, t, nh, hd = q.shape
+  rep = nh // k.shape[2]
+  k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
+  pos = jnp.broadcast_to(jnp.arange(t), (b, t))
+  if positional == "rope":
+    q, k = apply_rope(q, pos), apply_rope(k, pos)
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(hd)
+  if positional == "alibi":
+    idx = np.arange(t)
+    s = s - alibi_slopes(nh)[None, :, None, None] * np.abs(idx[:, None] - idx[None, :])
+  allow = jnp.asarray(allowed)[None]
+  if key_valid is not None:
+    allow = allow & key_valid[:, None, None, :]
+  s = jnp.where(allow, s, -1e30)
+  w = jax.nn.softmax(s, axis=-1) * jnp.any(allow, -1, keepdims=True)
+  o = jnp.einsum("bhqk,bkhd->bqhd", w, v)
+  return jnp.einsum("bqhd,hdm->bqm", o, params["out"]["kernel"])
+
+
+def _setup(name, hp, causal, length=T, **extra):
+  hp = {"num_heads": H, **hp, "causal": causal, **extra}
+  x, _ = contract.make_inputs(length=length)
+  module = build(name, **hp)
+  params = nn.meta.unbox(jax.jit(module.init)(jax.random.key(1), x)["params"])
+  return hp, x, module, params
+
+
+def _max_err(a, b):
+  """Largest |a - b| over the leaves, each relative to max(1, max |b|) of its leaf
+  (gradient entries reach ~60 here, so fp32 summation-order differences exceed 1e-5
+  in absolute terms)."""
+  return max(float(jnp.max(jnp.abs(u - w)) / max(1.0, float(jnp.max(jnp.abs(w)))))
+             for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# ---- oracle tests -------------------------------------------------------------------------
+
+
+def _value_and_grads(fn, params, x):
+  """(y, d sum(sin y) / d(params, x)) in one compiled call; fn(params, x) -> y."""
+  def loss(p, x):
+    y = fn(p, x)
+    return jnp.sum(jnp.sin(y)), y
+  (_, y), g = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(params, x)
+  return y, g
+
+
+# Main configs in both directions; the extra configs causal only (time budget). The
+# main causal case also runs ALiBi, one shared kv head (GQA/MQA), an extra KeyPadding
+# mask and query_chunk=8 (several rematerialised chunks), all against the oracle.
+ORACLE_CASES = [pytest.param(n, cid, hp, causal, k == 0 and causal,
+                             id=f"{n}-{cid}-{'causal' if causal else 'noncausal'}")
+                for n, cfgs in CONFIGS.items() for k, (cid, hp) in enumerate(cfgs)
+                for causal in ((True, False) if k == 0 else (True,))]
+
+
+@pytest.mark.parametrize("name,cid,hp,causal,extras", ORACLE_CASES)
+def test_oracle_forward_and_grad(name, cid, hp, causal, extras):
+  more = dict(positional="alibi", num_kv_heads=1, query_chunk=8) if extras else {}
+  hp, x, module, params = _setup(name, hp, causal, **more)
+  allowed = oracle_mask(name, hp, hp["num_heads"], T, causal)
+  assert 0 < allowed.mean() < 1, "pattern must be non-trivial at this length"
+  valid = None
+  if extras:
+    valid = jnp.asarray(np.arange(T)[None, :] % 7 != 3).repeat(2, 0).at[1, 30:].set(False)
+  pad = None if valid is None else masks.KeyPadding(valid)
+  y, g = _value_and_grads(lambda p, x: module.apply({"params": p}, x, mask=pad), params, x)
+  y_ref, g_ref = _value_and_grads(
+      lambda p, x: oracle_apply(p, x, allowed, positional=hp.get("positional", "rope"),
+                                key_valid=valid), params, x)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-5, rtol=1e-5)
+  err = _max_err(g, g_ref)
+  print(f"{name}-{cid} causal={causal} extras={extras}: fwd {float(jnp.max(jnp.abs(y - y_ref))):.2e}"
+        f" grad(rel) {err:.2e}")
+  assert err < 1e-5, err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chunked_equals_single_chunk_and_reference(name):
+  """Several rematerialised query chunks == one chunk == the materialised-mask impl."""
+  hp, x, module, params = _setup(name, MAIN[name], True, length=50, query_chunk=8)
+  one = build(name, **{**hp, "query_chunk": 4096})
+  ref = build(name, **{**hp, "impl": "reference"})
+  ys = jax.jit(lambda p: [m.apply({"params": p}, x) for m in (module, one, ref)])(params)
+  np.testing.assert_allclose(np.asarray(ys[0]), np.asarray(ys[1]), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(ys[0]), np.asarray(ys[2]), atol=1e-5, rtol=1e-5)
+
+
+# ---- the shared contract --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_patterns(name):
+  contract.check_patterns(name, {"num_heads": H, **MAIN[name]}, length=T)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_decode(name):
+  assert "decode" in VARIANTS.get(name).patterns
+  contract.check_decode_matches_full(name, {"num_heads": H, **MAIN[name]}, length=14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_grads_finite(name):
+  contract.check_grads_finite(name, {"num_heads": H, **MAIN[name]}, length=T)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_subquadratic(name):
+  assert VARIANTS.get(name).subquadratic
+  short, long = contract.check_subquadratic(name, {})
+  print(f"{name}: temp {short / 2**20:.2f} MiB @1024 -> {long / 2**20:.2f} MiB @4096")
+
+
+# ---- variant-specific checks ----------------------------------------------------------------
+
+
+def test_bigbird_random_blocks_seeded_and_disjoint():
+  a = bigbird_random_blocks(3, 4, 16, 16, 3, 1, 1, False)
+  np.testing.assert_array_equal(a, bigbird_random_blocks(3, 4, 16, 16, 3, 1, 1, False))
+  assert not np.array_equal(a, bigbird_random_blocks(4, 4, 16, 16, 3, 1, 1, False))
+  assert not np.array_equal(a[0], a[1]), "random blocks are drawn per head"
+  for h in range(4):
+    for i in range(1, 16):
+      row = a[h, i][a[h, i] >= 0]
+      assert len(row) == 3 and len(set(row.tolist())) == 3
+      assert all(abs(i - j) > 1 and j >= 1 for j in row)
+  assert np.all(a[:, 0] == -1), "global query blocks draw no random blocks"
+  # Causal: only earlier blocks, and the choice for a block does not depend on length.
+  c_short = bigbird_random_blocks(0, 2, 8, 8, 2, 1, 1, True)
+  c_long = bigbird_random_blocks(0, 2, 20, 20, 2, 1, 1, True)
+  np.testing.assert_array_equal(c_short, c_long[:, :8])
+  assert all(j < i - 1 for h in range(2) for i in range(20) for j in c_long[h, i] if j >= 0)
+
+
+def test_s2_shards_cover_context():
+  """With vert_stride = num_heads, the heads' shards partition the key blocks."""
+  hp = dict(block_size=2, local_blocks=1, vert_stride=0)
+  t, nh = 40, 4
+  m = oracle_mask("s2_attention", hp, nh, t, True)
+  module = build("s2_attention", **hp, num_heads=nh)
+  blocks = np.arange(t) // 2
+  fn = module.allowed(np.arange(nh), t)
+  got = np.asarray(fn(jnp.arange(t)[None, None, :, None], jnp.arange(t)[None, None, None, :]))[:, 0]
+  np.testing.assert_array_equal(got, m)
+  shard = [(blocks + h + 1) % nh == 0 for h in range(nh)]
+  np.testing.assert_array_equal(np.sum(shard, axis=0), np.ones(t))
+
+
+def test_power_attention_receptive_field_doubles():
+  """Composing the causal pattern over L layers reaches every distance < 2^L (with a
+  window of 1: self only), the paper's exponential receptive field."""
+  t = 64
+  a = oracle_mask("power_attention", dict(window=1), 1, t, True)[0].astype(int)
+  reach = np.eye(t, dtype=int)
+  for layer in range(1, 6):
+    reach = np.minimum(1, a @ reach)
+    assert reach[t - 1, t - 2 ** layer:].all(), "every distance < 2^L is reached in L layers"
+    assert not reach[t - 1, t - 2 ** (layer + 1)], "2^(L+1) - 1 needs L + 1 hops"
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("block_local", dict(block_size=0)),
+    ("dilated_window", dict(dilations=())),
+    ("dilated_window", dict(dilations=(1, 0))),
+    ("longformer", dict(global_indices=(99,))),
+    ("bigbird", dict(num_random_blocks=-1)),
+    ("strided", dict(pattern="diagonal")),
+    ("strided", dict(stride=4, summary=5)),
+    ("strided", dict(num_heads=1)),
+    ("power_attention", dict(window=0)),
+    ("s2_attention", dict(local_blocks=0)),
+    ("block_local", dict(impl="pallas")),
+    ("block_local", dict(positional="learned")),
+])
+def test_invalid_hyperparameters_raise(name, bad):
+  x, _ = contract.make_inputs(length=16)
+  with pytest.raises(ValueError):
+    build(name, **{"num_heads": H, **bad}).init(jax.random.key(0), x)
