@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnlab.attention.positional import apply_rope
 from attnlab.attention.registry import PATTERNS
 
 
@@ -93,6 +94,27 @@ class AttentionModule(nn.Module):
     cv.value = _write(cv.value, v, start)
     ci.value = start + k.shape[1]
     return ck.value, cv.value, start
+
+  def rope_and_cache(self, q, k, v, *, context, positions, decode: bool, rope_base=None):
+    """RoPE (when rope_base is not None) and the KV cache, shared by softmax-style variants.
+
+    q [B, T, Hq, D] is rotated at `positions` (default: arange from the cache index); k
+    [B, S, Hk, D] at its own positions (the query's for self-attention, arange(S) for
+    cross). In a self-attention decode step k, v are appended to the cache. Returns
+    (q, k, v, q_offset): k, v are the whole cache when decoding and q_offset is the
+    absolute position of query 0 (0 outside decoding).
+    """
+    b, t = q.shape[:2]
+    if positions is None:
+      positions = self.default_positions(b, t, self.cache_offset(decode))
+    if rope_base is not None:
+      q = apply_rope(q, positions, rope_base)
+      k_pos = positions if context is None else self.default_positions(b, k.shape[1])
+      k = apply_rope(k, k_pos, rope_base)
+    if decode and context is None:
+      k, v, q_offset = self.kv_cache(k, v)
+      return q, k, v, q_offset
+    return q, k, v, 0
 
   def cache_offset(self, decode: bool):
     """Position of this call's first token: the cache index in a decode step, else 0."""

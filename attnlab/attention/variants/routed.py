@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from attnlab.attention import masks as M
 from attnlab.attention.ops import routed as R
 from attnlab.attention.ops.softmax import softmax_attention
-from attnlab.attention.positional import AlibiBias, apply_rope
+from attnlab.attention.positional import AlibiBias
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 from attnlab.attention.variants.softmax import SinkWindowConfig
@@ -194,22 +194,13 @@ class _CachedQKV(AttentionModule):
     absolute position of query 0."""
     cfg = self.cfg
     _check_positional(cfg.positional)
-    b, t, d_model = x.shape
-    hd = self.head_dim_for(d_model)
+    hd = self.head_dim_for(x.shape[-1])
     src = x if context is None else context
     q = self.project_heads(x, cfg.num_heads, hd, "query")
     k = self.project_heads(src, cfg.num_heads, hd, "key")
     v = self.project_heads(src, cfg.num_heads, hd, "value")
-    if positions is None:
-      positions = self.default_positions(b, t, self.cache_offset(decode))
-    if cfg.positional == "rope":
-      q = apply_rope(q, positions, cfg.rope_base)
-      k_pos = positions if context is None else self.default_positions(b, src.shape[1])
-      k = apply_rope(k, k_pos, cfg.rope_base)
-    q_offset = 0
-    if decode and context is None:
-      k, v, q_offset = self.kv_cache(k, v)
-    return q, k, v, q_offset
+    return self.rope_and_cache(q, k, v, context=context, positions=positions, decode=decode,
+                               rope_base=cfg.rope_base if cfg.positional == "rope" else None)
 
 
 @register("moba", family="routed", config=MobaConfig, subquadratic=True,
@@ -289,13 +280,9 @@ class DuoAttention(AttentionModule):
     q = self.project_heads(x, cfg.num_heads, hd, "query")
     k = self.project_heads(x, hkv, hd, "key", "kv_heads")
     v = self.project_heads(x, hkv, hd, "value", "kv_heads")
-    if positions is None:
-      positions = self.default_positions(b, t, self.cache_offset(decode))
-    if cfg.positional == "rope":
-      q, k = apply_rope(q, positions, cfg.rope_base), apply_rope(k, positions, cfg.rope_base)
-    q_offset = 0
-    if decode:
-      k, v, q_offset = self.kv_cache(k, v)
+    q, k, v, q_offset = self.rope_and_cache(
+        q, k, v, context=None, positions=positions, decode=decode,
+        rope_base=cfg.rope_base if cfg.positional == "rope" else None)
     bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
     streaming = (M.SlidingWindow(left=cfg.window, right=0) | M.Sinks(cfg.num_sinks)) & M.Causal()
     attend = lambda structure: softmax_attention(  # noqa: E731

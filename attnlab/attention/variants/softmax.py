@@ -16,7 +16,7 @@ import flax.linen as nn
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax import softmax_attention
-from attnlab.attention.positional import AlibiBias, apply_rope
+from attnlab.attention.positional import AlibiBias
 from attnlab.attention.registry import PATTERNS, register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 
@@ -77,20 +77,20 @@ class SoftmaxAttention(AttentionModule):
     k = self.project_heads(src, self.num_kv_heads(), hd, "key", "kv_heads")
     v = self.project_heads(src, self.num_kv_heads(), hd, "value", "kv_heads")
 
-    offset = self.cache_offset(decode)
-    if positions is None:
-      positions = self.default_positions(b, t, offset)
-    if cfg.positional == "rope":
-      q = apply_rope(q, positions, cfg.rope_base)
-      k_pos = positions if context is None else self.default_positions(b, src.shape[1])
-      k = apply_rope(k, k_pos, cfg.rope_base)
-    q_offset = 0
-    if decode and context is None:
-      k, v, q_offset = self.kv_cache(k, v)
+    rope_base = cfg.rope_base if cfg.positional == "rope" else None
+    q, k, v, q_offset = self.rope_and_cache(q, k, v, context=context, positions=positions,
+                                            decode=decode, rope_base=rope_base)
     bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
-    y = softmax_attention(q, k, v, mask=M.combine(self.structure_mask(), mask), bias=bias,
-                          impl=cfg.impl, q_offset=q_offset)
+    y = self.attend(q, k, v, mask=M.combine(self.structure_mask(), mask), bias=bias, q_offset=q_offset)
     return self.project_out(y, d_model)
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    """The score -> weight -> output op: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] -> [B, Tq, Hq, D].
+
+    Softmax here; variants that change only the weight map override this (and may
+    create parameters in it).
+    """
+    return softmax_attention(q, k, v, mask=mask, bias=bias, impl=self.cfg.impl, q_offset=q_offset)
 
 
 register("mha", family="softmax", config=SoftmaxConfig, patterns=PATTERNS,

@@ -1,1 +1,165 @@
-"""(placeholder: filled by its owner)"""
+"""Softmax-like weight maps: quadratic attention with softmax replaced by another row map.
+
+cog: Lv et al., 2024, "More Expressive Attention with Negative Weights" (arXiv:2411.07176):
+  weights sign(p) * softmax(|p|) (ops/signed_softmax.py).
+sigmoid: Ramapuram et al., 2024, "Theory, Analysis, and Best Practices for Sigmoid
+  Self-Attention" (arXiv:2409.04431): sigmoid(q k^T / sqrt(d) - log n), unnormalised
+  (ops/sigmoid_attention.py).
+softmax_off_by_one: Miller, 2023, "Attention Is Off By One" and gpt-oss's learned
+  attention sinks (OpenAI, 2025): softmax over [scores, sink_h], sink column dropped
+  (ops/sink_softmax.py).
+scalable_softmax: Nakanishi, 2025, "Scalable-Softmax Is Superior for Attention"
+  (arXiv:2501.19399): logits times s_h * log(n) (ops/scalable_softmax.py).
+
+All reuse `SoftmaxAttention`'s projections, GQA (num_kv_heads), RoPE / ALiBi and KV
+cache; only the op that turns scores into weights differs (`attend`). The helpers
+`rope_and_cache` and `alibi_bias` are shared with variants/heads.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from attnlab.attention import masks as M
+from attnlab.attention.ops.scalable_softmax import scalable_softmax_attention
+from attnlab.attention.ops.sigmoid_attention import sequence_bias, sigmoid_attention
+from attnlab.attention.ops.signed_softmax import signed_softmax_attention
+from attnlab.attention.ops.sink_softmax import sink_softmax_attention
+from attnlab.attention.positional import AlibiBias
+from attnlab.attention.registry import PATTERNS, register
+from attnlab.attention.variants.softmax import POSITIONAL, SoftmaxAttention, SoftmaxConfig
+
+
+# ---- shared plumbing (also used by variants/heads.py) --------------------------------
+
+def check_positional(cfg) -> None:
+  """Raises ValueError for an unknown cfg.positional."""
+  if cfg.positional not in POSITIONAL:
+    raise ValueError(f"positional must be one of {POSITIONAL}, got {cfg.positional!r}")
+
+
+def rope_and_cache(module, q, k, v, *, positions, context, decode):
+  """`AttentionModule.rope_and_cache` with RoPE when cfg.positional == "rope" (checked).
+
+  q [B, T, Hq, Dqk], k [B, S, Hk, Dqk], v [B, S, Hv, Dv] (head counts and sizes may all
+  differ: the cache stores k and v as given). Returns (q, k, v, q_offset).
+  """
+  check_positional(module.cfg)
+  rope_base = module.cfg.rope_base if module.cfg.positional == "rope" else None
+  return module.rope_and_cache(q, k, v, context=context, positions=positions, decode=decode,
+                               rope_base=rope_base)
+
+
+def alibi_bias(module, num_heads: int):
+  """AlibiBias(num_heads) when cfg.positional == "alibi", else None."""
+  return AlibiBias(num_heads) if module.cfg.positional == "alibi" else None
+
+
+def heads_param(module, name: str, num_heads: int, init_value: float):
+  """A learned per-head vector [num_heads] (logical axis "heads"), constant-initialised."""
+  init = nn.with_logical_partitioning(nn.initializers.constant(init_value), ("heads",))
+  return module.param(name, init, (num_heads,), jnp.float32)
+
+
+class WeightMapAttention(SoftmaxAttention):
+  """SoftmaxAttention (projections, GQA, RoPE/ALiBi, KV cache, structure masks) with the
+  score -> weight map replaced: subclasses override `SoftmaxAttention.attend`."""
+
+
+# ---- cog ---------------------------------------------------------------------------
+
+@register("cog", family="softmax_like", config=SoftmaxConfig, patterns=PATTERNS,
+          paper="Lv et al., 2024 (Cog Attention)")
+class CogAttention(WeightMapAttention):
+  """Cog attention: signed weights sign(p) * exp(|p|) / sum exp(|p|), p = q k^T / sqrt(d).
+
+  Lv et al., 2024, "More Expressive Attention with Negative Weights", Sec. 3 (as in the
+  official code, trestad/CogAttn). The paper's Cogformer keeps softmax attention in the
+  first and last layers; that is a model-level choice (mix `mha` and `cog` per layer).
+  impl: "auto"/"xla" (query tiles, O(T * block) memory) or "reference".
+  """
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    return signed_softmax_attention(q, k, v, mask=mask, bias=bias, q_offset=q_offset, impl=self.cfg.impl)
+
+
+# ---- sigmoid -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SigmoidConfig(SoftmaxConfig):
+  """bias_n: n in the bias b = -log(n). 0 = the number of key positions attended: the
+  sequence length in a full pass, the cache capacity (max length) when decoding, the
+  context length in cross-attention. Set it to the training length to keep b fixed when
+  decoding with a longer cache."""
+  bias_n: int = 0
+
+
+@register("sigmoid", family="softmax_like", config=SigmoidConfig, patterns=PATTERNS,
+          paper="Ramapuram et al., 2024")
+class SigmoidAttention(WeightMapAttention):
+  """Sigmoid attention: sigmoid(q k^T / sqrt(d) + b) v with b = -log(n), no normalisation.
+
+  Ramapuram et al., 2024, "Theory, Analysis, and Best Practices for Sigmoid
+  Self-Attention", Eq. (2) with the b = -log(n) bias of Sec. 3.2. (The paper's other
+  stabilisers, hybrid-norm and LayerScale, live outside the attention layer.)
+  """
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    n = self.cfg.bias_n or k.shape[1]
+    return sigmoid_attention(q, k, v, mask=mask, bias=bias, q_offset=q_offset, seq_bias=sequence_bias(n),
+                             impl=self.cfg.impl)
+
+
+# ---- softmax_off_by_one ------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SinkSoftmaxConfig(SoftmaxConfig):
+  """sink_init: initial value of the learned per-head sink logit (0 = Miller's softmax_1,
+  i.e. "+1" in the denominator)."""
+  sink_init: float = 0.0
+
+
+@register("softmax_off_by_one", family="softmax_like", config=SinkSoftmaxConfig, patterns=PATTERNS,
+          paper="Miller, 2023; OpenAI, 2025 (gpt-oss sinks)")
+class SinkSoftmaxAttention(WeightMapAttention):
+  """Softmax with a learned per-head sink logit: w = exp(s) / (exp(sink_h) + sum exp(s)).
+
+  Miller, 2023, "Attention Is Off By One" (softmax_1, sink = 0) with the sink learned per
+  head as in gpt-oss. Parameter `sinks` [num_heads].
+  """
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    sinks = heads_param(self, "sinks", self.cfg.num_heads, self.cfg.sink_init)
+    return sink_softmax_attention(q, k, v, sinks, mask=mask, bias=bias, q_offset=q_offset, impl=self.cfg.impl)
+
+
+# ---- scalable_softmax -----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ScalableSoftmaxConfig(SoftmaxConfig):
+  """s_init: initial per-head scale s (0.43, the value public reimplementations take from
+  the paper); ssmax_bias: also learn b_h in (s_h log n + b_h) (the paper's "with bias"
+  variant, which it reports hurts length generalisation)."""
+  s_init: float = 0.43
+  ssmax_bias: bool = False
+
+
+@register("scalable_softmax", family="softmax_like", config=ScalableSoftmaxConfig, patterns=PATTERNS,
+          paper="Nakanishi, 2025 (SSMax)")
+class ScalableSoftmaxAttention(WeightMapAttention):
+  """Scalable-Softmax: softmax((s_h log n) q k^T / sqrt(d)), n = keys visible to the query.
+
+  Nakanishi, 2025, "Scalable-Softmax Is Superior for Attention", Eq. (3). Causal: n =
+  position + 1; non-causal: n = number of keys (a padding mask reduces it). Parameters
+  `ssmax_s` (and `ssmax_b`) [num_heads]. Runs as softmax_attention on scaled queries, so
+  cfg.impl selects the softmax implementation.
+  """
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    cfg = self.cfg
+    s = heads_param(self, "ssmax_s", cfg.num_heads, cfg.s_init)
+    b = heads_param(self, "ssmax_b", cfg.num_heads, 0.0) if cfg.ssmax_bias else None
+    return scalable_softmax_attention(q, k, v, s, b=b, mask=mask, bias=bias, q_offset=q_offset, impl=cfg.impl)

@@ -42,7 +42,7 @@ import numpy as np
 from attnlab.attention.ops.common import repeat_kv
 from attnlab.attention.ops.sparse_static import (bigbird_random_blocks, gather_sparse_attention,
                                                  sparse_attention_reference)
-from attnlab.attention.positional import alibi_slopes, apply_rope
+from attnlab.attention.positional import alibi_slopes
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 
@@ -154,15 +154,9 @@ class StaticSparseAttention(AttentionModule):
     q = self.project_heads(x, cfg.num_heads, hd, "query")
     k = self.project_heads(x, self.num_kv_heads(), hd, "key", "kv_heads")
     v = self.project_heads(x, self.num_kv_heads(), hd, "value", "kv_heads")
-    offset = self.cache_offset(decode)
-    if positions is None:
-      positions = self.default_positions(b, t, offset)
-    if cfg.positional == "rope":
-      q = apply_rope(q, positions, cfg.rope_base)
-      k = apply_rope(k, positions, cfg.rope_base)
-    q_offset = 0
-    if decode:
-      k, v, q_offset = self.kv_cache(k, v)
+    q, k, v, q_offset = self.rope_and_cache(
+        q, k, v, context=None, positions=positions, decode=decode,
+        rope_base=cfg.rope_base if cfg.positional == "rope" else None)
     tk = k.shape[1]
     heads = np.arange(cfg.num_heads)
     common = dict(mask=mask, bias=self._bias(heads))
