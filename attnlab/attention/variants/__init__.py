@@ -10,5 +10,6 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     routed,
     softmax,
     softmax_like,
+    sparse_patterns,
     sparse_static,
 )
