@@ -81,3 +81,15 @@ def set_attn(c: ml_collections.ConfigDict, **hparams) -> None:
   """Adds variant hyperparameters to config.model.attn (typed keys, so overrides validate)."""
   for k, v in hparams.items():
     c.model.attn[k] = v
+
+
+# Model shapes some variants need (applied by `apply_variant_needs` for single-variant runs):
+# mega is single-headed by design (Ma et al., 2023); moh routes top-k among the non-shared
+# heads, so it needs more heads than the 2 of the small task configs.
+VARIANT_NEEDS = {"mega": {"num_heads": 1}, "moh": {"num_heads": 4}}
+
+
+def apply_variant_needs(c: ml_collections.ConfigDict) -> None:
+  """Sets config.model leaves that the chosen variant requires (see VARIANT_NEEDS)."""
+  for k, v in VARIANT_NEEDS.get(c.model.variant, {}).items():
+    c.model[k] = v

@@ -35,4 +35,5 @@ def get_config(arg=None):
   if a["smoke"]:
     config_lib.apply_smoke(c)
     c.task.seq_len = 32
+  config_lib.apply_variant_needs(c)
   return c

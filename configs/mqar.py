@@ -51,4 +51,5 @@ def get_config(arg=None):
     c.task.seq_len = 32
     c.task.num_kv_pairs = 4
     c.task.vocab_size = 64
+  config_lib.apply_variant_needs(c)
   return c

@@ -48,3 +48,9 @@ def test_every_config_has_docstring_command_and_smoke(name):
   assert "attnlab train --config configs/" + name in text, "the run command belongs in the docstring"
   c = load_config(path + ":smoke=True")
   assert c.train.steps <= 20
+
+
+def test_variant_needs_set_model_shape():
+  assert load_config(MQAR + ":variant=mega").model.num_heads == 1
+  assert load_config(MQAR + ":variant=moh,smoke=True").model.num_heads == 4
+  assert load_config(MQAR + ":variant=mha").model.num_heads == 2
