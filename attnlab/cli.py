@@ -26,35 +26,34 @@ def _json_result(result) -> str:
                     sort_keys=True)
 
 
-def _load(args, overrides):
-  from attnlab.config_loading import load_config
-  return load_config(args.config, overrides)
+def _validated_then(action):
+  """A subcommand that loads and validates the config (bad input -> one line, exit 2),
+  then runs `action(config, workdir, run=prepared)` and prints its result as JSON."""
+
+  def command(args, overrides) -> int:
+    from attnlab.config_loading import load_config
+    from attnlab.validation import validate_run
+    try:
+      config = load_config(args.config, overrides)
+      run = validate_run(config)
+    except INPUT_ERRORS as e:
+      return _fail(str(e))
+    print(_json_result(action(config, args.workdir, run=run)))
+    return 0
+
+  return command
 
 
 def cmd_train(args, overrides) -> int:
   """Validates, then trains (resuming from the workdir's latest checkpoint)."""
-  from attnlab.validation import validate_run
-  try:
-    config = _load(args, overrides)
-    run = validate_run(config)
-  except INPUT_ERRORS as e:
-    return _fail(str(e))
   from attnlab.train.trainer import train
-  print(_json_result(train(config, args.workdir, run=run)))
-  return 0
+  return _validated_then(train)(args, overrides)
 
 
 def cmd_eval(args, overrides) -> int:
-  """Evaluates the latest checkpoint in the workdir."""
-  from attnlab.validation import validate_run
-  try:
-    config = _load(args, overrides)
-    run = validate_run(config)
-  except INPUT_ERRORS as e:
-    return _fail(str(e))
+  """Validates, then evaluates the latest checkpoint in the workdir."""
   from attnlab.train.trainer import evaluate
-  print(_json_result(evaluate(config, args.workdir, run=run)))
-  return 0
+  return _validated_then(evaluate)(args, overrides)
 
 
 def cmd_list(args) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from attnlab.attention import build, masks as M
+from attnlab.attention.ops import block_select as BS
 from attnlab.attention.ops import routed as R
 from tests.attention import contract
 
@@ -338,12 +339,12 @@ def test_ops_efficient_equal_reference():
   ks = jax.random.split(jax.random.key(3), 3)
   b, t, h, d = 2, 21, 2, 8
   q, k, v = (jax.random.normal(kk, (b, t, h, d)) for kk in ks)
-  a = R.moba_attention(q, k, v, block_size=4, top_k=3, q_chunk=21)
-  np.testing.assert_allclose(np.asarray(a), np.asarray(R.moba_attention_reference(q, k, v, block_size=4, top_k=3)),
+  a = BS.moba_attention(q, k, v, block_size=4, top_k=3, q_chunk=21)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(BS.moba_attention_reference(q, k, v, block_size=4, top_k=3)),
                              atol=1e-5)
   mask = M.Causal() & M.KeyPadding(jnp.arange(t)[None].repeat(b, 0) < 17)
-  a = R.topk_attention(q, k, v, top_k=6, mask=mask, block_k=5)
-  np.testing.assert_allclose(np.asarray(a), np.asarray(R.topk_attention_reference(q, k, v, top_k=6, mask=mask)),
+  a = BS.topk_attention(q, k, v, top_k=6, mask=mask, block_k=5)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(BS.topk_attention_reference(q, k, v, top_k=6, mask=mask)),
                              atol=1e-5)
 
 

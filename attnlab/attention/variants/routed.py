@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
+from attnlab.attention.ops import block_select as BS
 from attnlab.attention.ops import routed as R
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import AlibiBias
@@ -217,7 +218,7 @@ class MobaAttention(_CachedQKV):
     _no_mask(mask, self.variant)
     cfg = self.cfg
     q, k, v, q_offset = self.qkv(x, context, positions, decode)
-    y = R.moba_attention(q, k, v, block_size=cfg.block_size, top_k=cfg.top_k, q_offset=q_offset,
+    y = BS.moba_attention(q, k, v, block_size=cfg.block_size, top_k=cfg.top_k, q_offset=q_offset,
                          q_chunk=cfg.q_chunk)
     return self.project_out(y, x.shape[-1])
 
@@ -237,7 +238,7 @@ class TopkAttention(_CachedQKV):
     cfg = self.cfg
     q, k, v, q_offset = self.qkv(x, context, positions, decode)
     structure = M.Causal() if cfg.causal else None
-    y = R.topk_attention(q, k, v, top_k=cfg.top_k, mask=M.combine(structure, mask), q_offset=q_offset,
+    y = BS.topk_attention(q, k, v, top_k=cfg.top_k, mask=M.combine(structure, mask), q_offset=q_offset,
                          block_k=cfg.block_k)
     return self.project_out(y, x.shape[-1])
 

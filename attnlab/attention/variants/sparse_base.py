@@ -90,12 +90,14 @@ class StaticSparseAttention(AttentionModule):
     """Raises ValueError for invalid hyperparameters."""
 
   def allowed(self, heads: np.ndarray, tk: int):
-    """The pattern for `heads`: fn(q_pos [1, n, q, 1], k_pos [1|H, n, 1, K]) -> bool."""
-    raise NotImplementedError
+    """The pattern for `heads`: fn(q_pos [1, n, q, 1], k_pos [1|H, n, 1, K]) -> bool.
+
+    Abstract: every registered subclass defines it (this base is never registered)."""
+    raise NotImplementedError(f"{type(self).__name__} must define allowed()")
 
   def key_plans(self, tq: int, tk: int) -> list[KeyPlan]:
-    """Head groups with their query tile and key table (see KeyPlan)."""
-    raise NotImplementedError
+    """Head groups with their query tile and key table (see KeyPlan). Abstract, as `allowed`."""
+    raise NotImplementedError(f"{type(self).__name__} must define key_plans()")
 
   def global_rows(self, tq: int, tk: int):
     """Query positions (int numpy [R]) whose row is dense (they see every key), or None."""
