@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(
       variant="mha", num_layers=2, d_model=128, num_heads=4, mlp="swiglu", mlp_dim=0,
-      dropout=0.0, dtype="float32", attn=ml_collections.ConfigDict()))
+      short_conv=0, dropout=0.0, dtype="float32", attn=ml_collections.ConfigDict()))
   c.task = ml_collections.ConfigDict()
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=32, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1,

@@ -2,6 +2,7 @@
 
     attnlab bench attention --variants mha,sliding_window --seq 512,1024,2048,4096 \
         [--impls reference,xla] [--json out.json]
+    attnlab bench attention --variants all --seq 1024,4096,16384 --no-torch --json zoo.json
 
 Two kinds of rows:
 
@@ -16,7 +17,12 @@ block_until_ready), XLA's compiled temp/peak memory, and ratios against
 `jax.nn.dot_product_attention` (rows `jax_dpa`) and, where `import torch` works, PyTorch's
 `scaled_dot_product_attention` on CPU (rows `torch_sdpa`), measured in the same run on the
 same shapes: ratio = this row's time / the baseline's (below 1 = faster). Module rows are
-compared with the dense causal (or full) baseline of the same shape.
+compared with the dense causal (or full) baseline of the same shape, and with the `mha`
+module (row kind `baseline`, impl `module`: same d_model, heads and projections), which
+gives the `*_vs_mha` columns (time and compiled fwd+bwd temp memory).
+
+Compiled memory is read before anything runs: a program whose peak exceeds
+--max-memory-gb (default 60% of RAM) is reported with its memory and not timed.
 """
 
 from __future__ import annotations
@@ -35,27 +41,18 @@ from attnlab.attention import VARIANTS, build
 from attnlab.attention import masks as M
 from attnlab.attention.ops import softmax_attention
 from attnlab.bench import baselines
-from attnlab.bench.timing import compiled_memory_mb, median_ms
+from attnlab.bench.timing import default_max_memory_mb, measure
 
 RAW_OPS = ("mha", "sliding_window")
 COLUMNS = ["kind", "variant", "impl", "seq", "batch", "heads", "head_dim", "causal",
            "fwd_ms", "fwdbwd_ms", "fwd_temp_mb", "fwd_peak_mb", "fwdbwd_temp_mb", "fwdbwd_peak_mb",
-           "fwd_vs_jax", "fwdbwd_vs_jax", "fwd_vs_torch", "fwdbwd_vs_torch", "note"]
+           "fwd_vs_jax", "fwdbwd_vs_jax", "fwd_vs_torch", "fwdbwd_vs_torch",
+           "fwd_vs_mha", "fwdbwd_vs_mha", "fwdbwd_temp_vs_mha", "note"]
 
 
 def default_impls() -> list[str]:
   """reference and xla everywhere, plus cudnn on GPU."""
   return ["reference", "xla"] + (["cudnn"] if jax.default_backend() == "gpu" else [])
-
-
-def _measure(fwd, fwdbwd, args, repeats) -> dict[str, Any]:
-  """Times and compiled memory of a jitted forward and forward+backward on `args`."""
-  row = {"fwd_ms": median_ms(lambda: fwd(*args), repeats),
-         "fwdbwd_ms": median_ms(lambda: fwdbwd(*args), repeats)}
-  for name, f in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-    for key, val in compiled_memory_mb(f, *args).items():
-      row[f"{name}_{key}"] = val
-  return row
 
 
 def _op_mask(variant: str, causal: bool, window: int):
@@ -64,14 +61,14 @@ def _op_mask(variant: str, causal: bool, window: int):
   return M.Causal() if causal else None
 
 
-def _bench_op(variant, impl, q, k, v, causal, window, repeats):
+def _bench_op(variant, impl, q, k, v, causal, window, repeats, max_mb):
   mask = _op_mask(variant, causal, window)
   fn = lambda q, k, v: softmax_attention(q, k, v, mask=mask, impl=impl)
   grad = jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), (0, 1, 2))
-  return _measure(jax.jit(fn), jax.jit(grad), (q, k, v), repeats)
+  return measure(jax.jit(fn), jax.jit(grad), (q, k, v), repeats, max_mb)
 
 
-def _bench_module(variant, impl, x, heads, causal, repeats):
+def _bench_module(variant, impl, x, heads, causal, repeats, max_mb):
   hp = {"num_heads": heads, "causal": causal}
   if impl is not None:
     hp["impl"] = impl
@@ -79,15 +76,16 @@ def _bench_module(variant, impl, x, heads, causal, repeats):
   params = module.init(jax.random.key(1), x)
   fwd = jax.jit(lambda p, x: module.apply(p, x))
   grad = jax.jit(jax.grad(lambda p, x: jnp.sum(module.apply(p, x)), (0, 1)))
-  return _measure(fwd, grad, (params, x), repeats)
+  return measure(fwd, grad, (params, x), repeats, max_mb)
 
 
-def _baselines(seq, q, k, v, causal, window, repeats, use_torch, log):
+def _baselines(seq, q, k, v, causal, window, repeats, use_torch, log, max_mb):
   """Baseline rows (jax_dpa, torch_sdpa) for the dense and the windowed mask."""
   out = {}
   for variant, win in (("mha", None), ("sliding_window", window)):
     log(f"baseline jax.nn.dot_product_attention {variant} T={seq}")
-    out[(variant, "jax_dpa")] = baselines.jax_dpa(q, k, v, causal=causal, window=win, repeats=repeats)
+    out[(variant, "jax_dpa")] = baselines.jax_dpa(q, k, v, causal=causal, window=win, repeats=repeats,
+                                                  max_mb=max_mb)
     if use_torch:
       log(f"baseline torch SDPA {variant} T={seq}")
       out[(variant, "torch_sdpa")] = baselines.torch_sdpa(q, k, v, causal=causal, window=win, repeats=repeats)
@@ -97,20 +95,24 @@ def _baselines(seq, q, k, v, causal, window, repeats, use_torch, log):
 def run_attention_bench(variants: Sequence[str], seqs: Sequence[int], batch: int = 1, heads: int = 8,
                         head_dim: int = 64, causal: bool = True, impls: Sequence[str] | None = None,
                         repeats: int = 5, window: int = 256, torch: bool = True,
-                        console=None) -> pd.DataFrame:
+                        max_memory_mb: float | None = None, console=None) -> pd.DataFrame:
   """Benchmarks `variants` at each sequence length; one row per (variant, seq, impl).
 
   q, k, v [batch, seq, heads, head_dim] fp32 for raw ops, x [batch, seq, heads * head_dim]
   for modules. impls: op implementations to try (default `default_impls()` for raw ops;
   modules run their default unless impls is given). An impl that cannot run a case gives
-  a row with NaN numbers and the reason in `note`. Returns a DataFrame with COLUMNS;
-  progress goes to `console` (a rich Console on stderr by default).
+  a row with NaN numbers and the reason in `note`; so does a program whose compiled peak
+  memory exceeds `max_memory_mb` (default 60% of RAM). When any registered variant is
+  benchmarked, the `mha` module is too (a `baseline` row), for the `*_vs_mha` ratios.
+  Returns a DataFrame with COLUMNS; progress goes to `console` (rich, stderr by default).
   """
   from rich.console import Console
   console = console or Console(stderr=True)
+  max_mb = default_max_memory_mb() if max_memory_mb is None else max_memory_mb
   for name in variants:
     if name not in RAW_OPS:
       VARIANTS.get(name)  # unknown names fail before anything runs, listing what exists
+  any_module = any(v not in RAW_OPS for v in variants)
   use_torch = torch and baselines.torch_available() is not None
   rows = []
   base = dict(batch=batch, heads=heads, head_dim=head_dim, causal=causal)
@@ -120,7 +122,11 @@ def run_attention_bench(variants: Sequence[str], seqs: Sequence[int], batch: int
   for seq in seqs:
     kq, kk, kv, kx = jax.random.split(jax.random.key(seq), 4)
     q, k, v = (jax.random.normal(key, (batch, seq, heads, head_dim), jnp.float32) for key in (kq, kk, kv))
-    refs = _baselines(seq, q, k, v, causal, window, repeats, use_torch, console.log)
+    x = jax.random.normal(kx, (batch, seq, heads * head_dim), jnp.float32)
+    refs = _baselines(seq, q, k, v, causal, window, repeats, use_torch, console.log, max_mb)
+    if any_module:
+      console.log(f"baseline mha module T={seq}")
+      refs[("mha", "module")] = _bench_module("mha", None, x, heads, causal, repeats, max_mb)
     for (variant, impl), numbers in refs.items():
       rows.append({"kind": "baseline", "variant": variant, "impl": impl, "seq": seq, **base, **numbers})
     for variant in variants:
@@ -132,14 +138,15 @@ def run_attention_bench(variants: Sequence[str], seqs: Sequence[int], batch: int
                "seq": seq, **base}
         try:
           if is_op:
-            row.update(_bench_op(variant, impl, q, k, v, causal, window, repeats))
+            row.update(_bench_op(variant, impl, q, k, v, causal, window, repeats, max_mb))
           else:
-            x = jax.random.normal(kx, (batch, seq, heads * head_dim), jnp.float32)
-            row.update(_bench_module(variant, impl, x, heads, causal, repeats))
+            row.update(_bench_module(variant, impl, x, heads, causal, repeats, max_mb))
         except (ValueError, TypeError, NotImplementedError) as e:
           row["note"] = str(e).splitlines()[0]
           console.log(f"  skipped: {row['note']}")
         _add_ratios(row, refs, variant)
+        if not is_op:
+          _add_mha_ratios(row, refs.get(("mha", "module")))
         rows.append(row)
   df = pd.DataFrame(rows)
   for col in COLUMNS:
@@ -165,6 +172,22 @@ def _add_ratios(row, refs, variant):
       row[f"{t}_vs_{tag}"] = row[t + "_ms"] / ref[t + "_ms"] if ok else math.nan
 
 
+def _add_mha_ratios(row, mha):
+  """Module rows: time and compiled fwd+bwd temp memory over the mha module's (same run)."""
+  for col, src in (("fwd_vs_mha", "fwd_ms"), ("fwdbwd_vs_mha", "fwdbwd_ms"),
+                   ("fwdbwd_temp_vs_mha", "fwdbwd_temp_mb")):
+    ok = mha is not None and src in row and mha.get(src)
+    row[col] = row[src] / mha[src] if ok else math.nan
+
+
+def expand_variants(names: Sequence[str]) -> list[str]:
+  """"all" -> every registered variant (in registry order); other names pass through."""
+  out = []
+  for n in names:
+    out += VARIANTS.names() if n == "all" else [n]
+  return list(dict.fromkeys(out))
+
+
 def _fmt(x, digits=1):
   return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -176,13 +199,14 @@ def print_table(df: pd.DataFrame, console=None) -> None:
   console = console or Console(width=max(150, Console().width))
   table = Table(title="attention benchmark (ms; MiB; ratio = time / baseline)")
   heads = ("variant", "impl", "T", "fwd ms", "f+b ms", "fwd temp", "f+b temp",
-           "fwd/jax", "f+b/jax", "fwd/torch", "f+b/torch", "note")
+           "fwd/jax", "f+b/jax", "fwd/torch", "f+b/torch", "f+b/mha", "mem/mha", "note")
   for h in heads:
     table.add_column(h, justify="left" if h in ("variant", "impl", "note") else "right", overflow="fold")
   for r in df.sort_values(["seq", "variant", "kind"], kind="stable").itertuples():
     table.add_row(r.variant, r.impl, str(r.seq), _fmt(r.fwd_ms), _fmt(r.fwdbwd_ms), _fmt(r.fwd_temp_mb),
                   _fmt(r.fwdbwd_temp_mb), _fmt(r.fwd_vs_jax, 2), _fmt(r.fwdbwd_vs_jax, 2),
-                  _fmt(r.fwd_vs_torch, 2), _fmt(r.fwdbwd_vs_torch, 2), r.note)
+                  _fmt(r.fwd_vs_torch, 2), _fmt(r.fwdbwd_vs_torch, 2), _fmt(r.fwdbwd_vs_mha, 2),
+                  _fmt(r.fwdbwd_temp_vs_mha, 2), r.note)
   console.print(table)
 
 
@@ -203,7 +227,8 @@ def _csv(kind):
 def add_arguments(p: argparse.ArgumentParser) -> None:
   """The `bench attention` options."""
   p.add_argument("--variants", type=_csv(str), default=["mha", "sliding_window"],
-                 help="comma list: raw ops mha,sliding_window and/or registered variant names")
+                 help="comma list: raw ops mha,sliding_window and/or registered variant names; "
+                      "'all' = every registered variant")
   p.add_argument("--seq", type=_csv(int), default=[512, 1024, 2048], help="comma list of sequence lengths")
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--heads", type=int, default=8)
@@ -214,6 +239,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--window", type=int, default=256, help="sliding_window's window")
   p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch SDPA baseline")
+  p.add_argument("--max-memory-gb", type=float, default=None,
+                 help="do not run programs whose compiled peak exceeds this (default 60%% of RAM)")
   p.add_argument("--json", default=None, help="also write {environment, rows} to this file")
 
 
@@ -224,6 +251,7 @@ def main(args) -> int:
   import sys
   from attnlab.registry import UnknownNameError
   try:
+    args.variants = expand_variants(args.variants)
     for name in args.variants:
       if name not in RAW_OPS:
         VARIANTS.get(name)
@@ -234,7 +262,8 @@ def main(args) -> int:
     return 2
   df = run_attention_bench(args.variants, args.seq, batch=args.batch, heads=args.heads,
                            head_dim=args.head_dim, causal=not args.non_causal, impls=args.impls,
-                           repeats=args.repeats, window=args.window, torch=not args.no_torch)
+                           repeats=args.repeats, window=args.window, torch=not args.no_torch,
+                           max_memory_mb=None if args.max_memory_gb is None else args.max_memory_gb * 1024)
   print_table(df)
   if args.json:
     with open(args.json, "w") as f:

@@ -12,24 +12,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attnlab.bench.timing import compiled_memory_mb, median_ms
+from attnlab.bench.timing import measure, median_ms
 
 
 def _grad_sum(fn):
   return jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), (0, 1, 2))
 
 
-def jax_dpa(q, k, v, *, causal: bool, window: int | None, repeats: int) -> dict[str, Any]:
-  """Times jax.nn.dot_product_attention (implementation=None) forward and forward+backward."""
+def jax_dpa(q, k, v, *, causal: bool, window: int | None, repeats: int,
+            max_mb: float = float("inf")) -> dict[str, Any]:
+  """Times jax.nn.dot_product_attention (implementation=None) forward and forward+backward
+  (see `timing.measure`; programs over `max_mb` MiB are not run)."""
   local = None if window is None else (window, 0 if causal else window)
   fn = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal, local_window_size=local)
-  fwd, fwdbwd = jax.jit(fn), jax.jit(_grad_sum(fn))
-  out = {"fwd_ms": median_ms(lambda: fwd(q, k, v), repeats),
-         "fwdbwd_ms": median_ms(lambda: fwdbwd(q, k, v), repeats)}
-  for name, f in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-    for key, val in compiled_memory_mb(f, q, k, v).items():
-      out[f"{name}_{key}"] = val
-  return out
+  return measure(jax.jit(fn), jax.jit(_grad_sum(fn)), (q, k, v), repeats, max_mb)
 
 
 def torch_available() -> str | None:

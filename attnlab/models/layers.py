@@ -49,3 +49,33 @@ class MLP(nn.Module):
       h = nn.gelu(h)
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
     return dense(d, ("mlp", "embed"), "wo")(h)
+
+
+class ShortConv(nn.Module):
+  """Causal depthwise convolution over time, added to its input: y_t = x_t + sum_i w_i ⊙ x_{t-i}.
+
+  x [B, T, d] -> [B, T, d]; w [kernel_size, d], i = 0..kernel_size-1, x_{t<0} = 0. The short
+  convolution of H3 (Fu et al., 2023), Based (Arora et al., 2024) and Zoology's BaseConv
+  gives every attention variant a previous-token path, which associative recall needs.
+  With decode=True it keeps the last kernel_size-1 inputs in the "cache" collection (Flax
+  convention: the first init(..., decode=True) call only allocates).
+  """
+  kernel_size: int
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x, *, decode: bool = False):
+    k = self.kernel_size
+    b, t, d = x.shape
+    w = self.param("kernel", partitioned(nn.initializers.normal(0.1), (None, "embed")), (k, d),
+                   jnp.float32).astype(x.dtype)
+    if decode:
+      is_init = not self.has_variable("cache", "conv_state")
+      state = self.variable("cache", "conv_state", jnp.zeros, (b, k - 1, d), x.dtype)
+      padded = jnp.concatenate([state.value, x], axis=1)  # [B, k-1+T, d]
+      if not is_init:
+        state.value = padded[:, t:]
+    else:
+      padded = jnp.pad(x, ((0, 0), (k - 1, 0), (0, 0)))
+    # padded[:, k-1+t-i] is x_{t-i}
+    return x + sum(w[i] * padded[:, k - 1 - i:k - 1 - i + t] for i in range(k))

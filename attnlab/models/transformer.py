@@ -13,15 +13,20 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnlab.attention import VARIANTS, build
-from attnlab.models.layers import MLP, RMSNorm, partitioned
+from attnlab.models.layers import MLP, RMSNorm, ShortConv, partitioned
+
+MLP_KINDS = ("swiglu", "gelu", "none")
 
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """vocab_size, d_model, num_layers, num_heads; layer_variants: one variant name per layer;
   attn: extra hyperparameters as a tuple of (key, value) pairs, each passed to every layer
-  whose variant takes it; mlp: "swiglu" | "gelu"; mlp_dim (0 = 4 d_model, or 8/3 d_model
-  rounded for swiglu); dropout on residual branches; causal: causal self-attention."""
+  whose variant takes it; mlp: "swiglu" | "gelu" | "none" (no MLP sublayer: Zoology's
+  attention-only MQAR models use an identity state mixer); mlp_dim (0 = 4 d_model, or 8/3 d_model
+  rounded for swiglu); short_conv: kernel size of a causal depthwise convolution applied to
+  each attention layer's input (`ShortConv`; 0 = none); dropout on residual branches;
+  causal: causal self-attention."""
   vocab_size: int
   d_model: int = 128
   num_layers: int = 2
@@ -30,6 +35,7 @@ class TransformerConfig:
   attn: tuple[tuple[str, Any], ...] = ()
   mlp: str = "swiglu"
   mlp_dim: int = 0
+  short_conv: int = 0
   dropout: float = 0.0
   causal: bool = True
   dtype: str = "float32"
@@ -77,7 +83,10 @@ def check_attn_keys(cfg: TransformerConfig) -> None:
 
 
 class Block(nn.Module):
-  """x + attn(norm(x)); x + mlp(norm(x)). x [B, T, d]."""
+  """x + attn(conv(norm(x))); x + mlp(norm(x)). x [B, T, d].
+
+  conv is `ShortConv` when cfg.short_conv > 0 (else identity); the MLP step is left out
+  when cfg.mlp == "none"."""
   cfg: TransformerConfig
   variant: str
 
@@ -85,11 +94,17 @@ class Block(nn.Module):
   def __call__(self, x, *, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
     attn = build(self.variant, **cfg.layer_hparams(self.variant))
-    h = attn(RMSNorm(name="attn_norm")(x), mask=mask, positions=positions, decode=decode,
+    h = RMSNorm(name="attn_norm")(x)
+    if cfg.short_conv:
+      if not cfg.causal:
+        raise ValueError("model.short_conv is a causal convolution; it needs a causal model")
+      h = ShortConv(cfg.short_conv, cfg.dtype, name="short_conv")(h, decode=decode)
+    h = attn(h, mask=mask, positions=positions, decode=decode,
              deterministic=deterministic)
     x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
-    h = MLP(cfg.hidden_dim(), cfg.mlp, cfg.dtype, name="mlp")(RMSNorm(name="mlp_norm")(x))
-    x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+    if cfg.mlp != "none":
+      h = MLP(cfg.hidden_dim(), cfg.mlp, cfg.dtype, name="mlp")(RMSNorm(name="mlp_norm")(x))
+      x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 

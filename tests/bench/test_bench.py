@@ -26,7 +26,8 @@ def test_columns_and_rows(df):
   modules = df[df.kind == "module"]
   assert set(modules.variant) == {"gqa"} and set(modules.impl) == {"reference", "xla", "pallas"}
   baselines = df[df.kind == "baseline"]
-  assert {"jax_dpa"} <= set(baselines.impl)
+  assert {"jax_dpa", "module"} <= set(baselines.impl)
+  assert list(baselines[baselines.impl == "module"].variant) == ["mha"]
   assert (df.seq == 40).all() and (df.heads == 2).all()
 
 
@@ -41,6 +42,28 @@ def test_measured_rows_are_finite_and_positive(df):
   measured = ran[ran.kind != "baseline"]
   assert all(math.isfinite(x) and x > 0 for x in measured.fwd_vs_jax)
   assert all(math.isfinite(x) and x > 0 for x in measured.fwdbwd_vs_jax)
+
+
+def test_module_rows_are_relative_to_the_mha_module(df):
+  mha = df[(df.kind == "baseline") & (df.impl == "module")].iloc[0]
+  for r in df[(df.kind == "module") & (df.note == "")].itertuples():
+    assert math.isclose(r.fwdbwd_vs_mha, r.fwdbwd_ms / mha.fwdbwd_ms)
+    assert math.isclose(r.fwdbwd_temp_vs_mha, r.fwdbwd_temp_mb / mha.fwdbwd_temp_mb)
+  assert df[df.kind == "op"].fwdbwd_vs_mha.isna().all()
+
+
+def test_programs_over_the_memory_limit_are_compiled_but_not_run():
+  df = bench.run_attention_bench(["gqa"], [32], batch=1, heads=2, head_dim=8, repeats=1, torch=False,
+                                 max_memory_mb=1e-3)
+  assert len(df) and df.fwd_ms.isna().all() and df.fwdbwd_ms.isna().all()
+  assert all(n.startswith("not run: fwd needs") and "fwdbwd needs" in n for n in df.note)
+  assert (df.fwdbwd_peak_mb > 0).all()
+
+
+def test_all_expands_to_every_registered_variant():
+  from attnlab.attention import VARIANTS
+  names = bench.expand_variants(["mha", "all"])
+  assert names[0] == "mha" and sorted(names) == sorted(VARIANTS.names()) and len(set(names)) == len(names)
 
 
 def test_unrunnable_impl_is_a_noted_row(df):

@@ -13,7 +13,7 @@ from attnlab.models.layers import RMSNorm
 
 def model_cfg(**kw):
   base = dict(variant="mha", num_layers=2, d_model=32, num_heads=2, mlp="swiglu", mlp_dim=0,
-              dropout=0.0, dtype="float32", attn=ml_collections.ConfigDict())
+              short_conv=0, dropout=0.0, dtype="float32", attn=ml_collections.ConfigDict())
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
@@ -33,19 +33,21 @@ def test_hybrid_is_one_config_line():
   assert set(nn.unbox(params)["params"]["backbone"]) == {"layer_0", "layer_1", "layer_2", "layer_3", "final_norm"}
 
 
-@pytest.mark.parametrize("mlp", ["swiglu", "gelu"])
-def test_causal_lm_does_not_see_the_future(mlp):
-  model = build_model(model_cfg(mlp=mlp), vocab_size=13)
+@pytest.mark.parametrize("mlp,short_conv", [("swiglu", 0), ("gelu", 0), ("none", 0), ("none", 3)])
+def test_causal_lm_does_not_see_the_future(mlp, short_conv):
+  model = build_model(model_cfg(mlp=mlp, short_conv=short_conv), vocab_size=13)
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 13, (1, 10)))
   params = model.init(jax.random.key(0), tokens)
+  assert ("mlp" in nn.unbox(params)["params"]["backbone"]["layer_0"]) == (mlp != "none")
   a = model.apply(params, tokens)
   b = model.apply(params, tokens.at[0, 7].set((tokens[0, 7] + 1) % 13))
   np.testing.assert_allclose(a[0, :7], b[0, :7], atol=1e-6)
   assert not np.allclose(a[0, 7:], b[0, 7:])
 
 
-def test_decoding_through_the_model_equals_full_pass():
-  model = build_model(model_cfg(variant="gqa,sink_window", attn=ml_collections.ConfigDict(
+@pytest.mark.parametrize("short_conv", [0, 3])
+def test_decoding_through_the_model_equals_full_pass(short_conv):
+  model = build_model(model_cfg(variant="gqa,sink_window", short_conv=short_conv, attn=ml_collections.ConfigDict(
       {"num_kv_heads": 1, "window": 3, "num_sinks": 1})), vocab_size=17)
   tokens = jnp.asarray(np.random.default_rng(1).integers(0, 17, (2, 9)))
   params = model.init(jax.random.key(0), tokens)["params"]
@@ -79,3 +81,19 @@ def test_bad_model_configs(kw, message):
   with pytest.raises((ValueError, KeyError), match=message):
     model = build_model(model_cfg(**kw), vocab_size=5)
     model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+
+
+def test_short_conv_matches_explicit_convolution():
+  from attnlab.models.layers import ShortConv
+  x = jax.random.normal(jax.random.key(0), (2, 7, 5))
+  conv = ShortConv(3)
+  params = conv.init(jax.random.key(1), x)
+  w = np.asarray(params["params"]["kernel"].unbox() if hasattr(params["params"]["kernel"], "unbox")
+                 else params["params"]["kernel"])
+  xn = np.asarray(x)
+  want = xn.copy()
+  for t in range(7):
+    for i in range(3):
+      if t - i >= 0:
+        want[:, t] += w[i] * xn[:, t - i]
+  np.testing.assert_allclose(conv.apply(params, x), want, atol=1e-6)

@@ -1,0 +1,131 @@
+"""The attention-zoo table: one row per variant, from the outputs of three attnlab commands.
+
+  # 1. oracle errors, recorded by the oracle tests
+  ATTNLAB_ORACLE_REPORT=runs/zoo/oracle.jsonl python -m pytest tests/attention -n 2 -q
+  # 2. speed and compiled memory relative to the mha module
+  attnlab bench attention --variants all --seq 1024,4096,16384 --no-torch --repeats 3 \
+      --json runs/zoo/bench.json
+  # 3. MQAR recall (seq 256, 16 key-value pairs) per width
+  attnlab sweep --config configs/mqar.py:size=recall --workdir runs/zoo/mqar \
+      --axis model.variant=mha,based,... --axis model.d_model=64,128,256 --jobs 2
+  # the table (markdown on stdout, and a CSV)
+  python scripts/zoo_table.py --oracle runs/zoo/oracle.jsonl --bench runs/zoo/bench.json \
+      --mqar runs/zoo/mqar/results.csv --csv runs/zoo/table.csv [--variants a,b,...]
+
+Columns: family, patterns (c = causal-self, n = noncausal-self, cc/nc = causal/noncausal
+cross, d = decode), sub-quadratic flag, max oracle error (forward, gradient), fwd+bwd
+time and compiled fwd+bwd temp memory over mha's at each benchmarked length, and MQAR
+eval accuracy at each width. Missing inputs leave their columns out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pandas as pd
+
+from attnlab.attention import list_variants
+
+PATTERN_CODES = {"causal-self": "c", "noncausal-self": "n", "causal-cross": "cc",
+                 "noncausal-cross": "nc", "decode": "d"}
+
+
+def oracle_errors(path: str) -> pd.DataFrame:
+  """Max |actual - oracle| per variant over every recorded comparison: columns fwd_err, grad_err."""
+  recs = [json.loads(line) for line in open(path) if line.strip()]
+  df = pd.DataFrame(recs)
+  df["kind"] = df["what"].map(lambda w: "grad" if w.startswith("grad") else "fwd")
+  out = df.groupby(["variant", "kind"]).max_abs_err.max().unstack()
+  return out.rename(columns={"fwd": "fwd_err", "grad": "grad_err"})
+
+
+def bench_ratios(path: str) -> pd.DataFrame:
+  """fwd+bwd time and temp memory over the mha module's, per variant, one column per length."""
+  rows = pd.DataFrame(json.load(open(path))["rows"])
+  mods = rows[rows.kind == "module"]
+  mods = mods[mods.impl.isin(["default", "xla"])].drop_duplicates(["variant", "seq"])
+  out = {}
+  for seq, grp in mods.groupby("seq"):
+    g = grp.set_index("variant")
+    out[f"time@{seq}"] = g.fwdbwd_vs_mha
+    out[f"mem@{seq}"] = g.fwdbwd_temp_vs_mha
+  mha = rows[(rows.kind == "baseline") & (rows.impl == "module")].set_index("seq")
+  table = pd.DataFrame(out)
+  for seq in mha.index:  # mha's own row: 1.0 where it ran, blank where it did not
+    table.loc["mha", f"time@{seq}"] = 1.0 if _num(mha.loc[seq, "fwdbwd_ms"]) else math.nan
+    table.loc["mha", f"mem@{seq}"] = 1.0
+  return table
+
+
+def mqar_accuracy(path: str) -> pd.DataFrame:
+  """Final MQAR eval accuracy per variant and d_model (blank = not trained; 'n/a' = cannot run)."""
+  df = pd.read_csv(path)
+  width = "model.d_model" if "model.d_model" in df else None
+  cells = {}
+  for r in df.itertuples(index=False):
+    r = r._asdict()
+    name = r["model_variant"] if "model_variant" in r else r.get("model.variant")
+    col = f"mqar@d{r[width]}" if width else "mqar"
+    if r["status"] == "done":
+      cells.setdefault(col, {})[name] = f"{100 * r['eval/accuracy']:.1f}"
+    elif r["status"] == "invalid":
+      cells.setdefault(col, {})[name] = "n/a"
+    else:
+      cells.setdefault(col, {})[name] = "failed"
+  return pd.DataFrame(cells)
+
+
+def _num(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def build_table(oracle=None, bench=None, mqar=None, variants=None) -> pd.DataFrame:
+  """The merged table, indexed by variant, in registry order (or `variants` order)."""
+  info = pd.DataFrame([{"variant": v["name"], "family": v["family"],
+                        "patterns": " ".join(PATTERN_CODES[p] for p in v["patterns"]),
+                        "subquad": "yes" if v["subquadratic"] else ""} for v in list_variants()])
+  table = info.set_index("variant")
+  for part in (oracle_errors(oracle) if oracle else None, bench_ratios(bench) if bench else None,
+               mqar_accuracy(mqar) if mqar else None):
+    if part is not None:
+      table = table.join(part, how="left")
+  if variants:
+    table = table.loc[[v for v in variants if v in table.index]]
+  return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+  """A GitHub markdown table; errors in %.0e, ratios in %.2f."""
+  def fmt(col, x):
+    if isinstance(x, str):
+      return x
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+      return ""
+    if col.endswith("_err"):
+      return f"{x:.0e}"
+    return f"{x:.2f}"
+  cols = ["variant"] + list(table.columns)
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for name, row in table.iterrows():
+    lines.append("| " + " | ".join([name] + [fmt(c, row[c]) for c in table.columns]) + " |")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--oracle", help="JSONL written by the oracle tests (ATTNLAB_ORACLE_REPORT)")
+  p.add_argument("--bench", help="JSON from `attnlab bench attention --json`")
+  p.add_argument("--mqar", help="results.csv from `attnlab sweep` over model.variant (and d_model)")
+  p.add_argument("--variants", default="", help="comma list to keep (default: all registered)")
+  p.add_argument("--csv", help="also write the table here")
+  a = p.parse_args()
+  table = build_table(a.oracle, a.bench, a.mqar, [v for v in a.variants.split(",") if v])
+  print(to_markdown(table))
+  if a.csv:
+    table.to_csv(a.csv)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,54 @@
+"""`attnlab sweep`: the grid, validation before training, results, and skipping finished points."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from attnlab import cli, sweep
+from tests.train.subproc import runner_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MQAR = os.path.join(ROOT, "configs", "mqar.py")
+
+
+def test_axes_and_grid():
+  assert sweep.parse_axis("config.model.d_model=64,256") == ("model.d_model", ["64", "256"])
+  assert sweep.parse_axis("model.variant=mha|based,mha") == ("model.variant", ["mha", "based,mha"])
+  for bad in ("model.d_model", "=1,2", "model.d_model=1,,2"):
+    with pytest.raises(ValueError, match="--axis"):
+      sweep.parse_axis(bad)
+  points = sweep.grid([("a", ["1", "2"]), ("b", ["x", "y", "z"])])
+  assert len(points) == 6 and points[0] == {"a": "1", "b": "x"} and points[-1] == {"a": "2", "b": "z"}
+  assert sweep.point_name(points[1]) == "a=1__b=y"
+  with pytest.raises(ValueError, match="repeated"):
+    sweep.grid([("a", ["1"]), ("a", ["2"])])
+
+
+def test_misspelt_key_stops_the_sweep_before_anything_runs(tmp_path, capsys):
+  code = cli.main(["sweep", "--config", MQAR + ":smoke=True", "--workdir", str(tmp_path / "s"),
+                   "--axis", "model.d_modle=16,32"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and "unknown config key 'model.d_modle'" in err
+  assert not os.path.exists(tmp_path / "s")
+
+
+def test_sweep_trains_valid_points_records_invalid_ones_and_skips_finished(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(os, "environ", runner_env())  # CPU, shared compilation cache for the subprocess
+  root = str(tmp_path / "sweep")
+  args = ["sweep", "--config", MQAR + ":smoke=True", "--workdir", root,
+          "--axis", "model.variant=mha,linformer", "--config.train.steps=4"]
+  assert cli.main(args) == 0
+  df = pd.read_csv(os.path.join(root, "results.csv"))
+  assert list(df["model.variant"]) == ["mha", "linformer"]
+  mha, linformer = df.iloc[0], df.iloc[1]
+  assert mha.status == "done" and mha.step == 4 and 0 <= mha["eval/accuracy"] <= 1
+  assert linformer.status == "invalid" and "causal" in linformer.error
+  assert not os.path.exists(os.path.join(root, "model.variant=linformer"))
+  log = os.path.join(root, "model.variant=mha", "train.log")
+  size = os.path.getsize(log)
+  capsys.readouterr()
+  assert cli.main(args) == 0  # a rerun trains nothing
+  assert os.path.getsize(log) == size and "finished earlier" in capsys.readouterr().err
+  again = pd.read_csv(os.path.join(root, "results.csv"))
+  assert again.iloc[0]["eval/accuracy"] == mha["eval/accuracy"]
