@@ -38,10 +38,11 @@ import jax.numpy as jnp
 import pandas as pd
 
 from attnlab.attention import VARIANTS, build
+from attnlab.config_lib import VARIANT_NEEDS
 from attnlab.attention import masks as M
 from attnlab.attention.ops import softmax_attention
 from attnlab.bench import baselines
-from attnlab.bench.timing import default_max_memory_mb, measure
+from attnlab.bench.timing import default_max_memory_mb, measure, use_clock
 
 RAW_OPS = ("mha", "sliding_window")
 COLUMNS = ["kind", "variant", "impl", "seq", "batch", "heads", "head_dim", "causal",
@@ -69,7 +70,9 @@ def _bench_op(variant, impl, q, k, v, causal, window, repeats, max_mb):
 
 
 def _bench_module(variant, impl, x, heads, causal, repeats, max_mb):
-  hp = {"num_heads": heads, "causal": causal}
+  # single-head designs (mega) keep d_model = heads * head_dim in one head
+  hp = {"num_heads": 1 if VARIANT_NEEDS.get(variant, {}).get("num_heads") == 1 else heads,
+        "causal": causal}
   if impl is not None:
     hp["impl"] = impl
   module = build(variant, **hp)
@@ -239,6 +242,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--window", type=int, default=256, help="sliding_window's window")
   p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch SDPA baseline")
+  p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                 help="wall time, or this process's CPU time (steadier on a shared machine)")
   p.add_argument("--max-memory-gb", type=float, default=None,
                  help="do not run programs whose compiled peak exceeds this (default 60%% of RAM)")
   p.add_argument("--json", default=None, help="also write {environment, rows} to this file")
@@ -260,14 +265,16 @@ def main(args) -> int:
   except (UnknownNameError, ValueError) as e:
     print(f"attnlab: error: {e}", file=sys.stderr)
     return 2
-  df = run_attention_bench(args.variants, args.seq, batch=args.batch, heads=args.heads,
-                           head_dim=args.head_dim, causal=not args.non_causal, impls=args.impls,
-                           repeats=args.repeats, window=args.window, torch=not args.no_torch,
-                           max_memory_mb=None if args.max_memory_gb is None else args.max_memory_gb * 1024)
+  with use_clock(args.clock):
+    df = run_attention_bench(args.variants, args.seq, batch=args.batch, heads=args.heads,
+                             head_dim=args.head_dim, causal=not args.non_causal, impls=args.impls,
+                             repeats=args.repeats, window=args.window, torch=not args.no_torch,
+                             max_memory_mb=None if args.max_memory_gb is None else args.max_memory_gb * 1024)
   print_table(df)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"environment": environment(), "rows": json.loads(df.to_json(orient="records"))}, f, indent=1)
+      json.dump({"environment": {**environment(), "clock": args.clock},
+                 "rows": json.loads(df.to_json(orient="records"))}, f, indent=1)
   return 0
 
 

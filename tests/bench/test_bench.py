@@ -77,9 +77,11 @@ def test_cli_writes_json(tmp_path, capsys):
   bench.register_cli(parser.add_subparsers(dest="bench_command"))
   out = tmp_path / "bench.json"
   args = parser.parse_args(["attention", "--variants", "mha", "--seq", "24", "--heads", "2", "--head-dim", "8",
-                            "--impls", "xla", "--repeats", "1", "--no-torch", "--json", str(out)])
+                            "--impls", "xla", "--repeats", "1", "--no-torch", "--clock", "cpu", "--json", str(out)])
   assert args.func(args) == 0
   data = json.loads(out.read_text())
+  assert data["environment"]["clock"] == "cpu"
+  assert all(r["fwd_ms"] > 0 for r in data["rows"])
   assert data["environment"]["backend"] and {r["impl"] for r in data["rows"]} == {"jax_dpa", "xla"}
   assert "attention benchmark" in capsys.readouterr().out
 
