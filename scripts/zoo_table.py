@@ -7,7 +7,7 @@
       --json runs/zoo/bench.json
   # 3. MQAR recall (seq 256, 16 key-value pairs) per width
   attnlab sweep --config configs/mqar.py:size=recall --workdir runs/zoo/mqar \
-      --axis model.variant=mha,based,... --axis model.d_model=64,128,256 --jobs 2
+      --axis arg.variant=mha,based,... --axis model.d_model=64,128,256 --jobs 2
   # the table (markdown on stdout, and a CSV)
   python scripts/zoo_table.py --oracle runs/zoo/oracle.jsonl --bench runs/zoo/bench.json \
       --mqar runs/zoo/mqar/results.csv --csv runs/zoo/table.csv [--variants a,b,...]
@@ -60,20 +60,18 @@ def bench_ratios(path: str) -> pd.DataFrame:
 
 
 def mqar_accuracy(path: str) -> pd.DataFrame:
-  """Final MQAR eval accuracy per variant and d_model (blank = not trained; 'n/a' = cannot run)."""
+  """Final MQAR eval accuracy (%) per variant and d_model; "n/a" = the variant cannot run the
+  task (e.g. non-causal only), "failed" = the run stopped (e.g. a non-finite loss)."""
   df = pd.read_csv(path)
-  width = "model.d_model" if "model.d_model" in df else None
-  cells = {}
-  for r in df.itertuples(index=False):
-    r = r._asdict()
-    name = r["model_variant"] if "model_variant" in r else r.get("model.variant")
-    col = f"mqar@d{r[width]}" if width else "mqar"
+  vcol = "arg.variant" if "arg.variant" in df else "model.variant"
+  cells: dict[str, dict[str, str]] = {}
+  for _, r in df.iterrows():
+    col = f"mqar@d{r['model.d_model']}" if "model.d_model" in df else "mqar"
     if r["status"] == "done":
-      cells.setdefault(col, {})[name] = f"{100 * r['eval/accuracy']:.1f}"
-    elif r["status"] == "invalid":
-      cells.setdefault(col, {})[name] = "n/a"
+      cell = f"{100 * r['eval/accuracy']:.1f}"
     else:
-      cells.setdefault(col, {})[name] = "failed"
+      cell = "n/a" if r["status"] == "invalid" else "failed"
+    cells.setdefault(col, {})[r[vcol]] = cell
   return pd.DataFrame(cells)
 
 
@@ -81,14 +79,19 @@ def _num(x) -> bool:
   return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def build_table(oracle=None, bench=None, mqar=None, variants=None) -> pd.DataFrame:
-  """The merged table, indexed by variant, in registry order (or `variants` order)."""
+def build_table(oracle=None, bench=None, mqar=(), variants=None) -> pd.DataFrame:
+  """The merged table, indexed by variant, in registry order (or `variants` order).
+
+  oracle: JSONL path; bench: JSON path; mqar: results.csv paths (widths merge into columns)."""
   info = pd.DataFrame([{"variant": v["name"], "family": v["family"],
                         "patterns": " ".join(PATTERN_CODES[p] for p in v["patterns"]),
                         "subquad": "yes" if v["subquadratic"] else ""} for v in list_variants()])
   table = info.set_index("variant")
-  for part in (oracle_errors(oracle) if oracle else None, bench_ratios(bench) if bench else None,
-               mqar_accuracy(mqar) if mqar else None):
+  parts = [oracle_errors(oracle) if oracle else None, bench_ratios(bench) if bench else None]
+  if mqar:
+    acc = pd.concat([mqar_accuracy(p) for p in mqar])
+    parts.append(acc.groupby(level=0).first())  # one row per variant across the sweeps
+  for part in parts:
     if part is not None:
       table = table.join(part, how="left")
   if variants:
@@ -117,7 +120,8 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--oracle", help="JSONL written by the oracle tests (ATTNLAB_ORACLE_REPORT)")
   p.add_argument("--bench", help="JSON from `attnlab bench attention --json`")
-  p.add_argument("--mqar", help="results.csv from `attnlab sweep` over model.variant (and d_model)")
+  p.add_argument("--mqar", nargs="*", default=[],
+                 help="results.csv files from `attnlab sweep` over arg.variant (and model.d_model)")
   p.add_argument("--variants", default="", help="comma list to keep (default: all registered)")
   p.add_argument("--csv", help="also write the table here")
   a = p.parse_args()

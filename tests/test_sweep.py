@@ -21,6 +21,10 @@ def test_axes_and_grid():
   points = sweep.grid([("a", ["1", "2"]), ("b", ["x", "y", "z"])])
   assert len(points) == 6 and points[0] == {"a": "1", "b": "x"} and points[-1] == {"a": "2", "b": "z"}
   assert sweep.point_name(points[1]) == "a=1__b=y"
+  point = {"arg.variant": "mega", "model.d_model": "64"}
+  assert sweep.point_config("c.py:size=recall", point) == "c.py:size=recall,variant=mega"
+  assert sweep.point_config("c.py", point) == "c.py:variant=mega"
+  assert sweep.point_overrides(point, ["--config.seed=1"]) == ["--config.seed=1", "--config.model.d_model=64"]
   with pytest.raises(ValueError, match="repeated"):
     sweep.grid([("a", ["1"]), ("a", ["2"])])
 
@@ -37,15 +41,15 @@ def test_sweep_trains_valid_points_records_invalid_ones_and_skips_finished(tmp_p
   monkeypatch.setattr(os, "environ", runner_env())  # CPU, shared compilation cache for the subprocess
   root = str(tmp_path / "sweep")
   args = ["sweep", "--config", MQAR + ":smoke=True", "--workdir", root,
-          "--axis", "model.variant=mha,linformer", "--config.train.steps=4"]
+          "--axis", "arg.variant=mha,linformer", "--config.train.steps=4"]
   assert cli.main(args) == 0
   df = pd.read_csv(os.path.join(root, "results.csv"))
-  assert list(df["model.variant"]) == ["mha", "linformer"]
+  assert list(df["arg.variant"]) == ["mha", "linformer"]
   mha, linformer = df.iloc[0], df.iloc[1]
   assert mha.status == "done" and mha.step == 4 and 0 <= mha["eval/accuracy"] <= 1
   assert linformer.status == "invalid" and "causal" in linformer.error
-  assert not os.path.exists(os.path.join(root, "model.variant=linformer"))
-  log = os.path.join(root, "model.variant=mha", "train.log")
+  assert not os.path.exists(os.path.join(root, "arg.variant=linformer"))
+  log = os.path.join(root, "arg.variant=mha", "train.log")
   size = os.path.getsize(log)
   capsys.readouterr()
   assert cli.main(args) == 0  # a rerun trains nothing

@@ -1,7 +1,7 @@
 """`attnlab sweep`: one config, a grid of overrides, each point a resumable `attnlab train` run.
 
     attnlab sweep --config configs/mqar.py:size=recall --workdir runs/recall \
-        --axis model.variant=mha,based,gla --axis model.d_model=64,256 --jobs 2
+        --axis arg.variant=mha,based,gla --axis model.d_model=64,256 --jobs 2
 
 Each point of the grid (the Cartesian product of the --axis lists) is trained in its own
 subprocess in `<workdir>/<point>/` (e.g. `model.variant=based__model.d_model=64`), so a
@@ -13,14 +13,16 @@ reason instead of stopping the sweep, while a misspelt config key stops it at on
 Results go to `<workdir>/results.csv` (one row per point: the axis values, status, final
 metrics, wall seconds, error) and a table on stdout. Axis values are split on commas; a
 value list containing "|" is split on "|" instead, for values with commas in them
-(`--axis 'model.variant=mha|based,mha'`).
+(`--axis 'model.variant=mha|based,mha'`). An axis named `arg.k` sets key k of the config
+file's argument (`configs/mqar.py:variant=...`), so the config file sees it: use
+`arg.variant` where a variant needs other settings (mega is single-headed).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from attnlab.sweep.grid import grid, parse_axis, point_overrides
+from attnlab.sweep.grid import grid, parse_axis, point_config, point_overrides
 from attnlab.sweep.local import run_sweep
 
 
@@ -45,7 +47,7 @@ def main(args, overrides) -> int:
     axes = [parse_axis(a) for a in args.axis]
     points = grid(axes)
     from attnlab.config_loading import load_config
-    load_config(args.config, point_overrides(points[0], overrides))  # typos stop the sweep here
+    load_config(point_config(args.config, points[0]), point_overrides(points[0], overrides))  # typos stop here
   except INPUT_ERRORS as e:
     return _fail(str(e))
   try:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from attnlab.sweep.grid import grid, point_name, point_overrides
+from attnlab.sweep.grid import grid, point_config, point_name, point_overrides
 
 RESULT_FILE = "result.json"
 
@@ -84,19 +84,20 @@ def run_sweep(config_spec: str, axes: Sequence[tuple[str, list[str]]], root: str
         rows[name] = {**point, **json.load(f)}
       console.log(f"{name}: finished earlier")
       continue
-    reason = check_point(config_spec, overrides)
+    spec = point_config(config_spec, point)
+    reason = check_point(spec, overrides)
     if reason is not None:
       rows[name] = {**point, "status": "invalid", "error": reason}
       console.log(f"{name}: cannot run: {reason}")
       continue
-    todo.append((name, point, overrides))
+    todo.append((name, point, spec, overrides))
   console.log(f"{len(points)} points: {len(todo)} to train, {len(rows)} finished or invalid; "
               f"{jobs} at a time")
   os.makedirs(root, exist_ok=True)
   _write(rows, points, root)
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-    futures = {pool.submit(run_point, config_spec, ov, os.path.join(root, name)): (name, point)
-               for name, point, ov in todo}
+    futures = {pool.submit(run_point, spec, ov, os.path.join(root, name)): (name, point)
+               for name, point, spec, ov in todo}
     for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
       name, point = futures[fut]
       rows[name] = {**point, **fut.result()}
