@@ -3,10 +3,15 @@
 Variant-specific oracle tests (the materialised attention matrix a variant implies) live
 in each family's test file; these helpers cover the contract common to all variants:
 patterns declared vs. behaviour, decode == full pass, finite gradients, and compiled
-memory for variants that claim to be sub-quadratic.
+memory for variants that claim to be sub-quadratic. `assert_oracle` is the comparison the
+family oracle tests use (it records each module-vs-oracle error when ATTNLAB_ORACLE_REPORT
+is set).
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 import flax.linen as nn
 import jax
@@ -34,6 +39,52 @@ def init_apply(name, hparams, x, context=None, seed=0, **call_kw):
   variables = nn.unbox(module.init(jax.random.key(seed), x, context=context, **call_kw))
   y = module.apply(variables, x, context=context, **call_kw)
   return module, variables, y
+
+
+def assert_oracle(variant: str, what: str, actual, expected, *, atol: float, rtol: float = 0.0) -> None:
+  """np.testing.assert_allclose(actual, expected, atol=atol, rtol=rtol), leaf by leaf,
+  recording the error first when ATTNLAB_ORACLE_REPORT names a file.
+
+  `actual` and `expected` are arrays or pytrees of arrays with the same leaf paths (e.g.
+  the (params, x) gradients of a module and of its oracle); a leaf that disagrees is
+  named by its path in the failure message.
+
+  When the environment variable ATTNLAB_ORACLE_REPORT names a file, one JSON line
+    {"variant", "what", "max_abs_err", "max_abs_ref", "atol", "rtol", "test"}
+  is appended to it before the comparison (so failures are recorded too): max_abs_err is
+  the largest |actual - expected| over all leaves, max_abs_ref the largest |expected|
+  (for scale), test the running pytest node id. The file is opened in append mode per
+  record, so several pytest-xdist workers can share it.
+
+  Args:
+    variant: the registered variant name, e.g. "mha".
+    what: "fwd" (the module output), "grad" (gradients of x and params together), or
+      another label such as "fwd-decode" or "fwd-parallel".
+    actual: the module's output (or gradient pytree).
+    expected: the oracle's output (or gradient pytree).
+    atol: absolute tolerance.
+    rtol: relative tolerance.
+  """
+  a_leaves, _ = jax.tree_util.tree_flatten_with_path(actual)
+  e_leaves, _ = jax.tree_util.tree_flatten_with_path(expected)
+  a_paths = [jax.tree_util.keystr(k) for k, _ in a_leaves]
+  e_paths = [jax.tree_util.keystr(k) for k, _ in e_leaves]
+  if a_paths != e_paths:
+    raise AssertionError(f"{variant} {what}: actual and expected have different leaves:\n"
+                         f"  actual:   {a_paths}\n  expected: {e_paths}")
+  pairs = [(path, np.asarray(a), np.asarray(e)) for path, (_, a), (_, e) in zip(a_paths, a_leaves, e_leaves)]
+  report = os.environ.get("ATTNLAB_ORACLE_REPORT")
+  if report:
+    # np.max over the per-leaf maxima so that a NaN anywhere is recorded as NaN.
+    err = float(np.max([np.max(np.abs(a - e)) for _, a, e in pairs if a.size] or [0.0]))
+    ref = float(np.max([np.max(np.abs(e)) for _, _, e in pairs if e.size] or [0.0]))
+    record = {"variant": variant, "what": what, "max_abs_err": err, "max_abs_ref": ref,
+              "atol": float(atol), "rtol": float(rtol),
+              "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]}
+    with open(report, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+  for path, a, e in pairs:
+    np.testing.assert_allclose(a, e, atol=atol, rtol=rtol, err_msg=f"{variant} {what} leaf {path or '<root>'}")
 
 
 def _pattern_call(name, hparams, pattern, length, context_len):

@@ -76,15 +76,13 @@ def test_oracle_forward_and_grad(name, extra):
   module, params = init_jit(name, hp, x)
   y = jax.jit(module.apply)(params, x)
   ref = oracle(name, hp, params, x)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)
+  contract.assert_oracle(name, "fwd", y, ref, atol=2e-5, rtol=1e-5)
   loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))  # noqa: E731
   loss_ref = lambda p, x: jnp.sum(jnp.sin(oracle(name, hp, p, x)))  # noqa: E731
   g_mod = jax.jit(jax.grad(loss_mod, argnums=(0, 1)))(params, x)
   g_ref = jax.grad(loss_ref, argnums=(0, 1))(params, x)
-  gerr = 0.0
-  for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-4)
-    gerr = max(gerr, float(jnp.max(jnp.abs(a - b))))
+  contract.assert_oracle(name, "grad", g_mod, g_ref, atol=5e-5, rtol=1e-4)
+  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)))
   print(f"{name} {extra}: max |fwd err| {float(jnp.max(jnp.abs(y - ref))):.2e}, max |grad err| {gerr:.2e}")
 
 
@@ -112,7 +110,7 @@ def test_key_padding_mask(name):
   module, params = init_jit(name, VARIANTS[name], x)
   y = jax.jit(lambda p, x: module.apply(p, x, mask=M.KeyPadding(jnp.asarray(valid))))(params, x)
   ref = oracle(name, VARIANTS[name], params, x, kv_valid=valid)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)
+  contract.assert_oracle(name, "fwd", y, ref, atol=2e-5, rtol=1e-5)
   with pytest.raises(ValueError, match="key-padding"):
     module.apply(params, x, mask=M.Chunked(4))
 

@@ -145,9 +145,9 @@ def _compare(name, hp, oracle, x, forms=("chunked",), call_kw=None, atol=1e-5):
   for form in forms:
     module = build(name, **{**hp, "form": form})
     y, g = _grads(module, params, x, call_kw, w)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=atol, rtol=1e-4)
-    for a, b_ in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b_), atol=10 * atol, rtol=1e-4)
+    suffix = "" if form == "chunked" else f"-{form}"  # chunked is the default form
+    contract.assert_oracle(name, "fwd" + suffix, y, y_ref, atol=atol, rtol=1e-4)
+    contract.assert_oracle(name, "grad" + suffix, g, g_ref, atol=10 * atol, rtol=1e-4)
     errors[form] = (float(jnp.max(jnp.abs(y - y_ref))),
                     max(float(jnp.max(jnp.abs(a - b_))) for a, b_ in
                         zip(jax.tree.leaves(g), jax.tree.leaves(g_ref))))

@@ -123,11 +123,9 @@ def assert_matches_oracle(name, hp, x, context=None, causal=True, positional="ro
   ref = lambda v, x: oracle(name, hp, v, x, context, causal, positional, kv_valid)  # noqa: E731
   (y, g), (y_ref, g_ref) = output_and_grad(run, variables, x), output_and_grad(ref, variables, x)
   err = float(jnp.max(jnp.abs(y - y_ref)))
-  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=fwd_tol, rtol=1e-5)
-  gerr = 0.0
-  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
-    gerr = max(gerr, float(jnp.max(jnp.abs(a - b))))
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=grad_tol, rtol=1e-4)
+  contract.assert_oracle(name, "fwd", y, y_ref, atol=fwd_tol, rtol=1e-5)
+  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
+  contract.assert_oracle(name, "grad", g, g_ref, atol=grad_tol, rtol=1e-4)
   print(f"{name} {hp}: fwd err {err:.2e}, grad err {gerr:.2e}")
 
 

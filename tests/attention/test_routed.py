@@ -73,20 +73,19 @@ def causal_np(tq, tk, q_offset=0):
   return np.arange(tk)[None, :] <= (np.arange(tq) + q_offset)[:, None]
 
 
-def check_against_oracle(module, variables, x, oracle_fn, context=None):
-  """Forward and d(sum sin(y))/d(params, x) of module vs oracle_fn(params, x, context)."""
+def check_against_oracle(name, module, variables, x, oracle_fn, context=None):
+  """Forward and d(sum sin(y))/d(params, x) of module (variant `name`) vs oracle_fn(params, x, context)."""
   y = module.apply(variables, x, context=context)
   ref = oracle_fn(variables["params"], x, context)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), **FWD_TOL)
+  contract.assert_oracle(name, "fwd", y, ref, **FWD_TOL)
   rest = {k: v for k, v in variables.items() if k != "params"}
   loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply({"params": p, **rest}, x, context=context)))  # noqa: E731
   loss_ref = lambda p, x: jnp.sum(jnp.sin(oracle_fn(p, x, context)))  # noqa: E731
   g_mod = jax.jit(jax.grad(loss_mod, argnums=(0, 1)))(variables["params"], x)
   g_ref = jax.jit(jax.grad(loss_ref, argnums=(0, 1)))(variables["params"], x)
-  err = 0.0
-  for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **GRAD_TOL)
-    err = max(err, float(np.max(np.abs(np.asarray(a) - np.asarray(b)))))
+  err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)))
+  contract.assert_oracle(name, "grad", g_mod, g_ref, **GRAD_TOL)
   print(f"oracle max abs err: fwd {float(np.max(np.abs(np.asarray(y) - np.asarray(ref)))):.2e} grad {err:.2e}")
 
 
@@ -123,7 +122,7 @@ def test_routing_oracle(causal, length, context_len, window):
     src = x if ctx is None else ctx
     return out_proj(dense_attention(proj(x, p, "query"), proj(src, p, "key"), proj(src, p, "value"), allowed)[0], p)
 
-  check_against_oracle(module, variables, x, oracle, ctx)
+  check_against_oracle("routing", module, variables, x, oracle, ctx)
 
 
 def test_routing_kmeans_ema_update():
@@ -189,7 +188,7 @@ def test_lsh_oracle(causal, length, chunk):
     w = jax.nn.softmax(jnp.stack(lses, 0), axis=0)  # round weights from each round's logsumexp
     return out_proj(sum(w[r].transpose(0, 2, 1)[..., None] * outs[r] for r in range(len(outs))), p)
 
-  check_against_oracle(module, variables, x, oracle)
+  check_against_oracle("lsh", module, variables, x, oracle)
 
 
 def test_lsh_rotations_seeded_and_self_only_when_alone():
@@ -246,7 +245,7 @@ def test_moba_oracle(length, top_k, positional):
     return out_proj(dense_attention(pe(proj(x, p, "query")), pe(proj(x, p, "key")), proj(x, p, "value"),
                                     allowed)[0], p)
 
-  check_against_oracle(module, variables, x, oracle)
+  check_against_oracle("moba", module, variables, x, oracle)
 
 
 # ---- topk -------------------------------------------------------------------------------------
@@ -288,9 +287,9 @@ def test_topk_oracle(causal, context_len, top_k, padded):
                                     allowed)[0], p)
 
   y = module.apply(variables, x, context=ctx, mask=mask)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(oracle(p0, x, ctx)), **FWD_TOL)
+  contract.assert_oracle("topk", "fwd", y, oracle(p0, x, ctx), **FWD_TOL)
   if mask is None:
-    check_against_oracle(module, variables, x, oracle, ctx)
+    check_against_oracle("topk", module, variables, x, oracle, ctx)
 
 
 # ---- duo ---------------------------------------------------------------------------------------
@@ -316,7 +315,7 @@ def test_duo_oracle(alpha, threshold):
     full, strm = dense_attention(q, k, v, causal_np(t, t))[0], dense_attention(q, k, v, stream)[0]
     return out_proj(a[:, None] * full + (1 - a[:, None]) * strm, p)
 
-  check_against_oracle(module, variables, x, oracle)
+  check_against_oracle("duo", module, variables, x, oracle)
 
 
 @pytest.mark.parametrize("alpha,reference", [(1.0, "mha"), (0.0, "sink_window")])

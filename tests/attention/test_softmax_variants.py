@@ -72,14 +72,13 @@ def test_oracle_forward_and_grad(name, causal, positional):
   x, _ = contract.make_inputs(length=12)
   module, params, y = contract.init_apply(name, hp, x)
   ref = oracle(name, hp, params, x, causal=causal, positional=positional)
-  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)
+  contract.assert_oracle(name, "fwd", y, ref, atol=2e-5, rtol=1e-5)
 
   loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))  # noqa: E731
   loss_ref = lambda p, x: jnp.sum(jnp.sin(oracle(name, hp, p, x, causal=causal, positional=positional)))  # noqa: E731
   g_mod = jax.grad(loss_mod, argnums=(0, 1))(params, x)
   g_ref = jax.grad(loss_ref, argnums=(0, 1))(params, x)
-  for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-4)
+  contract.assert_oracle(name, "grad", g_mod, g_ref, atol=5e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["mha", "gqa"])
@@ -89,7 +88,7 @@ def test_oracle_cross_attention(name, causal):
   x, ctx = contract.make_inputs(length=8, context_len=8 if causal else 11)
   _, params, y = contract.init_apply(name, hp, x, ctx)
   ref = oracle(name, hp, params, x, context=ctx, causal=causal, positional="none")
-  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)
+  contract.assert_oracle(name, "fwd", y, ref, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
