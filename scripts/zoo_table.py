@@ -10,7 +10,8 @@
       --axis arg.variant=mha,based,... --axis model.d_model=64,128,256 --jobs 2
   # the table (markdown on stdout, and a CSV)
   python scripts/zoo_table.py --oracle runs/zoo/oracle.jsonl --bench runs/zoo/bench.json \
-      --mqar runs/zoo/mqar/results.csv --csv runs/zoo/table.csv [--variants a,b,...]
+      --mqar runs/zoo/mqar/results.csv --csv runs/zoo/table.csv --plot runs/zoo/recall.png \
+      [--variants a,b,...]
 
 Columns: family, patterns (c = causal-self, n = noncausal-self, cc/nc = causal/noncausal
 cross, d = decode), sub-quadratic flag, max oracle error (forward, gradient), fwd+bwd
@@ -116,6 +117,34 @@ def to_markdown(table: pd.DataFrame) -> str:
   return "\n".join(lines)
 
 
+def plot_recall(mqar_paths, out: str) -> None:
+  """MQAR accuracy against d_model, one line per variant (Zoology's recall-versus-width plot)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  frames = []
+  for path in mqar_paths:
+    df = pd.read_csv(path)
+    df = df[df.status == "done"]
+    vcol = "arg.variant" if "arg.variant" in df else "model.variant"
+    frames.append(pd.DataFrame({"variant": df[vcol], "d_model": df["model.d_model"],
+                                "acc": 100 * df["eval/accuracy"]}))
+  data = pd.concat(frames).drop_duplicates(["variant", "d_model"])
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for name, grp in data.groupby("variant"):
+    grp = grp.sort_values("d_model")
+    ax.plot(grp.d_model, grp.acc, marker="o", lw=2.5 if name == "mha" else 1,
+            color="black" if name == "mha" else None, label=name)
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(sorted(data.d_model.unique()), [str(d) for d in sorted(data.d_model.unique())])
+  ax.set_xlabel("d_model")
+  ax.set_ylabel("MQAR accuracy (%)")
+  ax.set_ylim(0, 101)
+  ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+  fig.tight_layout()
+  fig.savefig(out, dpi=120)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--oracle", help="JSONL written by the oracle tests (ATTNLAB_ORACLE_REPORT)")
@@ -124,11 +153,14 @@ def main() -> None:
                  help="results.csv files from `attnlab sweep` over arg.variant (and model.d_model)")
   p.add_argument("--variants", default="", help="comma list to keep (default: all registered)")
   p.add_argument("--csv", help="also write the table here")
+  p.add_argument("--plot", help="also plot MQAR accuracy against d_model to this image")
   a = p.parse_args()
   table = build_table(a.oracle, a.bench, a.mqar, [v for v in a.variants.split(",") if v])
   print(to_markdown(table))
   if a.csv:
     table.to_csv(a.csv)
+  if a.plot and a.mqar:
+    plot_recall(a.mqar, a.plot)
 
 
 if __name__ == "__main__":

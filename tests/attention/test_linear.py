@@ -321,3 +321,12 @@ def test_performer_features_fixed_by_seed():
   np.testing.assert_array_equal(np.asarray(module.apply(params, x)), np.asarray(y))
   y2 = build("performer", num_heads=2, feature_seed=1).apply(params, x)
   assert float(jnp.max(jnp.abs(y2 - y))) > 1e-4
+
+
+def test_performer_gradients_finite_for_large_keys():
+  # Keys of norm ~3 sqrt(D) at head_dim 32: shifting key features by the whole |w_r|^2/2 made
+  # them denormal (~1e-35) and the gradients infinite; the bounded shift keeps them finite.
+  x = 3.0 * jax.random.normal(jax.random.key(0), (2, 64, 64))
+  module, params, _ = contract.init_apply("performer", dict(num_heads=2), x)
+  grads = jax.grad(lambda p, x: jnp.sum(module.apply(p, x) ** 2), (0, 1))(params, x)
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
