@@ -282,3 +282,13 @@ def test_gla_op_matches_shared_linear_attention():
   o, _ = gla_chunked(q, k, v, g, scale=0.5, chunk_size=8, sub_chunk=4)
   ref = linear_attention_parallel(q, k, v, log_decay=g, scale=0.5)
   np.testing.assert_allclose(np.asarray(o), np.asarray(ref), atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [5, 13, 64])
+def test_solve_unit_lower_matches_numpy(n):
+  from attnlab.attention.ops.delta_rule import solve_unit_lower
+  rng = np.random.default_rng(n)
+  ell = np.eye(n) + np.tril(rng.normal(size=(2, n, n)) * 0.3, -1)
+  rhs = rng.normal(size=(2, n, 3))
+  got = solve_unit_lower(jnp.asarray(ell, jnp.float32), jnp.asarray(rhs, jnp.float32))
+  np.testing.assert_allclose(got, np.linalg.solve(ell, rhs), atol=1e-4, rtol=1e-4)

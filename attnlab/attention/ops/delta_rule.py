@@ -48,6 +48,29 @@ def _prep(q, k, v, beta, scale, initial_state):
   return q, k, v, beta, s0
 
 
+def solve_unit_lower(ell, rhs, base: int = 8):
+  """x with ell @ x = rhs, for unit lower-triangular ell [..., n, n] and rhs [..., n, m].
+
+  Block forward substitution in plain XLA ops: split ell = [[A, 0], [C, D]], solve A x1 = b1,
+  then D x2 = b2 - C x1, down to blocks of `base` rows solved row by row. (Not
+  lax.linalg.triangular_solve: on CPU that is a LAPACK custom call into scipy's OpenBLAS,
+  which deadlocked a training run when XLA called it from several threads at once.)
+  """
+  n = ell.shape[-1]
+  if n <= base:
+    rows = []
+    for i in range(n):
+      r = rhs[..., i, :]
+      if i:
+        r = r - jnp.einsum("...j,...jm->...m", ell[..., i, :i], jnp.stack(rows, -2))
+      rows.append(r)
+    return jnp.stack(rows, -2)
+  h = n // 2
+  x1 = solve_unit_lower(ell[..., :h, :h], rhs[..., :h, :], base)
+  x2 = solve_unit_lower(ell[..., h:, h:], rhs[..., h:, :] - ell[..., h:, :h] @ x1, base)
+  return jnp.concatenate([x1, x2], -2)
+
+
 def _block(s, q, k, v, beta):
   """One block of the WY/UT form. s [B, H, Dk, Dv]; q, k [B, C, H, Dk]; v [B, C, H, Dv];
   beta [B, C, H]. Returns (new state [B, H, Dk, Dv], o [B, C, H, Dv])."""
@@ -58,8 +81,7 @@ def _block(s, q, k, v, beta):
   ell = jnp.eye(c, dtype=q.dtype) + jnp.where(lower, bt * kk, 0.0)
   kh, vh = jnp.moveaxis(k, 1, 2), jnp.moveaxis(v, 1, 2)  # [B, H, C, *]
   # Forward substitution with the unit lower-triangular L: [W | U] = L^{-1} diag(beta) [K | V].
-  wu = jax.lax.linalg.triangular_solve(ell, bt * jnp.concatenate([kh, vh], -1), left_side=True,
-                                       lower=True, unit_diagonal=True)
+  wu = solve_unit_lower(ell, bt * jnp.concatenate([kh, vh], -1))
   w, u = wu[..., :k.shape[-1]], wu[..., k.shape[-1]:]
   u = u - jnp.einsum("bhcd,bhdv->bhcv", w, s)  # pseudo-values U' = U - W S_0
   qk = jnp.where(jnp.tril(jnp.ones((c, c), bool)), jnp.einsum("bihd,bjhd->bhij", q, k), 0.0)

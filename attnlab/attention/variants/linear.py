@@ -232,8 +232,12 @@ class PerformerAttention(LinearAttentionBase):
 
 
 def performer_projection(cfg: PerformerConfig, head_dim: int):
-  """The Performer's fixed random projection W [num_features, head_dim] for `cfg`."""
-  return fm.orthogonal_random_features(jax.random.key(cfg.feature_seed), cfg.num_features, head_dim)
+  """The Performer's fixed random projection W [num_features, head_dim] for `cfg`.
+
+  Computed when the program is traced, not inside it: a constant, and its QR (a LAPACK
+  call on CPU) stays out of the compiled step."""
+  with jax.ensure_compile_time_eval():
+    return fm.orthogonal_random_features(jax.random.key(cfg.feature_seed), cfg.num_features, head_dim)
 
 
 # ---- cosformer ----------------------------------------------------------------------------------
