@@ -80,21 +80,27 @@ def _num(x) -> bool:
   return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def build_table(oracle=None, bench=None, mqar=(), variants=None) -> pd.DataFrame:
+def build_table(oracle=None, bench=(), mqar=(), variants=None) -> pd.DataFrame:
   """The merged table, indexed by variant, in registry order (or `variants` order).
 
-  oracle: JSONL path; bench: JSON path; mqar: results.csv paths (widths merge into columns)."""
+  oracle: JSONL path; bench: JSON paths; mqar: results.csv paths (widths merge into columns)."""
   info = pd.DataFrame([{"variant": v["name"], "family": v["family"],
                         "patterns": " ".join(PATTERN_CODES[p] for p in v["patterns"]),
                         "subquad": "yes" if v["subquadratic"] else ""} for v in list_variants()])
   table = info.set_index("variant")
-  parts = [oracle_errors(oracle) if oracle else None, bench_ratios(bench) if bench else None]
+  parts = [oracle_errors(oracle) if oracle else None]
+  for path in bench:
+    parts.append(bench_ratios(path))
   if mqar:
     acc = pd.concat([mqar_accuracy(p) for p in mqar])
     parts.append(acc.groupby(level=0).first())  # one row per variant across the sweeps
   for part in parts:
     if part is not None:
-      table = table.join(part, how="left")
+      new = [c for c in part.columns if c not in table.columns]
+      table = table.join(part[new], how="left")
+      for c in part.columns:  # a column two files share (a length benchmarked twice): fill gaps
+        if c not in new:
+          table[c] = table[c].fillna(part[c])
   if variants:
     table = table.loc[[v for v in variants if v in table.index]]
   return table
@@ -148,7 +154,8 @@ def plot_recall(mqar_paths, out: str) -> None:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--oracle", help="JSONL written by the oracle tests (ATTNLAB_ORACLE_REPORT)")
-  p.add_argument("--bench", help="JSON from `attnlab bench attention --json`")
+  p.add_argument("--bench", nargs="*", default=[],
+                 help="JSON files from `attnlab bench attention --json` (lengths merge into columns)")
   p.add_argument("--mqar", nargs="*", default=[],
                  help="results.csv files from `attnlab sweep` over arg.variant (and model.d_model)")
   p.add_argument("--variants", default="", help="comma list to keep (default: all registered)")

@@ -69,12 +69,14 @@ def _bench_op(variant, impl, q, k, v, causal, window, repeats, max_mb):
   return measure(jax.jit(fn), jax.jit(grad), (q, k, v), repeats, max_mb)
 
 
-def _bench_module(variant, impl, x, heads, causal, repeats, max_mb):
+def _bench_module(variant, impl, x, heads, causal, repeats, max_mb, attn=None):
   # single-head designs (mega) keep d_model = heads * head_dim in one head
   hp = {"num_heads": 1 if VARIANT_NEEDS.get(variant, {}).get("num_heads") == 1 else heads,
         "causal": causal}
   if impl is not None:
     hp["impl"] = impl
+  fields = VARIANTS.get(variant).hyperparameters()
+  hp.update({k: v for k, v in (attn or {}).items() if k in fields})
   module = build(variant, **hp)
   params = module.init(jax.random.key(1), x)
   fwd = jax.jit(lambda p, x: module.apply(p, x))
@@ -98,7 +100,8 @@ def _baselines(seq, q, k, v, causal, window, repeats, use_torch, log, max_mb):
 def run_attention_bench(variants: Sequence[str], seqs: Sequence[int], batch: int = 1, heads: int = 8,
                         head_dim: int = 64, causal: bool = True, impls: Sequence[str] | None = None,
                         repeats: int = 5, window: int = 256, torch: bool = True,
-                        max_memory_mb: float | None = None, console=None) -> pd.DataFrame:
+                        max_memory_mb: float | None = None, attn: dict | None = None,
+                        console=None) -> pd.DataFrame:
   """Benchmarks `variants` at each sequence length; one row per (variant, seq, impl).
 
   q, k, v [batch, seq, heads, head_dim] fp32 for raw ops, x [batch, seq, heads * head_dim]
@@ -107,6 +110,8 @@ def run_attention_bench(variants: Sequence[str], seqs: Sequence[int], batch: int
   a row with NaN numbers and the reason in `note`; so does a program whose compiled peak
   memory exceeds `max_memory_mb` (default 60% of RAM). When any registered variant is
   benchmarked, the `mha` module is too (a `baseline` row), for the `*_vs_mha` ratios.
+  attn: variant hyperparameters, each given to the variants that take it (e.g. cosformer's
+  max_len for long sequences).
   Returns a DataFrame with COLUMNS; progress goes to `console` (rich, stderr by default).
   """
   from rich.console import Console
@@ -143,7 +148,7 @@ def run_attention_bench(variants: Sequence[str], seqs: Sequence[int], batch: int
           if is_op:
             row.update(_bench_op(variant, impl, q, k, v, causal, window, repeats, max_mb))
           else:
-            row.update(_bench_module(variant, impl, x, heads, causal, repeats, max_mb))
+            row.update(_bench_module(variant, impl, x, heads, causal, repeats, max_mb, attn))
         except (ValueError, TypeError, NotImplementedError) as e:
           row["note"] = str(e).splitlines()[0]
           console.log(f"  skipped: {row['note']}")
@@ -189,6 +194,25 @@ def expand_variants(names: Sequence[str]) -> list[str]:
   for n in names:
     out += VARIANTS.names() if n == "all" else [n]
   return list(dict.fromkeys(out))
+
+
+def parse_attn(items: Sequence[str]) -> dict[str, Any]:
+  """["max_len=16384", "window=128"] -> {"max_len": 16384, "window": 128} (Python literals,
+  else strings); a key no registered variant takes is a ValueError."""
+  import ast
+  known = {k for name in VARIANTS.names() for k in VARIANTS.get(name).hyperparameters()}
+  out = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ValueError(f"--attn {item!r} must look like key=value")
+    if key not in known:
+      raise ValueError(f"--attn {key!r} is not a hyperparameter of any registered variant")
+    try:
+      out[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      out[key] = text
+  return out
 
 
 def _fmt(x, digits=1):
@@ -242,6 +266,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--window", type=int, default=256, help="sliding_window's window")
   p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch SDPA baseline")
+  p.add_argument("--attn", action="append", default=[], metavar="KEY=VALUE",
+                 help="a variant hyperparameter (repeatable), given to the variants that take it")
   p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                  help="wall time, or this process's CPU time (steadier on a shared machine)")
   p.add_argument("--max-memory-gb", type=float, default=None,
@@ -256,6 +282,7 @@ def main(args) -> int:
   import sys
   from attnlab.registry import UnknownNameError
   try:
+    attn = parse_attn(args.attn)
     args.variants = expand_variants(args.variants)
     for name in args.variants:
       if name not in RAW_OPS:
@@ -269,7 +296,8 @@ def main(args) -> int:
     df = run_attention_bench(args.variants, args.seq, batch=args.batch, heads=args.heads,
                              head_dim=args.head_dim, causal=not args.non_causal, impls=args.impls,
                              repeats=args.repeats, window=args.window, torch=not args.no_torch,
-                             max_memory_mb=None if args.max_memory_gb is None else args.max_memory_gb * 1024)
+                             max_memory_mb=None if args.max_memory_gb is None else args.max_memory_gb * 1024,
+                             attn=attn)
   print_table(df)
   if args.json:
     with open(args.json, "w") as f:

@@ -93,3 +93,16 @@ def test_cli_rejects_unknown_variant(capsys):
   assert args.func(args) == 2
   err = capsys.readouterr().err
   assert "unknown attention variant 'mhaa'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_attn_hyperparameters_reach_the_variants_that_take_them():
+  assert bench.parse_attn(["max_len=64", "window=8"]) == {"max_len": 64, "window": 8}
+  with pytest.raises(ValueError, match="not a hyperparameter"):
+    bench.parse_attn(["max_lenn=64"])
+  # cosformer refuses a call longer than max_len; with --attn max_len it runs (gqa ignores it)
+  short = bench.run_attention_bench(["cosformer"], [48], heads=2, head_dim=8, repeats=1, torch=False,
+                                    attn={"max_len": 16})
+  assert "max_len" in short[short.variant == "cosformer"].note.iloc[0]
+  ok = bench.run_attention_bench(["cosformer", "gqa"], [48], heads=2, head_dim=8, repeats=1, torch=False,
+                                 attn={"max_len": 48})
+  assert (ok[ok.kind == "module"].note == "").all()
