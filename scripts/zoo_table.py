@@ -103,7 +103,8 @@ def build_table(oracle=None, bench=(), mqar=(), variants=None) -> pd.DataFrame:
           table[c] = table[c].fillna(part[c])
   if variants:
     table = table.loc[[v for v in variants if v in table.index]]
-  return table
+  others = table.drop(index="mha", errors="ignore")  # drop columns only the baseline fills
+  return table[[c for c in table.columns if others[c].notna().any()]]
 
 
 def to_markdown(table: pd.DataFrame) -> str:
