@@ -14,13 +14,12 @@ implementations it dispatches to). A positional bias (ALiBi) is added after the 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.rowwise import attention_scores, dense_allowed, weighted_values
 from attnlab.attention.ops.softmax import softmax_attention
-from attnlab.attention.ops.softmax_reference import dense_bias
+from attnlab.attention.ops.softmax_reference import dense_bias, masked_softmax
 
 
 def visible_keys(mask, tq: int, tk: int, q_offset=0):
@@ -60,12 +59,7 @@ def scalable_softmax_attention_reference(q, k, v, s, *, b=None, mask=None, bias=
   if pos_bias is not None:
     logits = logits + jnp.asarray(pos_bias).astype(jnp.float32)
   allowed = dense_allowed(mask, tq, tk, q_offset)
-  if allowed is None:
-    w = jax.nn.softmax(logits, axis=-1)
-  else:
-    row_any = jnp.any(allowed, axis=-1, keepdims=True)
-    logits = jnp.where(allowed, logits, -jnp.inf)
-    w = jax.nn.softmax(jnp.where(row_any, logits, 0.0), axis=-1) * row_any
+  w = masked_softmax(logits, allowed)
   out = weighted_values(w, v, q.dtype)
   return (out, w) if return_weights else out
 

@@ -16,6 +16,16 @@ def dense_bias(bias, tq: int, tk: int, q_offset=0):
   return bias(jnp.arange(tq) + q_offset, jnp.arange(tk))
 
 
+def masked_softmax(logits, allowed=None):
+  """softmax over the last axis of fp32 logits [..., Tk] restricted to `allowed` (bool,
+  broadcastable; None = all). Fully masked rows get all-zero weights, not NaN."""
+  if allowed is None:
+    return jax.nn.softmax(logits, axis=-1)
+  row_any = jnp.any(allowed, axis=-1, keepdims=True)
+  logits = jnp.where(allowed & row_any, logits, jnp.where(row_any, -jnp.inf, 0.0))
+  return jax.nn.softmax(logits, axis=-1) * row_any
+
+
 def softmax_attention_reference(q, k, v, *, mask=None, bias=None, scale=None, q_offset=0,
                                 return_weights=False):
   """softmax(q k^T * scale + bias, masked) v, computed the obvious way in fp32.
@@ -32,13 +42,6 @@ def softmax_attention_reference(q, k, v, *, mask=None, bias=None, scale=None, q_
   bias = dense_bias(bias, tq, tk, q_offset)
   if bias is not None:
     s = s + bias.astype(jnp.float32)
-  if mask is not None:
-    allowed = mask.dense(tq, tk, q_offset)[:, None]  # [B|1, 1, Tq, Tk]
-    s = jnp.where(allowed, s, -jnp.inf)
-    row_any = jnp.any(allowed, axis=-1, keepdims=True)
-    s = jnp.where(row_any, s, 0.0)
-    w = jax.nn.softmax(s, axis=-1) * row_any
-  else:
-    w = jax.nn.softmax(s, axis=-1)
+  w = masked_softmax(s, None if mask is None else mask.dense(tq, tk, q_offset)[:, None])
   out = jnp.einsum("bhqk,bkhd->bqhd", w, vf).astype(q.dtype)
   return (out, w) if return_weights else out

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 
 from attnlab.attention.ops.rowwise import (DEFAULT_BLOCK_Q, attention_scores, check_impl, dense_allowed,
                                            query_chunked)
-from attnlab.attention.ops.softmax_reference import dense_bias
+from attnlab.attention.ops.softmax_reference import dense_bias, masked_softmax
 
 
 def talking_heads_attention_reference(q, k, v, logits_mix, weights_mix, *, mask=None, bias=None,
@@ -45,12 +44,7 @@ def talking_heads_attention_reference(q, k, v, logits_mix, weights_mix, *, mask=
   if pos_bias is not None:
     logits = logits + jnp.asarray(pos_bias).astype(jnp.float32)
   allowed = dense_allowed(mask, tq, tk, q_offset)
-  if allowed is None:
-    w = jax.nn.softmax(logits, axis=-1)
-  else:
-    row_any = jnp.any(allowed, axis=-1, keepdims=True)
-    logits = jnp.where(allowed, logits, -jnp.inf)
-    w = jax.nn.softmax(jnp.where(row_any, logits, 0.0), axis=-1) * row_any
+  w = masked_softmax(logits, allowed)
   u = jnp.einsum("bhqt,hv->bvqt", w, weights_mix.astype(jnp.float32))
   out = jnp.einsum("bvqt,btvd->bqvd", u, v.astype(jnp.float32)).astype(q.dtype)
   return (out, u) if return_weights else out
