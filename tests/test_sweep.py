@@ -49,6 +49,10 @@ def test_sweep_trains_valid_points_records_invalid_ones_and_skips_finished(tmp_p
   assert mha.status == "done" and mha.step == 4 and 0 <= mha["eval/accuracy"] <= 1
   assert linformer.status == "invalid" and "causal" in linformer.error
   assert not os.path.exists(os.path.join(root, "arg.variant=linformer"))
+  curves = pd.read_csv(os.path.join(root, "curves.csv"))  # every eval step of every trained point
+  final = curves[(curves.step == 4) & (curves.metric == "eval/accuracy")]
+  assert list(final["arg.variant"]) == ["mha"] and final.value.iloc[0] == mha["eval/accuracy"]
+  assert os.path.getsize(os.path.join(root, "curves.png")) > 0
   log = os.path.join(root, "arg.variant=mha", "train.log")
   size = os.path.getsize(log)
   capsys.readouterr()

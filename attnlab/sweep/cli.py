@@ -11,11 +11,15 @@ point that cannot run (e.g. linformer under a causal task) is recorded with its 
 reason instead of stopping the sweep, while a misspelt config key stops it at once.
 
 Results go to `<workdir>/results.csv` (one row per point: the axis values, status, final
-metrics, wall seconds, error) and a table on stdout. Axis values are split on commas; a
-value list containing "|" is split on "|" instead, for values with commas in them
-(`--axis 'model.variant=mha|based,mha'`). An axis named `arg.k` sets key k of the config
-file's argument (`configs/mqar.py:variant=...`), so the config file sees it: use
-`arg.variant` where a variant needs other settings (mega is single-headed).
+metrics, wall seconds, error) and a table on stdout; every point's evaluations at every
+eval step go to `<workdir>/curves.csv` and are plotted in `<workdir>/curves.png` (a run
+near chance at its last step may still be on a plateau: the curve shows it).
+
+Axis values are split on commas; a value list containing "|" is split on "|" instead, for
+values with commas in them (`--axis 'model.variant=mha|based,mha'`). An axis named `arg.k`
+sets key k of the config file's argument (`configs/mqar.py:variant=...`), so the config
+file sees it: use `arg.variant` where a variant needs other settings (mega is
+single-headed).
 """
 
 from __future__ import annotations

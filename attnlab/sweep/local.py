@@ -106,7 +106,24 @@ def run_sweep(config_spec: str, axes: Sequence[tuple[str, list[str]]], root: str
                   f"{json.dumps(metrics) if metrics else rows[name].get('error', '')} "
                   f"({rows[name]['wall_s']:.0f} s)")
       _write(rows, points, root)
+  _write_curves(points, root, console)
   return _write(rows, points, root)
+
+
+def _write_curves(points, root, console) -> None:
+  """root/curves.csv: every point's eval metrics at every eval step (long format, the axis
+  values as columns); root/curves.png: their plot, one line per point."""
+  from attnlab.analysis.curves import curves_frame, plot_curves
+  runs = {" ".join(p.values()): os.path.join(root, point_name(p)) for p in points}
+  frame = curves_frame(runs, prefix="eval/")
+  if frame.empty:
+    return
+  axes = pd.DataFrame(points, index=list(runs)).loc[frame.label]
+  long = pd.concat([axes.reset_index(drop=True), frame.drop(columns="label")], axis=1)
+  long.to_csv(os.path.join(root, "curves.csv"), index=False)
+  metrics = sorted(set(frame.metric), key=lambda m: (m != "eval/accuracy", m))
+  out = plot_curves(frame, metrics, os.path.join(root, "curves.png"), title=os.path.basename(os.path.normpath(root)))
+  console.log(f"learning curves: {os.path.join(root, 'curves.csv')}, {out}")
 
 
 def _write(rows, points, root) -> pd.DataFrame:
