@@ -156,7 +156,8 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--oracle", help="JSONL written by the oracle tests (ATTNLAB_ORACLE_REPORT)")
   p.add_argument("--bench", nargs="*", default=[],
-                 help="JSON files from `attnlab bench attention --json` (lengths merge into columns)")
+                 help="JSON files from `attnlab bench attention --json` (lengths merge into columns; "
+                      "where two files measure the same variant and length, the first listed wins)")
   p.add_argument("--mqar", nargs="*", default=[],
                  help="results.csv files from `attnlab sweep` over arg.variant (and model.d_model)")
   p.add_argument("--variants", default="", help="comma list to keep (default: all registered)")

@@ -3,7 +3,8 @@
 All act on the last axis of x [..., D] (usually [B, T, H, D]) and return [..., F]:
 
 * `elu_plus_one`, `relu`, `identity`: Katharopoulos et al., 2020 (sec. 3.2, eq. 7).
-* `favor_plus`: Performer's positive orthogonal random features (Choromanski et al., 2021).
+* `favor_logits`, `favor_features`: Performer's positive orthogonal random features
+  (FAVOR+, Choromanski et al., 2021).
 * `taylor_exp`: Based's second-order Taylor map (Arora et al., 2024).
 * `cosformer`: cosFormer's ReLU features with the cos re-weighting split into cos/sin
   halves (Qin et al., 2022).
@@ -51,50 +52,22 @@ def orthogonal_random_features(key, num_features: int, dim: int):
   return w * norms[:, None]
 
 
-# Largest exponent a key feature may reach (see favor_plus): e^20 ~ 5e8, so sums over
-# millions of keys stay far from fp32 overflow while moderate keys stay far from underflow.
-KEY_EXPONENT_BOUND = 20.0
+def favor_logits(x, w):
+  """FAVOR+ exponents w_r . x' - |x'|^2 / 2 with x' = x D^(-1/4): [..., D] -> [..., M] fp32.
 
-
-def _favor_key_shift(w):
-  """s_r = max(|w_r|^2 / 2 - KEY_EXPONENT_BOUND, 0) [M]: moved from key to query features."""
-  return jnp.maximum(0.5 * jnp.sum(w * w, axis=-1) - KEY_EXPONENT_BOUND, 0.0)
-
-
-def _favor_logits(x, w):
-  """w_r . x' - |x'|^2 / 2 with x' = x D^(-1/4): [..., D] -> [..., M] fp32."""
+  phi(x) = exp(favor_logits(x, w)) / sqrt(M) is Performer's positive random feature map
+  (FAVOR+, Lemma 1): E[phi(q) . phi(k)] = exp(q . k / sqrt(D))."""
   xs = x.astype(jnp.float32) * x.shape[-1] ** -0.25
   return jnp.einsum("...d,md->...m", xs, w) - 0.5 * jnp.sum(xs * xs, axis=-1, keepdims=True)
 
 
-def favor_plus(x, w, *, is_query: bool):
-  """Positive random features for the softmax kernel exp(q . k / sqrt(D)).
+def favor_features(logits, shift):
+  """exp(logits - shift) / sqrt(M): FAVOR+ features divided by exp(shift).
 
-  x [..., D] (unscaled q or k), w [M, D] -> [..., M] fp32. With x' = x D^(-1/4),
-  the textbook map is phi(x') = exp(w_r . x' - |x'|^2 / 2) / sqrt(M) (FAVOR+, Lemma 1),
-  so that E[phi(q') . phi(k')] = exp(q . k / sqrt(D)).
-
-  Stabilisation (exact, and safe for causal/decode because it uses no other token): the
-  per-feature factor exp(s_r) moves from keys to queries, s_r = max(|w_r|^2/2 - B, 0),
-  B = KEY_EXPONENT_BOUND. Since w_r . x' - |x'|^2/2 <= |w_r|^2/2, key exponents are <= B
-  (no overflow, however many keys are summed), and moderate keys stay far from fp32
-  underflow (shifting by the whole |w_r|^2/2 ~ D/2 made them denormal at D=32 and their
-  gradients infinite). Queries carry +s_r and subtract their own max c_q over r; the
-  product per feature r is unchanged up to a per-query factor exp(-c_q), which cancels in
-  the normalised output; `favor_plus_query_shift` returns c_q so the caller can rescale eps.
-  """
-  m = w.shape[0]
-  logits = _favor_logits(x, w)
-  if is_query:
-    logits = logits + _favor_key_shift(w)
-    return jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True))) / math.sqrt(m)
-  return jnp.exp(logits - _favor_key_shift(w)) / math.sqrt(m)
-
-
-def favor_plus_query_shift(q, w):
-  """c_q [..., 1]: the per-query log factor that `favor_plus(q, is_query=True)` removed."""
-  logits = _favor_logits(q, w) + _favor_key_shift(w)
-  return jax.lax.stop_gradient(logits.max(-1, keepdims=True))
+  logits [..., M] from `favor_logits`; shift broadcastable to [..., 1] (a stabiliser the
+  caller chooses and accounts for: one value per query, or one per key set, so that it
+  cancels in the normalised output; see the performer variant)."""
+  return jnp.exp(logits - shift) / math.sqrt(logits.shape[-1])
 
 
 # ---- Based: Taylor features ----------------------------------------------------------------

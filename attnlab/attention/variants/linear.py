@@ -207,9 +207,18 @@ class PerformerAttention(LinearAttentionBase):
   out_i = sum_j phi(q_i) . phi(k_j) v_j / (sum_j phi(q_i) . phi(k_j) + eps) with
   phi(x) = exp(w_r . x' - |x'|^2/2) / sqrt(M), x' = x D^(-1/4), W [M, D] from
   `ops.feature_maps.orthogonal_random_features(key(feature_seed), M, D)`, shared by all
-  heads; fixed (see PerformerConfig for the redraw policy). The features are computed
-  with an exact stabilisation (ops.feature_maps.favor_plus), and eps is rescaled by the
-  same per-query factor, so the output equals the textbook formula with `+ eps`.
+  heads; fixed (see PerformerConfig for the redraw policy).
+
+  Stabilisation (exact). The exponents spread widely: at head_dim 128 one feature's
+  exponent can sit ~60 below another's, so raw features overflow or underflow fp32 and
+  the gradient of the normaliser (1 / den^2) becomes infinite. Queries are divided by
+  exp(c_i), c_i = max_r of their own exponents; keys by exp(m_i), m_i = the running max
+  of key exponents over keys j <= i and features (over all keys when non-causal), as the
+  Performer reference code does for keys, made causal. A key stored under m_j is rescaled
+  to m_i by the decay exp(m_j - m_i) <= 1 of the decay-aware linear-attention op (the
+  online-softmax trick), so queries see every key under the same factor, which cancels in
+  the normalised output; eps is scaled by exp(-c_i - m_i) alike, so the output equals the
+  textbook formula with `+ eps`. Decoding keeps m in the cache beside the state.
   """
 
   @nn.compact
@@ -222,13 +231,34 @@ class PerformerAttention(LinearAttentionBase):
     hd = self.head_dim_for(d_model)
     q, k, v = self.qkv(x, x if context is None else context, hd, hd)
     w = performer_projection(cfg, hd)
-    fq = fm.favor_plus(q, w, is_query=True)
-    fk = self.mask_keys(fm.favor_plus(k, w, is_query=False), mask, self.cache_offset(decode))
-    # The query features were divided by exp(c_q); scale eps alike so that the division
-    # matches (textbook numerator) / (textbook denominator + eps). Floor avoids 0 / 0.
-    eps = jnp.maximum(cfg.eps * jnp.exp(-fm.favor_plus_query_shift(q, w)), 1e-30)
-    y = self.run_linear(fq, fk, v, decode=decode, normalize=True, eps=eps)
+    q_logits, k_logits = fm.favor_logits(q, w), fm.favor_logits(k, w)
+    c = jax.lax.stop_gradient(q_logits.max(-1, keepdims=True))  # [B, T, H, 1]
+    m, log_decay = self.key_stabiliser(jax.lax.stop_gradient(k_logits.max(-1)), decode)
+    fq = fm.favor_features(q_logits, c)
+    fk = self.mask_keys(fm.favor_features(k_logits, m[..., None]), mask, self.cache_offset(decode))
+    # Clipped so that a degenerate input gives eps in [1e-6 e^-60, 1e-6 e^60], never 0 or inf.
+    eps = cfg.eps * jnp.exp(jnp.clip(-(c + m[..., None]), -60.0, 60.0))
+    y = self.run_linear(fq, fk, v, decode=decode, normalize=True, eps=eps, log_decay=log_decay)
     return self.project_out(y, d_model)
+
+  def key_stabiliser(self, key_max, decode):
+    """key_max [B, S, H] (each key's largest exponent) -> (m, log_decay).
+
+    Non-causal: m [B, 1, H] = the max over all keys, no decay. Causal: m [B, T, H] = the
+    running max, log_decay [B, T, H] = m_{t-1} - m_t (<= 0; 0 at the first position);
+    decoding continues the running max from the cache ("key_max", [B, H])."""
+    if not self.cfg.causal:
+      return key_max.max(1, keepdims=True), None
+    m = jax.lax.cummax(key_max, axis=1)
+    first = m[:, :1]
+    if decode:
+      is_init = not self.has_variable("cache", "key_max")
+      cached = self.variable("cache", "key_max", jnp.full, key_max[:, 0].shape, -1e30, jnp.float32)
+      if not is_init:  # the state was built under cached.value: decay it to the new max
+        m = jnp.maximum(m, cached.value[:, None])
+        first = cached.value[:, None]
+        cached.value = m[:, -1]
+    return m, jnp.concatenate([first, m[:, :-1]], axis=1) - m
 
 
 def performer_projection(cfg: PerformerConfig, head_dim: int):
