@@ -132,6 +132,22 @@ def check_decode_matches_full(name, hparams, length=12, atol=2e-5, chunk=1):
   np.testing.assert_allclose(np.asarray(inc), np.asarray(full), atol=atol, rtol=1e-4)
 
 
+def decode_step_flops(name, hparams, cache_len, d_model=64):
+  """XLA's FLOP count of one compiled single-token decode step against a cache of
+  `cache_len` slots (all branches of a lax.cond counted)."""
+  module = build(name, **{**hparams, "causal": True})
+  x = jax.ShapeDtypeStruct((1, cache_len, d_model), jnp.float32)
+  cache = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, decode=True), x)["cache"]
+  params = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x)
+
+  def step(p, c, xt):
+    return module.apply({**p, "cache": c}, xt, decode=True, mutable=["cache"])
+
+  token = jax.ShapeDtypeStruct((1, 1, d_model), jnp.float32)
+  cost = jax.jit(step).lower(params, cache, token).compile().cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+
 def check_grads_finite(name, hparams, length=16, pattern="causal-self"):
   """d(sum y^2)/d(params, x) exists and is finite."""
   x, _ = make_inputs(length=length)

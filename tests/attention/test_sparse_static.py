@@ -230,6 +230,20 @@ def test_contract_decode(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_contract_decode_three_tokens_per_step(name):
+  contract.check_decode_matches_full(name, {"num_heads": H, **MAIN[name]}, length=14, chunk=3)
+
+
+@pytest.mark.parametrize("name", ["block_local", "dilated_window"])
+def test_decode_step_cost_does_not_grow_with_the_cache(name):
+  """A decode step gathers its block's key table, not the whole cache: its FLOPs at a
+  4096-slot cache stay within 1.5x of those at 512 (attending the cache would be 8x)."""
+  short, long = (contract.decode_step_flops(name, {"num_heads": H, **MAIN[name]}, s) for s in (512, 4096))
+  print(f"{name}: decode step {short:.3g} FLOPs @512 -> {long:.3g} @4096")
+  assert long < 1.5 * short, (short, long)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_contract_grads_finite(name):
   contract.check_grads_finite(name, {"num_heads": H, **MAIN[name]}, length=T)
 

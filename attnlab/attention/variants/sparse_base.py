@@ -3,11 +3,11 @@
 Every variant states its pattern twice, and the two must agree (the tests check both
 against an independently written numpy oracle):
 * `allowed(heads, tk)`: the exact predicate (query position, key position) per head,
-  used in-tile, in decode steps (one query row against the whole KV cache) and by
-  `impl="reference"` (the materialised [H, T, T] mask, for debugging);
+  used in-tile and by `impl="reference"` (the materialised [H, T, T] mask, for debugging);
 * `key_plans(tq, tk)`: for groups of heads, a query tile size and a key table listing
   the key positions each query tile may need; `ops.sparse_static.gather_sparse_attention`
-  gathers those keys, so cost is proportional to the table, never to T^2.
+  gathers those keys, so cost is proportional to the table, never to T^2. A decode step
+  reads the table of the block its position falls in: O(K) per token, not O(cache).
 Queries that must see every key (Longformer/BigBird global tokens) are extra rows
 (`global_rows`), computed against the full key set and written over the tiled result.
 """
@@ -18,6 +18,7 @@ import dataclasses
 from typing import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -147,43 +148,70 @@ class StaticSparseAttention(AttentionModule):
     if cfg.impl == "reference":
       y = sparse_attention_reference(q, k, v, self.allowed(heads, tk), q_offset=q_offset, **common)
     elif decode:
-      # A decode step: its few query rows against the whole cache (O(T) per token, as
-      # any KV-cache attention); the predicate masks future slots and the pattern.
-      y = gather_sparse_attention(
-          q, k, v, lambda qb: jnp.arange(tk)[None, None], block_q=self._dense_block(t, tk),
-          allowed=self.allowed(heads, tk), q_offset=q_offset, query_chunk=cfg.query_chunk, **common)
+      y = self._sparse_decode(q, k, v, mask, q_offset)
     else:
       y = self._sparse_forward(q, k, v, mask)
     return self.project_out(y, d_model)
 
-  def _sparse_forward(self, q, k, v, mask):
-    """The gather path: one gather_sparse_attention per head group, then global rows."""
+  def _gathered(self, q, k, v, mask, plans, q_offset=None):
+    """One gather_sparse_attention per head group of `plans`, heads put back in order.
+
+    q_offset None: the queries are positions 0..Tq-1, tiled by each plan's block_q.
+    q_offset given (decode): query i is at q_offset + i; each query is its own tile and
+    reads the key table of the block its position falls in."""
     cfg = self.cfg
-    tq, tk, h = q.shape[1], k.shape[1], cfg.num_heads
+    h, tk = cfg.num_heads, k.shape[1]
     kf, vf = repeat_kv(k, h), repeat_kv(v, h)
     parts, order = [], []
-    for plan in self.key_plans(tq, tk):
+    for plan in plans:
       hs = np.asarray(plan.heads)
       whole = len(hs) == h and np.all(hs == np.arange(h))
       sel = (lambda a: a) if whole else (lambda a: a[:, :, hs])
+      if q_offset is None:
+        kv_pos, block_q, offset = plan.kv_pos, plan.block_q, 0
+      else:
+        kv_pos = lambda ids, plan=plan: plan.kv_pos((q_offset + ids) // plan.block_q)  # noqa: E731
+        block_q, offset = 1, q_offset
       parts.append(gather_sparse_attention(
-          sel(q), sel(kf), sel(vf), plan.kv_pos, block_q=plan.block_q,
-          allowed=self.allowed(hs, tk), mask=mask, bias=self._bias(hs),
-          query_chunk=cfg.query_chunk))
+          sel(q), sel(kf), sel(vf), kv_pos, block_q=block_q, allowed=self.allowed(hs, tk),
+          mask=mask, bias=self._bias(hs), q_offset=offset, query_chunk=cfg.query_chunk))
       order.extend(hs.tolist())
     y = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
-    if order != list(range(h)):
-      y = y[:, :, np.argsort(order)]
+    return y if order == list(range(h)) else y[:, :, np.argsort(order)]
+
+  def _dense_rows(self, q, k, v, mask, **where):
+    """Queries that see every key (global rows): all heads against the whole key set.
+    `where`: q_positions=[R] or q_offset (gather_sparse_attention's query placement)."""
+    h, tk = self.cfg.num_heads, k.shape[1]
+    heads = np.arange(h)
+    return gather_sparse_attention(
+        q, k, v, lambda qb: jnp.arange(tk)[None, None], block_q=self._dense_block(q.shape[1], tk),
+        allowed=self.allowed(heads, tk), mask=mask, bias=self._bias(heads),
+        query_chunk=self.cfg.query_chunk, **where)
+
+  def _sparse_forward(self, q, k, v, mask):
+    """The gather path: one gather_sparse_attention per head group, then global rows."""
+    tq, tk = q.shape[1], k.shape[1]
+    y = self._gathered(q, k, v, mask, self.key_plans(tq, tk))
     rows = self.global_rows(tq, tk)
     if rows is not None and len(rows):
-      heads = np.arange(h)
-      yr = gather_sparse_attention(
-          q[:, rows], kf, vf, lambda qb: jnp.arange(tk)[None, None],
-          block_q=self._dense_block(len(rows), tk),
-          q_positions=jnp.asarray(rows), allowed=self.allowed(heads, tk), mask=mask,
-          bias=self._bias(heads), query_chunk=cfg.query_chunk)
-      y = y.at[:, rows].set(yr)
+      y = y.at[:, rows].set(self._dense_rows(q[:, rows], k, v, mask, q_positions=jnp.asarray(rows)))
     return y
+
+  def _sparse_decode(self, q, k, v, mask, q_offset):
+    """A decode step against the cache k, v [B, S, Hkv, D]: each new query gathers only its
+    block's key table, O(K) per token for K table slots, not O(S). A query at a global-row
+    position sees every cached key (lax.cond picks that branch at run time); a multi-token
+    step of a pattern with global rows takes the whole cache for all its queries."""
+    t, tk = q.shape[1], k.shape[1]
+    sparse = lambda: self._gathered(q, k, v, mask, self.key_plans(tk, tk), q_offset=q_offset)  # noqa: E731
+    rows = self.global_rows(tk, tk)
+    if rows is None or not len(rows):
+      return sparse()
+    dense = lambda: self._dense_rows(q, k, v, mask, q_offset=q_offset)  # noqa: E731
+    if t != 1:
+      return dense()
+    return jax.lax.cond(jnp.isin(q_offset, jnp.asarray(rows)), dense, sparse)
 
 
 # ---- block_local -------------------------------------------------------------------------
