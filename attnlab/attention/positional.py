@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def apply_rope(x, positions, base: float = 10000.0):
@@ -45,9 +46,14 @@ class AlibiBias:
   never build the full [Tq, Tk] array.
   """
 
-  def __init__(self, num_heads: int):
+  def __init__(self, num_heads: int, heads=None):
+    """heads: optional index array: the bias of those heads only ([1, len(heads), tq, tk])."""
     self.num_heads = num_heads
+    self.heads = heads
 
   def __call__(self, q_pos, k_pos):
     dist = jnp.abs(q_pos[:, None] - k_pos[None, :]).astype(jnp.float32)
-    return -alibi_slopes(self.num_heads)[None, :, None, None] * dist[None, None]
+    slopes = alibi_slopes(self.num_heads)
+    if self.heads is not None:
+      slopes = slopes[np.asarray(self.heads)]
+    return -slopes[None, :, None, None] * dist[None, None]

@@ -16,6 +16,7 @@ import pytest
 from attnlab.attention import build, masks as M
 from attnlab.attention.ops import block_select as BS
 from attnlab.attention.ops import routed as R
+from attnlab.attention.variants import routed
 from tests.attention import contract
 
 VARIANTS = {
@@ -327,6 +328,26 @@ def test_duo_reduces_to_full_and_streaming(alpha, reference):
   params = {k: v for k, v in variables["params"].items() if k != "alpha"}
   y_ref = build(reference, **ref_hp).apply({"params": params}, x)
   np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=2e-5)
+
+
+@pytest.mark.parametrize("hp", [VARIANTS["duo"], dict(num_heads=4, num_kv_heads=2, window=3, num_sinks=1,
+                                                     positional="alibi")], ids=["rope", "gqa_alibi"])
+def test_duo_static_split_equals_hard_assignment(hp):
+  """The deployment mode (a static streaming_heads tuple, each head computing one half)
+  equals the hard-assigned gate mode (both halves computed, a 0/1 mix), GQA and ALiBi
+  heads included, and decodes like its full pass."""
+  x, _ = contract.make_inputs(length=16)
+  alpha = jnp.linspace(0.2, 0.9, hp["num_heads"])
+  _, variables, _ = contract.init_apply("duo", hp, x)
+  variables = {"params": {**variables["params"], "alpha": alpha}}
+  heads = routed.duo_streaming_heads(alpha, 0.5)
+  assert 0 < len(heads) < hp["num_heads"]
+  gated = build("duo", **hp, hard_assign_threshold=0.5).apply(variables, x)
+  split = build("duo", **hp, streaming_heads=heads).apply(variables, x)
+  np.testing.assert_allclose(np.asarray(split), np.asarray(gated), atol=2e-5)
+  contract.check_decode_matches_full("duo", {**hp, "streaming_heads": heads}, length=8)
+  with pytest.raises(ValueError, match="streaming_heads must be head indices"):
+    build("duo", **hp, streaming_heads=(hp["num_heads"],)).init(jax.random.key(0), x)
 
 
 # ---- ops: efficient forms equal their references (incl. padding, tiling and cross lengths) -----

@@ -33,6 +33,7 @@ import zlib
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops import block_select as BS
@@ -252,9 +253,14 @@ class DuoConfig(SinkWindowConfig):
   alpha_init: initial gate of every head (the paper starts at 1 = full attention);
   hard_assign_threshold: < 0 trains/uses the soft mixture; >= 0 is the inference mode:
   heads with alpha >= threshold use full attention only, the rest streaming only.
+  streaming_heads: the deployment mode: a static tuple of query heads that run streaming
+  attention only while the others run full attention only (the gate is not read), so
+  each head computes one half; `duo_streaming_heads(alpha, threshold)` turns trained
+  gates into this tuple. Empty (default): the gate decides.
   Also num_kv_heads, positional ("rope" | "alibi" | "none"), rope_base, impl (softmax op)."""
   alpha_init: float = 1.0
   hard_assign_threshold: float = -1.0
+  streaming_heads: tuple = ()
 
 
 @register("duo", family="routed", config=DuoConfig, subquadratic=False,
@@ -264,9 +270,10 @@ class DuoAttention(AttentionModule):
   (Xiao et al., 2024, Sec. 3.2, eq. 1). Both halves are softmax attention through
   `ops.softmax_attention` (impl=cfg.impl); the streaming half's mask is
   (SlidingWindow(window) | Sinks(num_sinks)) & Causal. With hard_assign_threshold >= 0 the
-  gate is a 0/1 step (the paper's deployment); in this XLA path both halves are still
-  computed for every head (a static head split would need concrete parameters), and
-  decoding keeps the full KV cache for every head."""
+  gate is a 0/1 step, but both halves are still computed for every head (the split is a
+  traced parameter). With a static `streaming_heads` tuple (the paper's deployment) each
+  head computes only its half: streaming heads visit only the window and sink tiles of
+  the blocked softmax. Decoding keeps the full KV cache for every head."""
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -284,16 +291,38 @@ class DuoAttention(AttentionModule):
     q, k, v, q_offset = self.rope_and_cache(
         q, k, v, context=None, positions=positions, decode=decode,
         rope_base=cfg.rope_base if cfg.positional == "rope" else None)
-    bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
     streaming = (M.SlidingWindow(left=cfg.window, right=0) | M.Sinks(cfg.num_sinks)) & M.Causal()
-    attend = lambda structure: softmax_attention(  # noqa: E731
-        q, k, v, mask=M.combine(structure, mask), bias=bias, impl=cfg.impl, q_offset=q_offset)
-    y_full, y_stream = attend(M.Causal()), attend(streaming)
+
+    def attend(structure, heads=None):  # softmax attention of query heads `heads` (all: None)
+      if heads is None:
+        qh, kh, vh, bias = q, k, v, AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
+      else:
+        kv = heads // (cfg.num_heads // hkv)  # each query head's kv head
+        qh, kh, vh = q[:, :, heads], k[:, :, kv], v[:, :, kv]
+        bias = AlibiBias(cfg.num_heads, heads) if cfg.positional == "alibi" else None
+      return softmax_attention(qh, kh, vh, mask=M.combine(structure, mask), bias=bias, impl=cfg.impl,
+                               q_offset=q_offset)
+
     alpha = self.param("alpha", nn.with_logical_partitioning(nn.initializers.constant(cfg.alpha_init), ("heads",)),
                        (cfg.num_heads,), jnp.float32)
+    if cfg.streaming_heads:
+      stream_heads = self.static_split()
+      full_heads = np.setdiff1d(np.arange(cfg.num_heads), stream_heads)
+      parts = [attend(streaming, stream_heads)] + ([attend(M.Causal(), full_heads)] if len(full_heads) else [])
+      y = jnp.concatenate(parts, axis=2)[:, :, np.argsort(np.concatenate([stream_heads, full_heads]))]
+      return self.project_out(y, d_model)
+    y_full, y_stream = attend(M.Causal()), attend(streaming)
     gate = self.gate(alpha)[:, None]  # [H, 1]
     y = gate * y_full.astype(jnp.float32) + (1.0 - gate) * y_stream.astype(jnp.float32)
     return self.project_out(y.astype(y_full.dtype), d_model)
+
+  def static_split(self):
+    """cfg.streaming_heads as a sorted int array, checked against num_heads."""
+    heads = np.unique(np.asarray(self.cfg.streaming_heads, int))
+    if heads.min() < 0 or heads.max() >= self.cfg.num_heads:
+      raise ValueError(f"streaming_heads must be head indices in [0, {self.cfg.num_heads}), "
+                       f"got {tuple(self.cfg.streaming_heads)}")
+    return heads
 
   def gate(self, alpha):
     """alpha param [H] -> mixing weight in [0, 1] (clipped; a 0/1 step in inference mode)."""
@@ -301,3 +330,9 @@ class DuoAttention(AttentionModule):
     if self.cfg.hard_assign_threshold >= 0:
       return (a >= self.cfg.hard_assign_threshold).astype(jnp.float32)
     return a
+
+
+def duo_streaming_heads(alpha, threshold: float = 0.5) -> tuple:
+  """Trained DuoAttention gates alpha [H] (the "alpha" param) -> the static `streaming_heads`
+  tuple of the deployment mode: the heads with clip(alpha, 0, 1) < threshold."""
+  return tuple(int(h) for h in np.flatnonzero(np.clip(np.asarray(alpha), 0.0, 1.0) < threshold))
