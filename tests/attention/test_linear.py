@@ -11,6 +11,7 @@ from attnlab.attention import build
 from attnlab.attention import masks as M
 from attnlab.attention.ops import feature_maps as fm
 from attnlab.attention.ops import linear_attention as la
+from attnlab.attention.variants.linear import performer_projection
 from tests.attention import contract
 
 VARIANTS = {
@@ -338,6 +339,24 @@ def test_performer_gradients_finite_at_head_dim_128(scale):
   assert bool(jnp.isfinite(y).all())
   if scale == 1.0:
     contract.assert_oracle("performer", "fwd", y, oracle("performer", hp, params, x), atol=1e-5, rtol=1e-4)
+
+
+def test_performer_gradients_finite_when_query_features_meet_no_keys():
+  # q' = 10 w_A / |w_A| and k' = 10 w_B / |w_B|: the query's features sit on A, the keys'
+  # on B, so the stabilised normaliser underflows to 0. With eps floored at 1e-6 e^-60 its
+  # square underflowed too and the gradients were NaN (MQAR at d_model 256, step 40).
+  d = 128
+  hp = dict(num_heads=1, num_features=d, chunk_size=4)
+  module, variables, _ = contract.init_apply("performer", hp, jnp.zeros((1, 8, d)))
+  w = np.asarray(performer_projection(module.cfg, d))
+  wa, wb = w[0] / np.linalg.norm(w[0]), w[1] / np.linalg.norm(w[1])
+  u = (wa - wb) / np.linalg.norm(wa - wb)
+  reflect = np.eye(d) - 2 * np.outer(u, u)  # a key kernel that maps w_A's direction to w_B's
+  params = {**variables["params"], "query": {"kernel": jnp.eye(d)[:, None, :]},
+            "key": {"kernel": jnp.asarray(reflect, jnp.float32)[:, None, :]}}
+  x = 10 * d ** 0.25 * jnp.broadcast_to(jnp.asarray(wa, jnp.float32), (1, 8, d))
+  grads = jax.grad(lambda p: jnp.sum(module.apply({"params": p}, x) ** 2))(params)
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
 
 
 def test_performer_gradients_finite_for_large_keys():

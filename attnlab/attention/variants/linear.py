@@ -236,8 +236,10 @@ class PerformerAttention(LinearAttentionBase):
     m, log_decay = self.key_stabiliser(jax.lax.stop_gradient(k_logits.max(-1)), decode)
     fq = fm.favor_features(q_logits, c)
     fk = self.mask_keys(fm.favor_features(k_logits, m[..., None]), mask, self.cache_offset(decode))
-    # Clipped so that a degenerate input gives eps in [1e-6 e^-60, 1e-6 e^60], never 0 or inf.
-    eps = cfg.eps * jnp.exp(jnp.clip(-(c + m[..., None]), -60.0, 60.0))
+    # Clipped to eps * [e^-20, e^60]: never inf, and never so small that the normaliser's
+    # gradient (1 / (den + eps)^2) overflows when the stabilised den underflows to 0 (a
+    # query whose features have no key mass; seen in MQAR training at head_dim 128).
+    eps = cfg.eps * jnp.exp(jnp.clip(-(c + m[..., None]), -20.0, 60.0))
     y = self.run_linear(fq, fk, v, decode=decode, normalize=True, eps=eps, log_decay=log_decay)
     return self.project_out(y, d_model)
 
