@@ -138,10 +138,11 @@ def plot_recall(mqar_paths, out: str) -> None:
                                 "acc": 100 * df["eval/accuracy"]}))
   data = pd.concat(frames).drop_duplicates(["variant", "d_model"])
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for name, grp in data.groupby("variant"):
+  cmap, markers = plt.get_cmap("tab20"), "os^vD<>pXh"  # 20 colours x 10 markers: no two lines alike
+  for i, (name, grp) in enumerate(data.groupby("variant")):
     grp = grp.sort_values("d_model")
-    ax.plot(grp.d_model, grp.acc, marker="o", lw=2.5 if name == "mha" else 1,
-            color="black" if name == "mha" else None, label=name)
+    ax.plot(grp.d_model, grp.acc, marker=markers[i % len(markers)], lw=2.5 if name == "mha" else 1,
+            color="black" if name == "mha" else cmap(i % 20), label=name)
   ax.set_xscale("log", base=2)
   ax.set_xticks(sorted(data.d_model.unique()), [str(d) for d in sorted(data.d_model.unique())])
   ax.set_xlabel("d_model")
