@@ -294,12 +294,11 @@ class DuoAttention(AttentionModule):
     streaming = (M.SlidingWindow(left=cfg.window, right=0) | M.Sinks(cfg.num_sinks)) & M.Causal()
 
     def attend(structure, heads=None):  # softmax attention of query heads `heads` (all: None)
-      if heads is None:
-        qh, kh, vh, bias = q, k, v, AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
-      else:
+      qh, kh, vh = q, k, v
+      if heads is not None:
         kv = heads // (cfg.num_heads // hkv)  # each query head's kv head
         qh, kh, vh = q[:, :, heads], k[:, :, kv], v[:, :, kv]
-        bias = AlibiBias(cfg.num_heads, heads) if cfg.positional == "alibi" else None
+      bias = AlibiBias(cfg.num_heads, heads) if cfg.positional == "alibi" else None
       return softmax_attention(qh, kh, vh, mask=M.combine(structure, mask), bias=bias, impl=cfg.impl,
                                q_offset=q_offset)
 
