@@ -10,14 +10,7 @@ import argparse
 import json
 import sys
 
-from attnlab.registry import UnknownNameError
-
-INPUT_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, TypeError)
-
-
-def _fail(message: str, code: int = 2) -> int:
-  print(f"attnlab: error: {message}", file=sys.stderr)
-  return code
+from attnlab.errors import INPUT_ERRORS, fail
 
 
 def _json_result(result) -> str:
@@ -32,12 +25,12 @@ def _validated_then(action):
 
   def command(args, overrides) -> int:
     from attnlab.config_loading import load_config
-    from attnlab.validation import validate_run
+    from attnlab.train.trainer import setup
     try:
       config = load_config(args.config, overrides)
-      run = validate_run(config)
+      run = setup(config)  # every check (model, task, mesh, train); traces, compiles nothing
     except INPUT_ERRORS as e:
-      return _fail(str(e))
+      return fail(str(e))
     print(_json_result(action(config, args.workdir, run=run)))
     return 0
 
@@ -45,9 +38,17 @@ def _validated_then(action):
 
 
 def cmd_train(args, overrides) -> int:
-  """Validates, then trains (resuming from the workdir's latest checkpoint)."""
+  """Validates, then trains (resuming from the workdir's latest checkpoint); with
+  config.train.protocol="early_stopping", `attnlab.train.early_stopping.train` instead."""
   from attnlab.train.trainer import train
-  return _validated_then(train)(args, overrides)
+
+  def action(config, workdir, *, run):
+    if config.train.get("protocol", "steps") == "early_stopping":
+      from attnlab.train import early_stopping
+      return early_stopping.train(config, workdir, run=run)
+    return train(config, workdir, run=run)
+
+  return _validated_then(action)(args, overrides)
 
 
 def cmd_eval(args, overrides) -> int:
@@ -67,12 +68,12 @@ def cmd_list(args) -> int:
   from rich.console import Console
   from rich.table import Table
   table = Table(title=f"{len(variants)} attention variants")
-  for col in ("name", "family", "patterns", "sub-quadratic", "hyperparameters (defaults)"):
+  for col in ("name", "family", "patterns", "compute", "memory", "sub-quadratic", "hyperparameters (defaults)"):
     table.add_column(col, overflow="fold")
   for v in variants:
     hp = ", ".join(f"{k}={v['hyperparameters'][k]!r}" for k in v["hyperparameters"])
-    table.add_row(v["name"], v["family"], " ".join(v["patterns"]), "yes" if v["subquadratic"] else "",
-                  hp)
+    table.add_row(v["name"], v["family"], " ".join(v["patterns"]), v["compute"], v["memory"],
+                  "yes" if v["subquadratic"] else "", hp)
   console = Console(width=max(160, Console().width))
   console.print(table)
   console.print("tasks: " + ", ".join(TASKS.names()))
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
   bench_sub = bench.add_subparsers(dest="bench_command", required=True)
   from attnlab.bench import attention as bench_attention
   bench_attention.register_cli(bench_sub)
+  from attnlab.bench import cost as bench_cost
+  bench_cost.register_cli(bench_sub)
   return parser
 
 
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
   overrides = [a for a in extra if a.startswith("--config.")]
   stray = [a for a in extra if not a.startswith("--config.")]
   if stray or (overrides and not getattr(args, "takes_overrides", False)):
-    return _fail(f"unrecognized arguments: {' '.join(stray or overrides)}")
+    return fail(f"unrecognized arguments: {' '.join(stray or overrides)}")
   if getattr(args, "takes_overrides", False):
     return args.func(args, overrides) or 0
   return args.func(args) or 0

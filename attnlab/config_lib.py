@@ -30,19 +30,23 @@ def parse_arg(arg: str | None, allowed: dict[str, Any]) -> dict[str, Any]:
   for k, v in pairs:
     if k not in allowed:
       raise ValueError(f"unknown config argument {k!r}; expected one of: {', '.join(sorted(allowed))}")
-    out[k] = _typed(v, allowed[k])
+    out[k] = _typed(k, v, allowed[k])
   return out
 
 
-def _typed(text: str, default: Any) -> Any:
+def _typed(key: str, text: str, default: Any) -> Any:
+  """`text` as the type of `default` (bool, int, float; else the string); one-line ValueError."""
   if isinstance(default, bool):
     if text.lower() in ("1", "true", "yes"):
       return True
     if text.lower() in ("0", "false", "no"):
       return False
-    raise ValueError(f"expected a boolean, got {text!r}")
-  if isinstance(default, (int, float)) and not isinstance(default, bool):
-    return type(default)(ast.literal_eval(text))
+    raise ValueError(f"config argument {key}: expected a boolean, got {text!r}")
+  if isinstance(default, (int, float)):
+    try:
+      return type(default)(ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError):
+      raise ValueError(f"config argument {key}: expected {type(default).__name__}, got {text!r}") from None
   return text
 
 
@@ -52,12 +56,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(
       variant="mha", num_layers=2, d_model=128, num_heads=4, mlp="swiglu", mlp_dim=0,
-      short_conv=0, dropout=0.0, dtype="float32", attn=ml_collections.ConfigDict()))
+      short_conv=0, dropout=0.0, dtype="float32", causal=True, position_embedding="none",
+      attn=ml_collections.ConfigDict(), layers=ml_collections.ConfigDict()))
   c.task = ml_collections.ConfigDict()
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=32, learning_rate=1e-3, warmup_steps=100, weight_decay=0.1,
       grad_clip=1.0, eval_every=200, eval_batches=4, checkpoint_every=200, keep_checkpoints=2,
-      log_every=50))
+      log_every=50,
+      # Weights of the auxiliary losses variants sow (MoH's load balance: beta = 0.01, Jin et al. 2024).
+      aux_loss_weights=ml_collections.ConfigDict({"load_balance": 0.01})))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
@@ -77,12 +84,6 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-def set_attn(c: ml_collections.ConfigDict, **hparams) -> None:
-  """Adds variant hyperparameters to config.model.attn (typed keys, so overrides validate)."""
-  for k, v in hparams.items():
-    c.model.attn[k] = v
-
-
 # Model shapes some variants need (applied by `apply_variant_needs` for single-variant runs):
 # mega is single-headed by design (Ma et al., 2023); moh routes top-k among the non-shared
 # heads, so it needs more heads than the 2 of the small task configs.
@@ -93,3 +94,33 @@ def apply_variant_needs(c: ml_collections.ConfigDict) -> None:
   """Sets config.model leaves that the chosen variant requires (see VARIANT_NEEDS)."""
   for k, v in VARIANT_NEEDS.get(c.model.variant, {}).items():
     c.model[k] = v
+
+
+# Variants that refuse the classifier's key-padding mask (they then attend to the padding
+# embedding; pooling still ignores padding).
+NO_KEY_PADDING = ("nystromformer", "lsh")
+
+
+def apply_encoder_variant(c: ml_collections.ConfigDict, seq_len: int) -> None:
+  """Sets the length-dependent config.model.attn leaves of the LRA variants for a non-causal
+  classifier over `seq_len` tokens, and model.key_padding=False for NO_KEY_PADDING variants.
+
+  Every variant uses only the model's absolute position embedding (`positional="none"` where
+  a variant has its own, LRA's protocol). A hybrid (variant=a,b) gets no attn leaves: set
+  them per layer with config.model.layers.
+  """
+  block = max(8, min(64, seq_len // 16))
+  attn = {
+      "mha": {"positional": "none"},
+      "linformer": {"max_len": seq_len, "k_proj": min(64, seq_len // 2)},
+      "nystromformer": {"num_landmarks": min(32, seq_len // 8)},
+      "bigbird": {"positional": "none", "block_size": block, "window_blocks": 2,
+                  "num_global_blocks": 1, "num_random_blocks": 2},
+      "longformer": {"positional": "none", "window": block + 1, "num_global": 1,
+                     "block_size": block},
+      "lsh": {"chunk_size": 2 * block, "num_buckets": max(2, seq_len // (2 * block))},
+  }.get(c.model.variant, {})
+  for k, v in attn.items():
+    c.model.attn[k] = v
+  if any(v.strip() in NO_KEY_PADDING for v in c.model.variant.split(",")):
+    c.model.key_padding = False

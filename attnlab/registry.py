@@ -29,6 +29,11 @@ class Registry(Generic[T]):
     self._entries[name] = entry
     return entry
 
+  def remove(self, name: str) -> T:
+    """Unregisters `name` and returns its entry (tests that register temporary entries)."""
+    self.get(name)
+    return self._entries.pop(name)
+
   def register(self, name: str) -> Callable[[T], T]:
     """Decorator form of `add`."""
     return lambda entry: self.add(name, entry)

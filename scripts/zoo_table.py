@@ -14,7 +14,8 @@
       [--variants a,b,...]
 
 Columns: family, patterns (c = causal-self, n = noncausal-self, cc/nc = causal/noncausal
-cross, d = decode), sub-quadratic flag, max oracle error (forward, gradient), fwd+bwd
+cross, d = decode), sub-quadratic flag, declared cost class (compute / memory in T at the
+defaults; measured in experiments/zoo/cost_table.md), max oracle error (forward, gradient), fwd+bwd
 time and compiled fwd+bwd temp memory over mha's at each benchmarked length, and MQAR
 eval accuracy at each width. Missing inputs leave their columns out.
 """
@@ -86,7 +87,8 @@ def build_table(oracle=None, bench=(), mqar=(), variants=None) -> pd.DataFrame:
   oracle: JSONL path; bench: JSON paths; mqar: results.csv paths (widths merge into columns)."""
   info = pd.DataFrame([{"variant": v["name"], "family": v["family"],
                         "patterns": " ".join(PATTERN_CODES[p] for p in v["patterns"]),
-                        "subquad": "yes" if v["subquadratic"] else ""} for v in list_variants()])
+                        "subquad": "yes" if v["subquadratic"] else "",
+                        "cost": f"`{v['compute']}` / `{v['memory']}`"} for v in list_variants()])
   table = info.set_index("variant")
   parts = [oracle_errors(oracle) if oracle else None]
   for path in bench:

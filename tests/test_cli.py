@@ -54,6 +54,18 @@ def test_bad_input_is_one_line_exit_2(config_args, message, tmp_path, capsys):
   assert not os.listdir(tmp_path), "nothing may be written before validation passes"
 
 
+def test_fail_prints_one_line(capsys):
+  from attnlab.errors import fail
+  assert fail("first\n  second") == 2
+  assert capsys.readouterr().err == "attnlab: error: first second\n"
+
+
+def test_bad_override_value_is_one_line_exit_2(tmp_path, capsys):
+  code = cli.main(["train", "--config", MQAR, "--workdir", str(tmp_path), "--config.train.steps=ten"])
+  err = capsys.readouterr().err
+  assert code == 2 and err == "attnlab: error: --config.train.steps expects an int, got 'ten'\n"
+
+
 def test_bad_input_exit_code_from_console_script(tmp_path):
   r = subprocess.run([sys.executable, "-m", "attnlab.cli", "train", "--config", MQAR + ":variant=nope",
                       "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -1,6 +1,8 @@
-"""configs/*.py loading, argument parsing and --config overrides."""
+"""configs/*.py loading (ml_collections config_flags), argument parsing and --config overrides."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -19,21 +21,80 @@ def test_arg_parsing_types_and_hybrid_lists():
 
 
 def test_overrides_are_typed():
-  c = load_config(MQAR + ":smoke=True", ["--config.model.d_model=48", "--config.train.learning_rate=1e-2",
-                                         "--config.model.attn.window=7", "--config.model.variant=gqa"])
-  assert c.model.d_model == 48 and c.train.learning_rate == 0.01
-  assert c.model.attn.window == 7 and c.model.variant == "gqa"
+  c = load_config(MQAR + ":smoke=True", ["--config.model.d_model=48", "--config.train.learning_rate=1",
+                                         "--config.model.variant=gqa", "train.steps=9",
+                                         "--config.task.random_non_queries=false"])
+  assert c.model.d_model == 48 and c.train.steps == 9 and c.model.variant == "gqa"
+  assert c.train.learning_rate == 1.0 and isinstance(c.train.learning_rate, float)
+  assert c.task.random_non_queries is False
+
+
+def test_open_sections_take_new_keys_as_literals():
+  """model.attn and model.layers.<i> take keys the config does not declare (the model checks
+  them against the variants); values are Python literals, else strings."""
+  c = load_config(MQAR + ":smoke=True", ["--config.model.attn.window=7", "--config.model.attn.form=chunked",
+                                         "--config.model.attn.flag=True", "--config.model.layers.1.window=5"])
+  assert dict(c.model.attn) == {"window": 7, "form": "chunked", "flag": True}
+  assert c.model.layers.to_dict() == {"1": {"window": 5}}
+  assert type(c.model.attn.window) is int  # a plain value, not a placeholder left behind
+  c.model.attn.window = 3  # the result is unlocked and mutable
+  assert c.model.attn.window == 3
+
+
+def test_none_leaf_takes_a_literal(tmp_path):
+  """config_flags cannot type a None leaf; it is parsed like a new key (literal, else string)."""
+  path = tmp_path / "c.py"
+  path.write_text("import ml_collections\n\ndef get_config(arg=None):\n"
+                  "  return ml_collections.ConfigDict({'a': None, 'b': None})\n")
+  c = load_config(str(path), ["--config.a=3", "--config.b=name"])
+  assert c.a == 3 and c.b == "name"
+
+
+def test_later_override_of_the_same_key_wins():
+  assert load_config(MQAR, ["--config.train.steps=3", "--config.train.steps=4"]).train.steps == 4
 
 
 @pytest.mark.parametrize("override,message", [
-    ("--config.model.d_modle=3", "unknown config key 'model.d_modle'"),
+    ("--config.model.d_modle=3", "unknown config key 'model.d_modle'; model has: .*d_model"),
     ("--config.modl.d_model=3", "unknown config key 'modl'"),
-    ("--config.model.d_model=abc", "expects a int"),
-    ("--config.train.steps", "must look like"),
+    ("--config.train.stpes=3", "unknown config key 'train.stpes'"),  # only model.attn / layers are open
+    ("--config.model.d_model.x=3", "model.d_model is not a section"),
+    ("--config.model.d_model=abc", "--config.model.d_model expects an int, got 'abc'"),
+    ("--config.train.learning_rate=fast", "expects a float"),
+    ("--config.task.random_non_queries=maybe", "expects a boolean"),
+    ("--config.train.steps", "Missing value for flag --config.train.steps"),
 ])
 def test_bad_overrides(override, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ValueError, match=message) as info:
     load_config(MQAR, [override])
+  assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("sise=small", "unknown config argument 'sise'"),
+    ("size=huge", "size must be"),
+    ("smoke=maybe", "config argument smoke: expected a boolean"),
+])
+def test_bad_config_argument_is_one_line(arg, message):
+  """get_config's own error, not config_flags' traceback of it."""
+  with pytest.raises(ValueError, match=message) as info:
+    load_config(f"{MQAR}:{arg}")
+  assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_file_without_get_config(tmp_path):
+  path = tmp_path / "empty.py"
+  path.write_text("X = 1\n")
+  with pytest.raises(ValueError, match="has no get_config"):
+    load_config(str(path))
+
+
+def test_loading_a_config_imports_no_jax():
+  """configs are data: loading one (and its overrides) imports neither jax nor flax."""
+  code = ("import sys; from attnlab.config_loading import load_config; "
+          f"load_config({MQAR + ':smoke=True'!r}, ['--config.model.attn.window=4']); "
+          "bad = [m for m in ('jax', 'flax') if m in sys.modules]; assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_missing_config_file():

@@ -29,6 +29,14 @@ def test_axes_and_grid():
     sweep.grid([("a", ["1"]), ("a", ["2"])])
 
 
+def test_sweep_does_not_import_the_cli():
+  """No import cycle: attnlab.cli imports the sweep's command; the sweep imports attnlab.errors."""
+  import subprocess
+  import sys
+  code = "import sys, attnlab.sweep; assert 'attnlab.cli' not in sys.modules"
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
 def test_misspelt_key_stops_the_sweep_before_anything_runs(tmp_path, capsys):
   code = cli.main(["sweep", "--config", MQAR + ":smoke=True", "--workdir", str(tmp_path / "s"),
                    "--axis", "model.d_modle=16,32"])

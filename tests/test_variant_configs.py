@@ -7,7 +7,7 @@ import pytest
 
 from attnlab.attention import VARIANTS
 from attnlab.config_loading import load_config
-from attnlab.validation import validate_run
+from attnlab.train.trainer import setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"mqar": os.path.join(ROOT, "configs", "mqar.py"),
@@ -32,7 +32,7 @@ def test_variant_runs_in_task_config(name, config, text_file):
   c = load_config(f"{CONFIGS[config]}:variant={name},smoke=True", overrides)
   if _noncausal_only(name):
     with pytest.raises(ValueError, match=f"variant '{name}' does not support causal-self"):
-      validate_run(c)
+      setup(c)
     return
-  run = validate_run(c)
+  run = setup(c)
   assert run is not None

@@ -43,6 +43,7 @@ from attnlab.attention import masks as M
 from attnlab.attention.ops import softmax_attention
 from attnlab.bench import baselines
 from attnlab.bench.timing import default_max_memory_mb, measure, use_clock
+from attnlab.attention.variants.base import window_extents
 
 RAW_OPS = ("mha", "sliding_window")
 COLUMNS = ["kind", "variant", "impl", "seq", "batch", "heads", "head_dim", "causal",
@@ -58,7 +59,8 @@ def default_impls() -> list[str]:
 
 def _op_mask(variant: str, causal: bool, window: int):
   if variant == "sliding_window":
-    return M.SlidingWindow(left=window, right=0 if causal else window)
+    left, right = window_extents(window, causal)
+    return M.SlidingWindow(left=left, right=right)
   return M.Causal() if causal else None
 
 

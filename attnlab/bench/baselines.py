@@ -1,7 +1,8 @@
 """Reference points for attention benchmarks: jax.nn.dot_product_attention and PyTorch SDPA.
 
 Both get the same shapes as attnlab's ops: q, k, v [B, T, H, D] fp32, causal and/or a
-sliding window of `window` keys to the left (and right when not causal).
+sliding window of `window` keys, the query's own included (`window_extents`: causal t-w+1..t,
+non-causal centred).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 
 from attnlab.bench.timing import measure, median_ms
 
+from attnlab.attention.variants.base import window_extents
+
 
 def _grad_sum(fn):
   return jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), (0, 1, 2))
@@ -23,7 +26,7 @@ def jax_dpa(q, k, v, *, causal: bool, window: int | None, repeats: int,
             max_mb: float = float("inf")) -> dict[str, Any]:
   """Times jax.nn.dot_product_attention (implementation=None) forward and forward+backward
   (see `timing.measure`; programs over `max_mb` MiB are not run)."""
-  local = None if window is None else (window, 0 if causal else window)
+  local = None if window is None else window_extents(window, causal)
   fn = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal, local_window_size=local)
   return measure(jax.jit(fn), jax.jit(_grad_sum(fn)), (q, k, v), repeats, max_mb)
 
@@ -51,7 +54,8 @@ def torch_sdpa(q, k, v, *, causal: bool, window: int | None, repeats: int) -> di
   if window is not None:
     i = torch.arange(t)[:, None]
     j = torch.arange(t)[None, :]
-    mask = (j >= i - window) & (j <= (i if causal else i + window))
+    left, right = window_extents(window, causal)
+    mask = (j >= i - left) & (j <= i + right)
   call = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=mask, is_causal=causal and mask is None)
   with torch.no_grad():
     fwd_ms = median_ms(lambda: call(tq, tk, tv), repeats, sync=lambda x: x)

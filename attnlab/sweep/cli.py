@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 
+from attnlab.errors import INPUT_ERRORS, fail
 from attnlab.sweep.grid import grid, parse_axis, point_config, point_overrides
 from attnlab.sweep.local import run_sweep
 
@@ -46,18 +47,17 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 def main(args, overrides) -> int:
   """Runs `attnlab sweep`; bad axes or config keys -> one line, exit 2."""
-  from attnlab.cli import INPUT_ERRORS, _fail
+  from attnlab.config_loading import load_config
   try:
     axes = [parse_axis(a) for a in args.axis]
     points = grid(axes)
-    from attnlab.config_loading import load_config
     load_config(point_config(args.config, points[0]), point_overrides(points[0], overrides))  # typos stop here
   except INPUT_ERRORS as e:
-    return _fail(str(e))
+    return fail(str(e))
   try:
     df = run_sweep(args.config, axes, args.workdir, overrides, jobs=args.jobs)
   except INPUT_ERRORS as e:
-    return _fail(str(e))
+    return fail(str(e))
   cols = [c for c in df.columns if c in dict(axes) or c in ("status", "wall_s") or c.startswith("eval/")]
   print(df[cols].to_string(index=False))
   return 0 if (df.status != "failed").all() else 1

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from attnlab.errors import INPUT_ERRORS
 from attnlab.sweep.grid import grid, point_config, point_name, point_overrides
 
 RESULT_FILE = "result.json"
@@ -25,12 +26,11 @@ def check_point(config_spec: str, overrides: Sequence[str]) -> str | None:
   """Loads and validates one point's config; None when it can run, else the one-line reason.
 
   A config key that does not exist raises (it is a typo in the sweep, not a result)."""
-  from attnlab.cli import INPUT_ERRORS
   from attnlab.config_loading import load_config
-  from attnlab.validation import validate_run
+  from attnlab.train.trainer import setup
   config = load_config(config_spec, overrides)  # unknown keys raise here
   try:
-    validate_run(config)
+    setup(config)  # every check before compiling (the point then trains in its own process)
   except INPUT_ERRORS as e:
     return str(e).splitlines()[0]
   return None

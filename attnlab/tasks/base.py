@@ -1,11 +1,18 @@
-"""The Task interface: a task's data, vocabulary, sequence length, loss and metrics.
+"""The Task interface: a task owns its inputs, its model choice, its loss and its metrics.
 
 A Task is built from the full ml_collections config and reads `config.task.*`
 (its keys and defaults are the class's `DEFAULTS`, documented in `HELP`),
 `config.train.batch_size` (global batch), `config.train.eval_batches` and
-`config.seed`. Every task here is token-in / token-out: the model maps inputs
-int32 [B, T] to logits [B, T, vocab_size] and the loss is a weighted next-token
-cross-entropy over the positions where `weights` is 1.
+`config.seed`. It declares:
+
+- `model`: the key of the model it needs in `attnlab.models.MODELS` ("lm",
+  "classifier", "forecaster", ...) and `model_kwargs()`, the facts that model needs
+  (vocabulary size, number of classes, horizon...);
+- `input_spec()`: the shapes and dtypes of one global batch (the trainer initialises
+  the model from `input_spec()["inputs"]`, as big_vision does from `element_spec`);
+- `metrics(outputs, batch)`: `{name: (sum, count)}` pairs, "loss" among them; the
+  trainer minimises sum / count of "loss" and evaluates exactly over all batches;
+- `example_count(batch)`: how many examples of a batch count (padding rows do not).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import abc
 from typing import Any, ClassVar, Mapping
 
 import grain
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -35,6 +43,7 @@ class Task(abc.ABC):
   """Abstract task. Subclasses set DEFAULTS / HELP and implement the abstract members."""
 
   name: ClassVar[str] = ""
+  model: ClassVar[str] = "lm"
   DEFAULTS: ClassVar[dict[str, Any]] = {}
   HELP: ClassVar[dict[str, str]] = {}
 
@@ -86,7 +95,61 @@ class Task(abc.ABC):
     if self.num_eval_batches < 1:
       raise ValueError(f"{self.name}: eval_batches must be >= 1, got {self.num_eval_batches}")
 
-  # ---- data ----------------------------------------------------------------
+  # ---- inputs and model ------------------------------------------------------
+
+  @abc.abstractmethod
+  def input_spec(self) -> dict[str, Any]:
+    """Shapes and dtypes of one global batch: {"inputs": ShapeDtypeStruct (or a pytree of
+    them), "targets": ..., "weights": ...}, leading axis config.train.batch_size."""
+
+  @abc.abstractmethod
+  def model_kwargs(self) -> dict[str, Any]:
+    """Keyword arguments the task's model builder needs (e.g. {"vocab_size": V})."""
+
+  @abc.abstractmethod
+  def train_iterator(self, shard_index: int | None = None,
+                     shard_count: int | None = None) -> grain.DatasetIterator:
+    """Infinite, checkpointable iterator of this host's training batches.
+
+    Yields dicts laid out as `input_spec()` with leading axis B_host = batch_size //
+    shard_count (shards default to the jax processes). Save / restore it with
+    `get_state()` / `set_state()` or with orbax (`attnlab.train.checkpoint` saves it with grain's handler).
+    """
+
+  @abc.abstractmethod
+  def eval_batches(self, shard_index: int | None = None,
+                   shard_count: int | None = None) -> list[Batch]:
+    """Deterministic list of this host's eval batches (same layout as training).
+
+    Together they hold every eval example once; padding rows have weight 0.
+    """
+
+  # ---- loss and metrics (jnp, jit-able) -------------------------------------
+
+  @abc.abstractmethod
+  def metrics(self, outputs: jnp.ndarray,
+              batch: Mapping[str, jnp.ndarray]) -> dict[str, metrics_lib.Pair]:
+    """{name: (sum, count)} float32 pairs for the model's `outputs` on `batch`; "loss" is required."""
+
+  def example_count(self, batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+    """Examples in `batch` that count: rows whose weights sum to more than 0."""
+    w = batch["weights"]
+    return jnp.sum((jnp.sum(w.reshape(w.shape[0], -1), axis=1) > 0).astype(jnp.float32))
+
+  def loss_fn(self, outputs: jnp.ndarray,
+              batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray, dict[str, metrics_lib.Pair]]:
+    """Returns (loss = sum / count of metrics["loss"], metrics) for jax.value_and_grad(has_aux=True)."""
+    m = self.metrics(outputs, batch)
+    return metrics_lib.ratio(m["loss"]), m
+
+
+class TokenTask(Task):
+  """A token-in task for the `lm` model: inputs / targets int [B, T], weights float [B, T].
+
+  Subclasses provide `vocab_size` and `seq_len`.
+  """
+
+  model: ClassVar[str] = "lm"
 
   @property
   @abc.abstractmethod
@@ -98,30 +161,18 @@ class Task(abc.ABC):
   def seq_len(self) -> int:
     """Model input length T of every example."""
 
-  @abc.abstractmethod
-  def train_iterator(self, shard_index: int | None = None,
-                     shard_count: int | None = None) -> grain.DatasetIterator:
-    """Infinite, checkpointable iterator of this host's training batches.
+  def input_spec(self) -> dict[str, Any]:
+    """inputs / targets int32 [B, T], weights float32 [B, T]."""
+    b, t = self.batch_size, self.seq_len
+    return {"inputs": jax.ShapeDtypeStruct((b, t), jnp.int32),
+            "targets": jax.ShapeDtypeStruct((b, t), jnp.int32),
+            "weights": jax.ShapeDtypeStruct((b, t), jnp.float32)}
 
-    Yields dicts with inputs / targets int32 [B_host, T] and weights float32
-    [B_host, T], B_host = batch_size // shard_count (shards default to the jax
-    processes). Save / restore it with `get_state()` / `set_state()` or with
-    orbax via `attnlab.data.checkpointing`.
-    """
+  def model_kwargs(self) -> dict[str, Any]:
+    """{"vocab_size": V}."""
+    return {"vocab_size": self.vocab_size}
 
-  @abc.abstractmethod
-  def eval_batches(self, shard_index: int | None = None,
-                   shard_count: int | None = None) -> list[Batch]:
-    """Deterministic list of this host's eval batches (same dict layout as training)."""
-
-  # ---- loss and metrics (jnp, jit-able) -------------------------------------
-
-  def metrics(self, logits: jnp.ndarray, batch: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-    """Scalar metrics for logits [B, T, V] and a batch: weighted `loss` (nats) and `accuracy`."""
-    return metrics_lib.token_metrics(logits, batch)
-
-  def loss_fn(self, logits: jnp.ndarray,
-              batch: Mapping[str, jnp.ndarray]) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-    """Returns (loss, metrics) with loss = metrics["loss"] (for jax.value_and_grad(has_aux=True))."""
-    m = self.metrics(logits, batch)
-    return m["loss"], m
+  def metrics(self, outputs: jnp.ndarray,
+              batch: Mapping[str, jnp.ndarray]) -> dict[str, metrics_lib.Pair]:
+    """Weighted next-token cross-entropy `loss` and `accuracy` for logits [B, T, V]."""
+    return metrics_lib.token_metrics(outputs, batch)

@@ -18,12 +18,12 @@ import numpy as np
 
 from attnlab.data import pipeline, text
 from attnlab.tasks import metrics as metrics_lib
-from attnlab.tasks.base import Batch, Task
+from attnlab.tasks.base import Batch, TokenTask
 from attnlab.tasks.registry import register_task
 
 
 @register_task("char_lm")
-class CharLMTask(Task):
+class CharLMTask(TokenTask):
   """Next-byte / next-char prediction on `config.task.path`; every position counts."""
 
   DEFAULTS = {"path": "", "vocab": "byte", "seq_len": 256, "val_fraction": 0.1, "vocab_file": ""}
@@ -116,8 +116,9 @@ class CharLMTask(Task):
     """"bits_per_byte" for vocab="byte", "bits_per_char" for vocab="char"."""
     return "bits_per_byte" if self.cfg.vocab == "byte" else "bits_per_char"
 
-  def metrics(self, logits: jnp.ndarray, batch: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-    """`loss` (nats), `accuracy`, and `bits_per_byte` / `bits_per_char` = loss / ln 2."""
+  def metrics(self, logits: jnp.ndarray,
+              batch: Mapping[str, jnp.ndarray]) -> dict[str, metrics_lib.Pair]:
+    """`loss` (nats), `accuracy`, and `bits_per_byte` / `bits_per_char` = loss / ln 2 pairs."""
     m = metrics_lib.token_metrics(logits, batch)
-    m[self.bits_metric] = metrics_lib.bits(m["loss"])
+    m[self.bits_metric] = metrics_lib.bits_pair(m["loss"])
     return m

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 import grain
 
 from attnlab.data import associative_recall, copying, induction_heads, pipeline
-from attnlab.tasks.base import Batch, Task
+from attnlab.tasks.base import Batch, TokenTask
 from attnlab.tasks.registry import register_task
 
 SYNTHETIC_HELP = {
@@ -26,7 +26,7 @@ SYNTHETIC_HELP = {
 }
 
 
-class SyntheticTask(Task):
+class SyntheticTask(TokenTask):
   """A task whose examples come from `generator(seed, index, **generator_kwargs())`."""
 
   generator: ClassVar[Callable[..., Batch]]

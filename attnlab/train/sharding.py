@@ -3,7 +3,8 @@
 Modules name their array axes logically ("batch", "embed", "heads", ...) with
 `nn.with_logical_partitioning` / `nn.with_logical_constraint`; the rules here map
 those names onto the mesh axes (data, fsdp, tensor). `config.mesh.rules`, when
-present, replaces the defaults: a list of `(logical_name, mesh_axis_or_axes_or_None)`.
+present, replaces the models' defaults (`attnlab.models.partitioning.DEFAULT_RULES`): a list
+of `(logical_name, mesh_axis_or_axes_or_None)`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-# Data parallel over (data, fsdp); parameters sharded over fsdp along "embed" and
-# over tensor along the head / hidden / vocabulary axes (Megatron style).
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("vocab", "tensor"),
-    ("layers", None),
-)
+from attnlab.models.partitioning import DEFAULT_RULES
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -74,7 +63,7 @@ def fit_shardings(abstract: Any, shardings: Any, logical: Any = None) -> tuple[A
   `abstract` is an unboxed tree of ShapeDtypeStructs, `shardings` the matching tree
   of NamedShardings and `logical` (optional) the matching logical PartitionSpecs.
   JAX needs evenly divisible shardings, so a dim like MQA's single kv head under
-  tensor=2 (or a vocabulary of 37 under tensor=2) is kept whole on every device
+  tensor=2 (or an output layer of 37 units under tensor=2) is kept whole on every device
   instead, which is the standard layout (Megatron replicates kv heads when
   kv_heads < tensor). Each such change is described in one line of `notes`, for the
   trainer to log; nothing is dropped silently.
@@ -113,10 +102,10 @@ def batch_shards(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
-def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh: dict of numpy [B, ...] -> dict of global jax.Arrays.
+def put_batch(batch: Any, sharding: NamedSharding) -> Any:
+  """Places a host batch on the mesh: a pytree of numpy [B, ...] -> the same of global jax.Arrays.
 
   Each process passes its own rows (with one process, the whole global batch);
   `jax.make_array_from_process_local_data` assembles the global arrays.
   """
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
 from attnlab.train import sharding as shd
 
@@ -23,7 +24,7 @@ from attnlab.train import sharding as shd
 class TrainState:
   """What a checkpoint holds besides the data iterator.
 
-  step: int32 scalar, the number of updates applied so far.
+  step: integer scalar, the number of updates applied so far.
   params: the model's parameters (plain arrays, logical boxes removed).
   opt_state: the optax state for `params`.
   model_state: the model's other variable collections, e.g. {"kmeans": ...} for
@@ -39,8 +40,19 @@ class TrainState:
     return {"params": self.params, **self.model_state}
 
 
-# Collections that are per-call scratch, never part of the train state.
-_TRANSIENT_COLLECTIONS = ("params", "cache", "intermediates")
+# Collections that are per-call scratch, never part of the train state ("losses" holds the
+# auxiliary losses variants sow, recomputed at every step).
+AUX_COLLECTION = "losses"
+TRANSIENT_COLLECTIONS = ("params", "cache", "intermediates", AUX_COLLECTION)
+
+
+def sown_losses(collection: Any) -> dict[str, jax.Array]:
+  """{NAME: total} from a "losses" collection: every value sown under NAME, in any layer, summed."""
+  totals: dict[str, jax.Array] = {}
+  for path, values in traverse_util.flatten_dict(dict(collection)).items():
+    for value in (values if isinstance(values, tuple) else (values,)):
+      totals[path[-1]] = totals.get(path[-1], 0.0) + jnp.sum(jnp.asarray(value, jnp.float32))
+  return totals
 
 
 def _get(cfg: Any, name: str, default: Any) -> Any:
@@ -84,25 +96,43 @@ def make_optimizer(train_cfg: Any) -> tuple[optax.GradientTransformation, optax.
   return adamw, schedule
 
 
-def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, int],
+def zeros_like_spec(spec: Any) -> Any:
+  """Zeros for a pytree of jax.ShapeDtypeStruct (a task's `input_spec()["inputs"]`)."""
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), spec)
+
+
+def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, inputs_spec: Any,
                  seed: int) -> Callable[[], TrainState]:
   """Returns `init() -> TrainState` with *boxed* params (nn.LogicallyPartitioned).
 
-  `input_shape` (B, T) is the shape of the int32 tokens the model is traced on.
-  Variable collections other than params (and the transient cache/intermediates)
-  become `model_state`. Params come from
+  `inputs_spec` is the task's `input_spec()["inputs"]` (a ShapeDtypeStruct or a pytree
+  of them): the model is traced on zeros of that shape and dtype, whatever the inputs
+  are (tokens, images, series). Variable collections other than params (and the
+  transient ones, TRANSIENT_COLLECTIONS) become `model_state`. Params come from
   `fold_in(key(seed), 0)`; the optimizer state is built on the boxed params so it
   carries the same logical annotations.
   """
   def init() -> TrainState:
     key = jax.random.fold_in(jax.random.key(seed), 0)
-    tokens = jnp.zeros(input_shape, jnp.int32)
-    variables = model.init({"params": key, "dropout": key}, tokens, deterministic=True)
+    variables = model.init({"params": key, "dropout": key}, zeros_like_spec(inputs_spec),
+                           deterministic=True)
     params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k not in _TRANSIENT_COLLECTIONS}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    model_state = {k: v for k, v in variables.items() if k not in TRANSIENT_COLLECTIONS}
+    return TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
                       model_state=model_state)
   return init
+
+
+def aux_loss_names(model: nn.Module, abstract: TrainState, inputs_spec: Any) -> list[str]:
+  """Names of the auxiliary losses `model` sows in a training forward pass (traced by
+  `jax.eval_shape` on the abstract state: nothing is computed or compiled)."""
+  def forward(variables):
+    _, sown = model.apply(variables, zeros_like_spec(inputs_spec), mutable=True,
+                          deterministic=False, rngs={"dropout": jax.random.key(0)})
+    return sown
+  plain = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract.variables())
+  sown = jax.eval_shape(forward, plain)
+  return sorted({path[-1] for path in traverse_util.flatten_dict(dict(sown.get(AUX_COLLECTION, {})))})
 
 
 def abstract_state(init_fn: Callable[[], TrainState], mesh, rules

@@ -1,47 +1,65 @@
-"""The jitted train and eval steps: sharded inputs and outputs, donated state."""
+"""The jitted train and eval steps: sharded inputs and outputs, donated state, auxiliary losses."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from attnlab.train.state import TrainState
+from attnlab.train.state import AUX_COLLECTION, TrainState, sown_losses
 
-Batch = dict[str, jax.Array]
+Batch = dict[str, Any]
+Pairs = dict[str, tuple[jax.Array, jax.Array]]
 Metrics = dict[str, jax.Array]
 
+def _ratio(pair) -> jax.Array:
+  total, count = pair
+  return total / jnp.maximum(count, 1e-8)
 
-def make_train_step(model: nn.Module, metrics_fn: Callable[[jax.Array, Batch], Metrics],
-                    tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    seed: int) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+
+def make_train_step(model: nn.Module, metrics_fn: Callable[[Any, Batch], Pairs],
+                    tx: optax.GradientTransformation, schedule: optax.Schedule, seed: int,
+                    aux_weights: Mapping[str, float] | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """Returns the (unjitted) step `(state, batch) -> (state, metrics)`.
 
-  batch: `inputs` int32 [B, T], `targets` int32 [B, T], `weights` float32 [B, T].
-  Differentiates `metrics_fn(logits, batch)["loss"]` (logits [B, T, V] from
-  `model.apply(..., deterministic=False)`), applies one optimizer update and
-  returns the task's scalar metrics plus `learning_rate` (used by this update) and
-  `grad_norm` (global L2 norm before clipping). The dropout key is
-  `fold_in(fold_in(key(seed), 1), step)`, so a resumed run draws the same masks.
-  Non-param collections (`state.model_state`) are applied as mutable and the
-  updated values kept (e.g. k-means centroids moved by EMA).
+  batch: the task's batch (`inputs` is whatever the model takes). The objective is
+  sum / count of `metrics_fn(outputs, batch)["loss"]` (outputs from
+  `model.apply(variables, batch["inputs"], deterministic=False)`) plus, for every
+  auxiliary loss NAME a variant sows into the "losses" collection (summed over layers),
+  `aux_weights[NAME] * value`. Returns the task's metrics (sum / count), `aux/NAME` for
+  each sown loss (unweighted), `objective` (what was differentiated, when any loss is sown), `learning_rate`
+  (used by this update) and `grad_norm` (global L2 norm before clipping). The dropout
+  key is `fold_in(fold_in(key(seed), 1), step)`, so a resumed run draws the same masks.
+  Non-param collections (`state.model_state`) are applied as mutable and the updated
+  values kept (e.g. k-means centroids moved by EMA).
   """
+  aux_weights = dict(aux_weights or {})
+
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), state.step)
-    mutable = sorted(state.model_state)
+    mutable = sorted(state.model_state) + [AUX_COLLECTION]
 
     def loss_fn(params):
       variables = {"params": params, **state.model_state}
-      kwargs = dict(deterministic=False, rngs={"dropout": dropout_key})
-      if mutable:
-        logits, model_state = model.apply(variables, batch["inputs"], mutable=mutable, **kwargs)
-      else:
-        logits, model_state = model.apply(variables, batch["inputs"], **kwargs), state.model_state
-      metrics = metrics_fn(logits, batch)
-      return metrics["loss"], (metrics, dict(model_state))
+      outputs, new_vars = model.apply(variables, batch["inputs"], mutable=mutable,
+                                      deterministic=False, rngs={"dropout": dropout_key})
+      new_vars = dict(new_vars)
+      aux = sown_losses(new_vars.pop(AUX_COLLECTION, {}))
+      missing = sorted(set(aux) - set(aux_weights))
+      if missing:
+        raise ValueError(f"the model sows auxiliary losses {missing} with no weight in "
+                         f"config.train.aux_loss_weights (has: {sorted(aux_weights)})")
+      pairs = metrics_fn(outputs, batch)
+      objective = _ratio(pairs["loss"]) + sum(aux_weights[k] * v for k, v in aux.items())
+      metrics = {k: _ratio(p) for k, p in pairs.items()}
+      metrics.update({f"aux/{k}": v for k, v in aux.items()})
+      if aux:
+        metrics["objective"] = objective
+      return objective, (metrics, {k: new_vars[k] for k in state.model_state})
 
     grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -54,17 +72,19 @@ def make_train_step(model: nn.Module, metrics_fn: Callable[[jax.Array, Batch], M
   return train_step
 
 
-def make_eval_step(model: nn.Module, metrics_fn: Callable[[jax.Array, Batch], Metrics]
-                   ) -> Callable[[Any, Batch], tuple[Metrics, jax.Array]]:
-  """Returns the (unjitted) step `(variables, batch) -> (metrics, weight)`.
+def make_eval_step(model: nn.Module, metrics_fn: Callable[[Any, Batch], Pairs],
+                   count_fn: Callable[[Batch], jax.Array]
+                   ) -> Callable[[Any, Batch], tuple[Pairs, jax.Array]]:
+  """Returns the (unjitted) step `(variables, batch) -> (pairs, examples)`.
 
-  variables: {"params": ..., **model_state} (`TrainState.variables()`). A
-  deterministic forward pass; `metrics` are the task's scalars for this batch and
-  `weight` is `sum(batch["weights"])`, for weighting batches when averaging.
+  variables: {"params": ..., **model_state} (`TrainState.variables()`). A deterministic
+  forward pass; `pairs` are the task's (sum, count) metrics for this batch and `examples`
+  is `count_fn(batch)`, the number of examples in it that count. Summed over batches they
+  give exact eval metrics.
   """
-  def eval_step(variables: Any, batch: Batch) -> tuple[Metrics, jax.Array]:
-    logits = model.apply(variables, batch["inputs"], deterministic=True)
-    return metrics_fn(logits, batch), jnp.sum(batch["weights"])
+  def eval_step(variables: Any, batch: Batch) -> tuple[Pairs, jax.Array]:
+    outputs = model.apply(variables, batch["inputs"], deterministic=True)
+    return metrics_fn(outputs, batch), count_fn(batch)
   return eval_step
 
 

@@ -22,8 +22,8 @@ from attnlab.train import metrics as mt
 from attnlab.train import sharding as shd
 from attnlab.train.checkpoint import Checkpointer
 from attnlab.train.mesh import make_mesh
-from attnlab.train.state import (TrainState, abstract_state, init_state, make_init_fn,
-                                 make_optimizer, param_count)
+from attnlab.train.state import (TrainState, abstract_state, aux_loss_names, init_state,
+                                 make_init_fn, make_optimizer, param_count)
 from attnlab.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step
 
 # Test hook: when set to a step number, the process SIGKILLs itself right after the
@@ -46,6 +46,8 @@ class _Run:
   shardings: TrainState
   batch_sharding: jax.sharding.NamedSharding
   eval_batches: list
+  input_spec: dict
+  aux_weights: dict
 
 
 def _every(value: Any) -> int:
@@ -53,14 +55,21 @@ def _every(value: Any) -> int:
   return int(value) if value is not None and int(value) > 0 else 0
 
 
-def _check_batch(name: str, batch: dict, rows: int, seq_len: int) -> None:
-  """Raises a one-line ValueError unless inputs/targets/weights are [rows, seq_len]."""
-  for key in ("inputs", "targets", "weights"):
-    if key not in batch:
-      raise ValueError(f"{name} batch has no {key!r} (keys: {sorted(batch)})")
-    shape = tuple(np.shape(batch[key]))
-    if shape[:2] != (rows, seq_len):
-      raise ValueError(f"{name} batch {key!r} has shape {shape}, expected ({rows}, {seq_len}, ...)")
+def _check_batch(name: str, batch: dict, spec: dict, rows: int) -> None:
+  """Raises a one-line ValueError unless `batch` matches the task's `input_spec()` layout
+  (same keys and trailing shapes, leading axis `rows`, same dtype kind)."""
+  flat_spec = dict(jax.tree_util.tree_flatten_with_path(spec)[0])
+  flat_batch = dict(jax.tree_util.tree_flatten_with_path(batch)[0])
+  for path, s in flat_spec.items():
+    key = jax.tree_util.keystr(path)
+    if path not in flat_batch:
+      raise ValueError(f"{name} batch has no {key} (the task's input_spec has it)")
+    value = flat_batch[path]
+    shape, want = tuple(np.shape(value)), (rows,) + tuple(s.shape[1:])
+    if shape != want:
+      raise ValueError(f"{name} batch {key} has shape {shape}, expected {want}")
+    if np.asarray(value).dtype.kind != np.dtype(s.dtype).kind:
+      raise ValueError(f"{name} batch {key} has dtype {np.asarray(value).dtype}, expected {s.dtype}")
 
 
 def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
@@ -68,6 +77,8 @@ def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
   tc = config.train
   if int(tc.steps) < 1:
     raise ValueError(f"config.train.steps must be >= 1, got {tc.steps}")
+  if not float(tc.learning_rate) > 0:
+    raise ValueError(f"config.train.learning_rate must be > 0, got {tc.learning_rate}")
   batch, shards = int(tc.batch_size), shd.batch_shards(mesh)
   if batch < 1 or batch % shards:
     raise ValueError(
@@ -91,15 +102,21 @@ def setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run
     task = build_task(config)
   task.validate()
   if model is None:
-    from attnlab.models import build_model
-    model = build_model(config.model, vocab_size=task.vocab_size, max_len=task.seq_len)
+    from attnlab.models import build_task_model
+    model = build_task_model(config.model, task)
   mesh = make_mesh(config.mesh)
   rules = shd.logical_rules(config)
   _check_config(config, mesh)
   tx, schedule = make_optimizer(config.train)
-  batch = int(config.train.batch_size)
-  init_fn = make_init_fn(model, tx, (batch, int(task.seq_len)), int(config.seed))
+  spec = task.input_spec()
+  init_fn = make_init_fn(model, tx, spec["inputs"], int(config.seed))
   abstract, shardings, notes = abstract_state(init_fn, mesh, rules)
+  aux_weights = dict(config.train.get("aux_loss_weights", None) or {})
+  with nn.logical_axis_rules(rules):
+    missing = sorted(set(aux_loss_names(model, abstract, spec["inputs"])) - set(aux_weights))
+  if missing:
+    raise ValueError(f"the model sows auxiliary losses {missing}: set their weights in "
+                     f"config.train.aux_loss_weights (e.g. --config.train.aux_loss_weights.{missing[0]}=0.01)")
   # The optimizer state mirrors the params: report each params-level change once.
   for note in notes:
     if " of .opt_state" not in note:
@@ -107,33 +124,36 @@ def setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run
   eval_batches = list(task.eval_batches())
   local_rows = shd.batch_shards(mesh) // jax.process_count()
   for i, b in enumerate(eval_batches):
-    rows = int(np.shape(b["inputs"])[0])
-    _check_batch(f"eval[{i}]", b, rows, int(task.seq_len))
+    rows = int(np.shape(jax.tree.leaves(b)[0])[0])
+    _check_batch(f"eval[{i}]", b, spec, rows)
     if rows % max(local_rows, 1):
       raise ValueError(f"eval batch {i} has {rows} rows, not divisible by mesh data*fsdp per process")
   return _Run(config, task, model, mesh, rules, tx, schedule, init_fn, abstract, shardings,
-              shd.batch_sharding(mesh), eval_batches)
+              shd.batch_sharding(mesh), eval_batches, spec, aux_weights)
 
 
 def _run_eval(eval_step, variables: Any, batches: list, sharding) -> dict[str, float]:
-  """Returns {"eval/<name>": mean} over `batches`, weighted by each batch's weight sum."""
+  """Exact eval metrics over `batches`: {"eval/<name>": Σ sum / Σ count, "eval/examples": N}.
+
+  Sums are accumulated in float64 on the host, so the result does not depend on how the
+  examples are split into batches.
+  """
   if not batches:
     return {}
   outs = jax.device_get([eval_step(variables, shd.put_batch(b, sharding)) for b in batches])
-  weights = np.asarray([float(w) for _, w in outs], np.float64)
-  if not weights.sum() > 0:
-    weights = np.ones_like(weights)
   result = {}
   for key in outs[0][0]:
-    values = np.asarray([float(m[key]) for m, _ in outs], np.float64)
-    result[f"eval/{key}"] = float(np.sum(values * weights) / np.sum(weights))
+    total = sum(np.float64(pairs[key][0]) for pairs, _ in outs)
+    count = sum(np.float64(pairs[key][1]) for pairs, _ in outs)
+    result[f"eval/{key}"] = float(total / count) if count > 0 else float("nan")
+  result["eval/examples"] = float(sum(np.float64(n) for _, n in outs))
   return result
 
 
 def _check_finite(host_metrics: list[tuple[int, dict]], checkpointer: Checkpointer) -> None:
   """Raises FloatingPointError naming the first step whose train loss is not finite."""
   for step, m in host_metrics:
-    loss = float(np.asarray(m["loss"]))
+    loss = float(np.asarray(m.get("objective", m["loss"])))
     if not np.isfinite(loss):
       raise FloatingPointError(
           f"non-finite loss at step {step} (loss={loss}); latest checkpoint: "
@@ -160,8 +180,8 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
 
   Writes WORKDIR/config.json, metrics.jsonl, TensorBoard events and checkpoints/.
-  Returns {"step": config.train.steps, "eval/loss": ..., "eval/accuracy": ..., ...}
-  (the task's metrics averaged over `task.eval_batches()`). Raises FloatingPointError
+  Returns {"step": config.train.steps, "eval/loss": ..., "eval/accuracy": ...,
+  "eval/examples": N} (the task's metrics, exact over all of `task.eval_batches()`). Raises FloatingPointError
   naming the step if the train loss becomes non-finite (checked at every log step
   and before every checkpoint, so no non-finite state is ever saved).
   """
@@ -192,9 +212,10 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
       mt.log(f"resumed from step {start}")
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       train_step = jit_train_step(
-          make_train_step(run.model, run.task.metrics, run.tx, run.schedule, int(config.seed)),
+          make_train_step(run.model, run.task.metrics, run.tx, run.schedule, int(config.seed),
+                          run.aux_weights),
           run.shardings, run.batch_sharding, run.rules)
-      eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics),
+      eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics, run.task.example_count),
                                 run.shardings.variables(), run.batch_sharding, run.rules)
 
       final: dict[str, float] = {}
@@ -209,7 +230,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
         except StopIteration:
           raise RuntimeError(f"train iterator ran out at step {step} of {total}") from None
         if step == start + 1:
-          _check_batch("train", batch, local_rows, int(run.task.seq_len))
+          _check_batch("train", batch, run.input_spec, local_rows)
         state, step_metrics = train_step(state, shd.put_batch(batch, run.batch_sharding))
         pending.append((step, step_metrics))
         progress.advance(step)
@@ -258,7 +279,7 @@ def evaluate(config: Any, workdir: str, *, task: Any = None, model: nn.Module | 
       raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       state = checkpointer.restore(run.abstract, step=step)
-      eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics),
+      eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics, run.task.example_count),
                                 run.shardings.variables(), run.batch_sharding, run.rules)
       result = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
   finally:

@@ -43,9 +43,15 @@ def oracle(name, hp, params, x, kv_valid=None):
     scores = jnp.einsum("bihd,bjhd->bhij", q, k) / np.sqrt(d)
   else:
     q, k = jax.nn.silu(q), jax.nn.silu(k)
-    # TransNormerLLM slopes for 2 heads (ALiBi series 2^(-8/H * (h+1))): 1/16, 1/256
-    slopes = np.array([2.0 ** (-8.0 * (n + 1) / h) for n in range(h)])
-    decay = np.exp(-slopes[:, None, None] * np.maximum(i - j, 0)[None])
+    layer, num_layers = hp.get("layer_index", 0), hp.get("num_layers", 1)
+    if hp.get("decay_schedule", "paper") == "paper":
+      # TransNormerLLM Eq. 10: lambda = exp(-(8h/H)(1 - l/L)), h = 1..H, l 0-based.
+      rates = np.array([8.0 * (n + 1) / h * (1.0 - layer / num_layers) for n in range(h)])
+    else:
+      # The released code: ALiBi slopes 2^(-8/H * (h+1)) times 1 - l/(L-1) + 1e-5 (1 + 1e-5 if L == 1).
+      factor = 1.0 - (layer / (num_layers - 1) if num_layers > 1 else 0.0) + 1e-5
+      rates = np.array([2.0 ** (-8.0 * (n + 1) / h) * factor for n in range(h)])
+    decay = np.exp(-rates[:, None, None] * np.maximum(i - j, 0)[None])
     scores = jnp.einsum("bihd,bjhd->bhij", q, k)
   allowed = (j <= i)[None, None]
   if kv_valid is not None:
@@ -69,7 +75,9 @@ def init_jit(name, hp, x):
 
 
 @pytest.mark.parametrize("name,extra", [("retention", {}), ("retention", {"positional": "none", "value_factor": 1}),
-                                        ("lightning", {})])
+                                        ("lightning", {}), ("lightning", {"layer_index": 1, "num_layers": 3}),
+                                        ("lightning", {"decay_schedule": "official", "layer_index": 1,
+                                                       "num_layers": 3})])
 def test_oracle_forward_and_grad(name, extra):
   hp = {**VARIANTS[name], **extra}
   x, _ = contract.make_inputs(length=14)  # 3 chunks of 4 + padding
@@ -134,20 +142,26 @@ def test_subquadratic_memory(name):
 
 
 def test_decay_rates():
-  """RetNet's gamma = 1 - 2^(-5 - h); TransNormerLLM's lambda = exp(-slope * layer factor)."""
+  """RetNet's gamma = 1 - 2^(-5 - h); TransNormerLLM's lambda = exp(-(8h/H)(1 - l/L)) (Eq. 10)
+  or, "official", exp(-slope_h * (1 - l/(L-1) + 1e-5)) with ALiBi slopes."""
   np.testing.assert_allclose(np.exp(np.asarray(retention_log_decay(4))), 1 - 2.0 ** -np.arange(5, 9), rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(lightning_log_decay(4)), -(2.0 ** -np.arange(2, 9, 2)), rtol=1e-6)
-  last = np.asarray(lightning_log_decay(4, layer_idx=3, num_layers=4))
+  np.testing.assert_allclose(np.asarray(lightning_log_decay(4)), -2.0 * np.arange(1, 5), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(lightning_log_decay(4, layer_index=3, num_layers=4)),
+                             -0.5 * np.arange(1, 5), rtol=1e-6)
+  official = np.asarray(lightning_log_decay(4, schedule="official"))
+  np.testing.assert_allclose(official, -(2.0 ** -np.arange(2, 9, 2)) * (1 + 1e-5), rtol=1e-6)
+  last = np.asarray(lightning_log_decay(4, layer_index=3, num_layers=4, schedule="official"))
   np.testing.assert_allclose(last, -(2.0 ** -np.arange(2, 9, 2)) * 1e-5, rtol=1e-4)
-  with pytest.raises(ValueError, match="layer_idx"):
-    x, _ = contract.make_inputs(length=4)
-    init_jit("lightning", dict(num_heads=2, layer_idx=2, num_layers=2), x)
+  with pytest.raises(ValueError, match="layer_index"):
+    lightning_log_decay(2, layer_index=2, num_layers=2)
+  with pytest.raises(ValueError, match="layer_index"):
+    build("lightning", num_heads=2, layer_index=2, num_layers=2)
 
 
 def test_long_sequence_decay_is_stable():
   """Strong decays over many chunks: the chunked form stays finite and equals the recurrence."""
   x, _ = contract.make_inputs(batch=1, length=300)
-  hp = dict(num_heads=8, chunk_size=64)  # lightning head 0 decays by e^-1 per step
+  hp = dict(num_heads=8, chunk_size=64)  # lightning heads decay by e^-1 .. e^-8 per step
   module, params = init_jit("lightning", hp, x)
   y = jax.jit(module.apply)(params, x * 10)
   y_rec = jax.jit(build("lightning", **{**hp, "form": "recurrent"}).apply)(params, x * 10)

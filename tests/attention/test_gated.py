@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from attnlab.attention import build, masks as M
-from attnlab.attention.ops.delta_rule import delta_rule_attention
+from attnlab.attention.ops.linear.delta_rule import delta_rule_attention
 from tests.attention import contract
 
 T = 20
@@ -204,7 +204,7 @@ def test_delta_rule_matches_definition():
 def test_gla_chunked_stable_under_strong_decay():
   """Strong gates (log alpha ~ -30 per step): the chunked form must stay finite and match
   the recurrence (a naive q exp(G) / k exp(-G) factorisation overflows here)."""
-  from attnlab.attention.ops.gla import gla_chunked, gla_recurrent
+  from attnlab.attention.ops.linear.gla import gla_chunked, gla_recurrent
   ks = jax.random.split(jax.random.key(0), 4)
   q, k = jax.random.normal(ks[0], (1, 64, 1, 4)), jax.random.normal(ks[1], (1, 64, 1, 4))
   v = jax.random.normal(ks[2], (1, 64, 1, 3))
@@ -220,7 +220,7 @@ def test_gla_chunked_stable_under_strong_decay():
 def test_mala_weights_sum_to_one_and_see_query_magnitude():
   """MALA's weights sum to one (constant values pass through unchanged), and unlike plain
   linear attention, scaling phi(q) changes the output (the point of the paper)."""
-  from attnlab.attention.ops.mala import mala_parallel
+  from attnlab.attention.ops.linear.mala import mala_parallel
   ks = jax.random.split(jax.random.key(0), 2)
   qf = jax.nn.elu(jax.random.normal(ks[0], (1, 12, 1, 4))) + 1
   kf = jax.nn.elu(jax.random.normal(ks[1], (1, 12, 1, 4))) + 1
@@ -273,8 +273,8 @@ def test_rejects_unsupported_options(name):
 def test_gla_op_matches_shared_linear_attention():
   """Cross-check with the shared linear-attention op (an independent implementation with a
   per-key-channel decay [B, T, H, Dk]): GLA's chunked form equals its parallel form."""
-  from attnlab.attention.ops.gla import gla_chunked
-  from attnlab.attention.ops.linear_attention import linear_attention_parallel
+  from attnlab.attention.ops.linear.gla import gla_chunked
+  from attnlab.attention.ops.linear.core import linear_attention_parallel
   ks = jax.random.split(jax.random.key(1), 4)
   q, k = jax.random.normal(ks[0], (2, 21, 2, 4)), jax.random.normal(ks[1], (2, 21, 2, 4))
   v = jax.random.normal(ks[2], (2, 21, 2, 3))
@@ -286,7 +286,7 @@ def test_gla_op_matches_shared_linear_attention():
 
 @pytest.mark.parametrize("n", [5, 13, 64])
 def test_solve_unit_lower_matches_numpy(n):
-  from attnlab.attention.ops.delta_rule import solve_unit_lower
+  from attnlab.attention.ops.linear.delta_rule import solve_unit_lower
   rng = np.random.default_rng(n)
   ell = np.eye(n) + np.tril(rng.normal(size=(2, n, n)) * 0.3, -1)
   rhs = rng.normal(size=(2, n, 3))

@@ -17,7 +17,7 @@ from tests.attention.test_softmax_like import allowed_np, alibi_np, output_and_g
 
 VARIANTS = {
     "moh": dict(num_heads=4, num_shared=1, top_k=2),
-    "diff": dict(num_heads=2, layer_index=3),
+    "diff": dict(num_heads=2, layer_index=2, num_layers=4),  # 0-based: lambda_init at depth l = 3
     "talking_heads": dict(num_heads=2, num_qk_heads=3, num_v_heads=4, head_dim=8),
     "diffqkv": dict(num_heads=4, num_k_heads=1, num_v_heads=2, k_head_dim=6, v_head_dim=10),
 }
@@ -75,7 +75,7 @@ def oracle(name, hp, variables, x, context=None, causal=True, positional="rope",
     y = o * jnp.concatenate(gates, -1)[..., None]
 
   elif name == "diff":
-    lam_init = 0.8 - 0.6 * math.exp(-0.3 * (hp["layer_index"] - 1))
+    lam_init = 0.8 - 0.6 * math.exp(-0.3 * hp.get("layer_index", 0))  # l - 1 = the 0-based index
     lam = (jnp.exp(jnp.dot(p["lambda_q1"], p["lambda_k1"])) - jnp.exp(jnp.dot(p["lambda_q2"], p["lambda_k2"]))
            + lam_init)
     hkv = v.shape[2]
@@ -147,7 +147,7 @@ def test_oracle_cross(name, causal):
 EXTRA_CASES = [
     ("moh", dict(num_heads=4, num_shared=0, top_k=2, num_kv_heads=2)),  # routing only, GQA
     ("moh", dict(num_heads=4, num_shared=3, top_k=1)),  # learned shared router (hs > 1)
-    ("diff", dict(num_heads=2, num_kv_heads=1, layer_index=1)),  # GQA pairs
+    ("diff", dict(num_heads=2, num_kv_heads=1, layer_index=0)),  # GQA pairs
     ("talking_heads", dict(num_heads=3, num_qk_heads=2, num_v_heads=2, head_dim=8)),
     ("diffqkv", dict(num_heads=4, num_k_heads=2, num_v_heads=1)),  # more K than V heads
 ]
@@ -189,16 +189,16 @@ def test_moh_load_balance_loss_is_sown():
   module = build("moh", **hp)
   variables = random_params(module, x)
   _, mut = module.apply(variables, x, mutable=["losses"])
-  (loss,) = mut["losses"]["moh_load_balance"]
+  (loss,) = mut["losses"]["load_balance"]
   pr = jax.nn.softmax(x @ variables["params"]["router_routed"], -1).reshape(-1, 3)
   sel = np.zeros_like(np.asarray(pr))
   np.put_along_axis(sel, np.argsort(-np.asarray(pr), -1)[:, :2], 1.0, -1)
-  ref = 3 * np.sum(sel.mean(0) * np.asarray(pr).mean(0))  # hr * sum_i f_i P_i
+  ref = np.sum(sel.mean(0) * np.asarray(pr).mean(0))  # sum_i f_i P_i (MoH Eq. 7)
   np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
   zero = jax.tree.map(lambda a: a, variables)
   zero["params"]["router_routed"] = jnp.zeros_like(zero["params"]["router_routed"])
   _, mut = module.apply(zero, x, mutable=["losses"])
-  np.testing.assert_allclose(float(mut["losses"]["moh_load_balance"][0]), 2.0, rtol=1e-6)  # = top_k
+  np.testing.assert_allclose(float(mut["losses"]["load_balance"][0]), 2 / 3, rtol=1e-6)  # = top_k / hr
   with pytest.raises(ValueError, match="top_k must be"):
     init("moh", dict(num_heads=4, num_shared=4, top_k=2), x)
 
@@ -220,10 +220,10 @@ def test_diffqkv_with_equal_heads_is_mha():
 
 
 def test_diff_lambda_init_schedule():
-  assert diff_lambda_init(1) == pytest.approx(0.2)
-  assert diff_lambda_init(12) == pytest.approx(0.8 - 0.6 * math.exp(-3.3))
-  with pytest.raises(ValueError, match="1-based"):
-    diff_lambda_init(0)
+  assert diff_lambda_init(0) == pytest.approx(0.2)  # 0-based layer index: l = 1
+  assert diff_lambda_init(11) == pytest.approx(0.8 - 0.6 * math.exp(-3.3))  # l = 12
+  with pytest.raises(ValueError, match="0-based"):
+    diff_lambda_init(-1)
 
 
 def test_unused_num_kv_heads_raises():

@@ -9,8 +9,8 @@ import pytest
 
 from attnlab.attention import build
 from attnlab.attention import masks as M
-from attnlab.attention.ops import feature_maps as fm
-from attnlab.attention.ops import linear_attention as la
+from attnlab.attention.ops.linear import feature_maps as fm
+from attnlab.attention.ops.linear import core as la
 from attnlab.attention.variants.linear import performer_projection
 from tests.attention import contract
 
@@ -171,8 +171,9 @@ def oracle(name, hp, params, x, context=None, causal=True, kv_valid=None):
   if name == "based":
     pos = np.broadcast_to(np.arange(t), (x.shape[0], t))
     qw, kw = _rope(_proj(x, p["window_query"]), pos), _rope(_proj(x, p["window_key"]), pos)
-    win = hp["window"] - 1
-    allowed_w = allowed & (j >= i - win) & (j <= i + win)
+    w = hp["window"]  # w keys, the query's own included: causal the last w, else centred
+    before, after = (w - 1, 0) if causal else (w // 2, w - 1 - w // 2)
+    allowed_w = allowed & (j >= i - before) & (j <= i + after)
     y = y + _softmax_window(qw, kw, _proj(x, p["window_value"]), allowed_w)
   return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
 
@@ -219,8 +220,8 @@ def _check_fwd_grad(name, hp, params, x, ref_fn, context=None, mask=None, grad_f
 def _padding(b, t):
   """A key-padding pattern: example 0 has a hole, example 1 a padded tail."""
   valid = np.ones((b, t), bool)
-  valid[0, 2:5] = False
-  valid[1, t - 2:] = False  # short enough that no based window row is fully masked
+  valid[0, 2:4] = False  # holes shorter than based's (centred) window of 3: no window row
+  valid[1, t - 1:] = False  # is fully masked
   return valid
 
 

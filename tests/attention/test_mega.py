@@ -140,7 +140,7 @@ def test_chunk_covering_sequence_is_full_attention():
 
 def test_ema_forms_with_state():
   """The three EMA op forms agree, including a nonzero initial state and the final state."""
-  from attnlab.attention.ops.mega_ema import ema
+  from attnlab.attention.ops.linear.mega_ema import ema
   ks = jax.random.split(jax.random.key(0), 6)
   x = jax.random.normal(ks[0], (2, 21, 3))
   coeffs = (jax.nn.sigmoid(jax.random.normal(ks[1], (3, 4))), jax.nn.sigmoid(jax.random.normal(ks[2], (3, 4))),

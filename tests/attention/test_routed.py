@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from attnlab.attention import build, masks as M
-from attnlab.attention.ops import block_select as BS
-from attnlab.attention.ops import routed as R
+from attnlab.attention.ops.sparse import block_select as BS
+from attnlab.attention.ops.sparse import routed as R
 from attnlab.attention.variants import routed
 from tests.attention import contract
 
@@ -305,7 +305,7 @@ def test_duo_oracle(alpha, threshold):
     variables = {"params": {**variables["params"], "alpha": jnp.asarray(alpha, jnp.float32)}}
   t = x.shape[1]
   i, j = np.arange(t)[:, None], np.arange(t)[None, :]
-  stream = (j <= i) & ((j >= i - hp["window"]) | (j < hp["num_sinks"]))
+  stream = (j <= i) & ((j >= i - hp["window"] + 1) | (j < hp["num_sinks"]))  # window: w keys incl. itself
   pos = np.arange(t)
 
   def oracle(p, x, ctx):

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from attnlab.attention import masks as M
-from attnlab.attention.ops import softmax as dispatch
+from attnlab.attention.ops import dispatch
+from attnlab.attention.ops.softmax import resolve_impl
 from attnlab.attention.ops import softmax_attention, softmax_attention_reference
 from attnlab.attention.ops.common import mask_flatten
-from attnlab.attention.ops.softmax_blocked import choose_block, plan_tiles, softmax_attention_blocked
-from attnlab.attention.ops.softmax_cudnn import cudnn_unsupported_reason, softmax_attention_cudnn, translate_mask
+from attnlab.attention.ops.softmax.blocked import choose_block, plan_tiles, softmax_attention_blocked
+from attnlab.attention.ops.softmax.cudnn import cudnn_unsupported_reason, softmax_attention_cudnn, translate_mask
 from attnlab.attention.positional import AlibiBias
 
 B, T, D = 2, 37, 8
@@ -193,13 +194,13 @@ def test_blocked_memory_is_linear_in_length():
 
 def test_unknown_impl_lists_valid_ones():
   q, k, v = _qkv(4, 4, 8, 8)
-  with pytest.raises(ValueError, match="valid: auto, reference, xla, cudnn, pallas"):
+  with pytest.raises(ValueError, match="valid: reference, xla, pallas, cudnn, auto"):
     softmax_attention(q, k, v, impl="flash")
 
 
 def test_pallas_is_a_clear_error():
   q, k, v = _qkv(4, 4, 8, 8)
-  with pytest.raises(ValueError, match="no Pallas softmax-attention kernel"):
+  with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'softmax'"):
     softmax_attention(q, k, v, impl="pallas")
 
 
@@ -207,12 +208,12 @@ def test_auto_falls_back_to_xla_and_logs_once(caplog):
   q, k, v = _qkv(4, 4, 8, 8)
   if cudnn_unsupported_reason(q, k, v, mask=M.Causal()) is None:
     pytest.skip("cudnn can run fp32 here; nothing to fall back from")
-  dispatch._log_fallback_once.cache_clear()
+  dispatch._LOGGED.clear()
   with caplog.at_level(logging.INFO, logger=dispatch.__name__):
     for _ in range(3):
-      assert dispatch.resolve_impl(q, k, v, mask=M.Causal()) == "xla"
+      assert resolve_impl(q, k, v, mask=M.Causal()) == "xla"
       softmax_attention(q, k, v, mask=M.Causal())
-  assert sum("uses 'xla'" in r.getMessage() for r in caplog.records) == 1
+  assert sum("chose 'xla'" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_cudnn_rejections_are_one_line_value_errors():

@@ -31,10 +31,11 @@ def allowed_np(name, hp, tq, tk, causal):
   i, j = np.arange(tq)[:, None], np.arange(tk)[None, :]
   a = np.ones((tq, tk), bool) if not causal else j <= i
   if name == "sliding_window":
-    w = hp["window"]
-    a = a & (j >= i - w) & ((j <= i) if causal else (j <= i + w))
+    w = hp["window"]  # w keys, the query's own included: causal the last w, else centred
+    before, after = (w - 1, 0) if causal else (w // 2, w - 1 - w // 2)
+    a = a & (j >= i - before) & (j <= i + after)
   if name == "sink_window":
-    a = (j <= i) & ((j >= i - hp["window"]) | (j < hp["num_sinks"]))
+    a = (j <= i) & ((j >= i - hp["window"] + 1) | (j < hp["num_sinks"]))
   return a
 
 

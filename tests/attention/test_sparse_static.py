@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from attnlab.attention import VARIANTS, build, masks
-from attnlab.attention.ops.sparse_static import bigbird_random_blocks
+from attnlab.attention.ops.sparse.static import bigbird_random_blocks
 from attnlab.attention.positional import alibi_slopes, apply_rope
 from tests.attention import contract
 
@@ -31,8 +31,8 @@ CONFIGS = {
                        ("w2_cycle", dict(window=2, dilations=(2, 5, 7), num_heads=4))],
     "longformer": [("first2", dict(window=4, num_global=2, block_size=8)),
                    ("indices", dict(window=3, global_indices=(5, 20), block_size=4))],
-    "bigbird": [("b4", dict(block_size=4, window_blocks=1, num_global_blocks=1, num_random_blocks=2)),
-                ("b3_g2", dict(block_size=3, window_blocks=2, num_global_blocks=2, num_random_blocks=3,
+    "bigbird": [("b4", dict(block_size=4, window_blocks=2, num_global_blocks=1, num_random_blocks=2)),
+                ("b3_g2", dict(block_size=3, window_blocks=3, num_global_blocks=2, num_random_blocks=3,
                                seed=7))],
     "strided": [("strided", dict(pattern="strided", stride=5)),
                 ("fixed", dict(pattern="fixed", stride=6, summary=2)),
@@ -61,6 +61,13 @@ def _pow2(d):
   return d > 0 and (d & (d - 1)) == 0
 
 
+def _in_window(d, w, causal):
+  """Distance d = query - key inside a window of w (the query's own included): causal the
+  last w (0 <= d <= w - 1); non-causal centred, floor(w/2) before, w - 1 - floor(w/2) after."""
+  before, after = (w - 1, 0) if causal else (w // 2, w - 1 - w // 2)
+  return -after <= d <= before
+
+
 def oracle_allowed(name, hp, h, i, j, nh, t, causal):
   """Whether query i may attend to key j in head h (of nh), sequence length t."""
   if causal and j > i:
@@ -70,16 +77,17 @@ def oracle_allowed(name, hp, h, i, j, nh, t, causal):
     return i // hp["block_size"] == j // hp["block_size"]
   if name == "dilated_window":
     r = hp["dilations"][h % len(hp["dilations"])]
-    return d % r == 0 and abs(d) <= (hp["window"] - 1) * r
+    return d % r == 0 and _in_window(d // r, hp["window"], causal)
   if name == "longformer":
     g = set(hp.get("global_indices") or range(hp.get("num_global", 1)))
-    return abs(d) <= hp["window"] or i in g or j in g
+    return _in_window(d, hp["window"], causal) or i in g or j in g
   if name == "bigbird":
-    b, wb, ng = hp["block_size"], hp["window_blocks"], hp["num_global_blocks"]
+    b, w, ng = hp["block_size"], hp["window_blocks"], hp["num_global_blocks"]
     bi, bj = i // b, j // b
     nb = -(-t // b)
-    rand = _random_blocks(hp.get("seed", 0), nh, nb, hp["num_random_blocks"], wb, ng, causal)
-    return abs(bi - bj) <= wb or bi < ng or bj < ng or bj in set(rand[h, bi].tolist())
+    reach = w - 1 if causal else w // 2  # random blocks are drawn outside |bi - bj| <= reach
+    rand = _random_blocks(hp.get("seed", 0), nh, nb, hp["num_random_blocks"], reach, ng, causal)
+    return _in_window(bi - bj, w, causal) or bi < ng or bj < ng or bj in set(rand[h, bi].tolist())
   if name == "strided":
     l, split = hp["stride"], hp.get("head_split", "split")
     if hp["pattern"] == "strided":
@@ -94,14 +102,14 @@ def oracle_allowed(name, hp, h, i, j, nh, t, causal):
     return a1 if h < -(-nh // 2) else a2
   if name == "power_attention":
     b = hp.get("block_size", 1)
-    dd = abs(i // b - j // b)
-    return dd < hp["window"] or _pow2(dd)
+    dd = i // b - j // b
+    return _in_window(dd, hp["window"], causal) or _pow2(abs(dd))
   if name == "s2_attention":
     b, nl = hp["block_size"], hp["local_blocks"]
     v = hp.get("vert_stride", 0) or nh
     off = 0 if hp.get("homo_head", False) else h * max(1, v // nh)
     bi, bj = i // b, j // b
-    return abs(bi - bj) < nl or (bj + off + 1) % v == 0
+    return _in_window(bi - bj, nl, causal) or (bj + off + 1) % v == 0
   raise KeyError(name)
 
 
@@ -250,7 +258,7 @@ def test_contract_grads_finite(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_contract_subquadratic(name):
-  assert VARIANTS.get(name).subquadratic
+  assert VARIANTS.get(name).cost.memory_exponent < 2  # memory; s2's compute is T^2/v (test_cost_contract)
   short, long = contract.check_subquadratic(name, {})
   print(f"{name}: temp {short / 2**20:.2f} MiB @1024 -> {long / 2**20:.2f} MiB @4096")
 
@@ -308,6 +316,8 @@ def test_power_attention_receptive_field_doubles():
     ("dilated_window", dict(dilations=(1, 0))),
     ("longformer", dict(global_indices=(99,))),
     ("bigbird", dict(num_random_blocks=-1)),
+    ("bigbird", dict(window_blocks=0)),
+    ("longformer", dict(window=0)),
     ("strided", dict(pattern="diagonal")),
     ("strided", dict(stride=4, summary=5)),
     ("strided", dict(num_heads=1)),

@@ -1,11 +1,14 @@
 """grain pipelines: infinite training iterator, exact restore (get/set_state and orbax), eval batches."""
 
 import functools
+import json
 
+import grain
+import grain.checkpoint  # noqa: F401  (registers grain's orbax handler, as attnlab.train.checkpoint does)
 import numpy as np
 import orbax.checkpoint as ocp
 
-from attnlab.data import checkpointing, pipeline
+from attnlab.data import pipeline
 from attnlab.data.associative_recall import mqar
 
 EXAMPLE = functools.partial(mqar, 5, vocab_size=64, seq_len=32, num_kv_pairs=4)
@@ -43,10 +46,11 @@ def test_get_set_state_reproduces_following_batches():
     fresh = _iterator(num_examples=num_examples)
     fresh.set_state(state)
     _assert_same(_take(fresh, 7), expected)
-    json_state = checkpointing.iterator_state_json(it)
+    json_state = json.dumps(it.get_state())  # the state is plain JSON (what the orbax handler writes)
     after = _take(it, 2)
-    _assert_same(_take(checkpointing.restore_iterator_state_json(_iterator(num_examples=num_examples),
-                                                                  json_state), 2), after)
+    again = _iterator(num_examples=num_examples)
+    again.set_state(json.loads(json_state))
+    _assert_same(_take(again, 2), after)
 
 
 def test_finite_pool_reshuffles_each_epoch():
@@ -83,7 +87,7 @@ def test_orbax_checkpoint_manager_roundtrip(tmp_path):
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
     mngr.save(3, args=ocp.args.Composite(**{
         "state": ocp.args.StandardSave({"w": np.arange(3.0)}),
-        checkpointing.DATA_ITEM: checkpointing.iterator_save_args(it)}))
+        "data": grain.checkpoint.CheckpointSave(item=it)}))
     mngr.wait_until_finished()
   expected = _take(it, 4)
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
@@ -91,7 +95,7 @@ def test_orbax_checkpoint_manager_roundtrip(tmp_path):
     fresh = _iterator()
     restored = mngr.restore(3, args=ocp.args.Composite(**{
         "state": ocp.args.StandardRestore({"w": np.zeros(3)}),
-        checkpointing.DATA_ITEM: checkpointing.iterator_restore_args(fresh)}))
+        "data": grain.checkpoint.CheckpointRestore(item=fresh)}))
   np.testing.assert_array_equal(restored["state"]["w"], np.arange(3.0))
-  assert (tmp_path / "ckpt" / "3" / checkpointing.DATA_ITEM / "process_0-of-1.json").exists()
-  _assert_same(_take(restored[checkpointing.DATA_ITEM], 4), expected)
+  assert (tmp_path / "ckpt" / "3" / "data" / "process_0-of-1.json").exists()
+  _assert_same(_take(restored["data"], 4), expected)

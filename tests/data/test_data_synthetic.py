@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attnlab.data import GENERATORS, copy, induction, mqar, selective_copy
+from attnlab.data import copy, induction, mqar, selective_copy
 from attnlab.data.associative_recall import mqar_gap_probs
 
 
@@ -48,6 +48,9 @@ def test_mqar_power_law_favours_short_gaps():
   first = [np.flatnonzero(mqar(0, i, vocab_size=256, seq_len=256, num_kv_pairs=4)["weights"]).min()
            for i in range(200)]
   assert np.median(first) < 2 * 4 + 2 * 30  # most queries land near the context
+
+
+GENERATORS = {"mqar": mqar, "copy": copy, "selective_copy": selective_copy, "induction": induction}
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))

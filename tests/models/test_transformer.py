@@ -20,10 +20,10 @@ def model_cfg(**kw):
 
 def test_hybrid_is_one_config_line():
   cfg = transformer_config(model_cfg(variant="sliding_window,mha", num_layers=4,
-                                     attn=ml_collections.ConfigDict({"window": 4})), vocab_size=11)
+                                     attn=ml_collections.ConfigDict({"window": 4})))
   assert cfg.layer_variants == ("sliding_window", "mha", "sliding_window", "mha")
-  assert cfg.layer_hparams("sliding_window")["window"] == 4
-  assert "window" not in cfg.layer_hparams("mha")
+  assert cfg.layer_hparams(0)["window"] == 4
+  assert "window" not in cfg.layer_hparams(1)
   model = build_model(model_cfg(variant="sliding_window,mha", num_layers=4,
                                 attn=ml_collections.ConfigDict({"window": 4})), vocab_size=11)
   tokens = jnp.arange(24).reshape(2, 12) % 11

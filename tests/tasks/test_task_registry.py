@@ -8,7 +8,8 @@ from attnlab.tasks import TASKS, Task, build_task, default_task_config
 
 
 def test_registered_names():
-  assert TASKS.names() == ["char_lm", "copy", "induction", "mqar", "selective_copy"]
+  assert {"char_lm", "copy", "induction", "mqar", "selective_copy", "listops"} <= set(TASKS.names())
+  assert TASKS.names() == sorted(TASKS.names())
   for name in TASKS.names():
     cls = TASKS.get(name)
     assert issubclass(cls, Task) and cls.name == name

@@ -72,6 +72,23 @@ class StandinTask:
       return out
     return grain.MapDataset.range(1 << 30).map(make)
 
+  model = "standin"
+
+  def input_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """inputs / targets int32 [B, T], weights float32 [B, T]."""
+    b, t = self.batch_size, self.seq_len
+    return {"inputs": jax.ShapeDtypeStruct((b, t), jnp.int32),
+            "targets": jax.ShapeDtypeStruct((b, t), jnp.int32),
+            "weights": jax.ShapeDtypeStruct((b, t), jnp.float32)}
+
+  def model_kwargs(self) -> dict[str, Any]:
+    """{"vocab_size": V}."""
+    return {"vocab_size": self.vocab_size}
+
+  def example_count(self, batch) -> jax.Array:
+    """Every row counts."""
+    return jnp.asarray(jax.tree.leaves(batch)[0].shape[0], jnp.float32)
+
   def train_iterator(self) -> grain.DatasetIterator:
     """Infinite checkpointable iterator of {inputs, targets int32 [B, T], weights f32 [B, T]}."""
     return iter(self._batches(int(self.config.seed)).to_iter_dataset())
@@ -81,14 +98,13 @@ class StandinTask:
     ds = self._batches(int(self.config.seed) + 1000)
     return [ds[i] for i in range(int(self.config.train.eval_batches))]
 
-  def metrics(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Weighted mean cross-entropy `loss` and `accuracy` over [B, T] positions."""
+  def metrics(self, logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, tuple]:
+    """(sum, count) pairs of the weighted cross-entropy `loss` and `accuracy` over [B, T]."""
     w = batch["weights"]
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
     correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-    denom = jnp.maximum(jnp.sum(w), 1e-9)
-    return {"loss": jnp.sum(nll * w) / denom, "accuracy": jnp.sum(correct * w) / denom}
+    return {"loss": (jnp.sum(nll * w), jnp.sum(w)), "accuracy": (jnp.sum(correct * w), jnp.sum(w))}
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
@@ -147,3 +163,88 @@ def build_standins(config: ml_collections.ConfigDict) -> tuple[StandinTask, Stan
   model = StandinLM(vocab_size=task.vocab_size, d_model=m.d_model, num_heads=m.num_heads,
                     head_dim=m.head_dim, mlp_dim=m.mlp_dim, dropout=m.dropout)
   return task, model
+
+
+class RegressionTask:
+  """Contract-following regression stand-in: float inputs [B, T, F], float targets [B, F]
+  (a fixed linear function of the inputs' mean over time plus noise), MSE loss.
+
+  The eval set has `eval_examples` examples, not a multiple of the batch: the last batch
+  is padded with weight-0 rows, so `eval/examples` must come out as `eval_examples`.
+  """
+
+  model = "regressor"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.seq_len, self.features = int(config.task.seq_len), int(config.task.features)
+    self.batch_size = int(config.train.batch_size)
+    self.eval_examples = int(config.task.get("eval_examples", 13))
+    self.w = np.random.default_rng(7).normal(size=(self.features, self.features)).astype(np.float32)
+
+  def validate(self) -> None:
+    """Nothing to check."""
+
+  def input_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """inputs float32 [B, T, F], targets float32 [B, F], weights float32 [B]."""
+    b, t, f = self.batch_size, self.seq_len, self.features
+    return {"inputs": jax.ShapeDtypeStruct((b, t, f), jnp.float32),
+            "targets": jax.ShapeDtypeStruct((b, f), jnp.float32),
+            "weights": jax.ShapeDtypeStruct((b,), jnp.float32)}
+
+  def model_kwargs(self) -> dict[str, Any]:
+    """{"features": F}."""
+    return {"features": self.features}
+
+  def _example(self, seed: int, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    x = rng.normal(size=(self.seq_len, self.features)).astype(np.float32)
+    y = x.mean(0) @ self.w + 0.01 * rng.normal(size=self.features).astype(np.float32)
+    return {"inputs": x, "targets": y.astype(np.float32), "weights": np.float32(1.0)}
+
+  def _batch(self, seed: int, indices) -> dict[str, np.ndarray]:
+    rows = [self._example(seed, i) if i is not None else
+            dict(self._example(seed, 0), weights=np.float32(0.0)) for i in indices]
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+  def train_iterator(self) -> grain.DatasetIterator:
+    """Infinite checkpointable iterator of fresh examples."""
+    b, seed = self.batch_size, int(self.config.seed)
+    ds = grain.MapDataset.range(1 << 30).map(lambda i: self._batch(seed, range(i * b, (i + 1) * b)))
+    return iter(ds.to_iter_dataset())
+
+  def eval_batches(self) -> list[dict[str, np.ndarray]]:
+    """Every eval example once; the last batch padded with weight-0 rows."""
+    b, n = self.batch_size, self.eval_examples
+    idx = list(range(n)) + [None] * (-n % b)
+    return [self._batch(int(self.config.seed) + 1000, idx[i:i + b]) for i in range(0, len(idx), b)]
+
+  def metrics(self, pred: jax.Array, batch: dict[str, jax.Array]) -> dict[str, tuple]:
+    """(sum, count) pairs of the weighted mean squared error."""
+    w = batch["weights"][:, None]
+    se = jnp.sum(w * (pred - batch["targets"]) ** 2)
+    return {"loss": (se, jnp.sum(w) * pred.shape[-1])}
+
+  def example_count(self, batch) -> jax.Array:
+    """Rows with weight > 0."""
+    return jnp.sum(batch["weights"] > 0).astype(jnp.float32)
+
+
+class Regressor(nn.Module):
+  """float inputs [B, T, F] -> [B, F]: a two-layer MLP on the mean over time."""
+  features: int
+  hidden: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    h = jax.nn.gelu(nn.Dense(self.hidden)(jnp.mean(x, axis=1)))
+    return nn.Dense(self.features)(h)
+
+
+def regression_config(**train_overrides: Any) -> ml_collections.ConfigDict:
+  """A config for `RegressionTask` (float inputs, MSE)."""
+  c = standin_config(**train_overrides)
+  c.task = ml_collections.ConfigDict(dict(name="regression", seq_len=6, features=3, eval_examples=13))
+  c.train.update(dict(steps=40, learning_rate=3e-2, eval_every=20, checkpoint_every=20))
+  c.train.update(train_overrides)
+  return c

@@ -13,7 +13,7 @@ from tests.train.standins import build_standins, standin_config
 
 TRAIN_KEYS = {"train/loss", "train/accuracy", "train/learning_rate", "train/grad_norm",
               "train/steps_per_sec"}
-EVAL_KEYS = {"eval/loss", "eval/accuracy"}
+EVAL_KEYS = {"eval/loss", "eval/accuracy", "eval/examples"}
 
 
 def _train(workdir, **overrides):
@@ -106,3 +106,37 @@ def test_poisoned_batch_names_its_step_and_is_never_checkpointed(tmp_path):
 def test_bad_batch_size_fails_before_compiling(tmp_path):
   with pytest.raises(ValueError, match="batch_size=0"):
     _train(tmp_path, train=dict(batch_size=0))
+
+
+def test_one_trainer_trains_a_float_input_regression_task(tmp_path):
+  """The trainer has no notion of tokens: float inputs, an MSE loss, a padded eval set."""
+  from tests.train.standins import RegressionTask, Regressor, regression_config
+  config = regression_config()
+  task = RegressionTask(config)
+  result = train(config, str(tmp_path), task=task, model=Regressor(features=3))
+  records = [r for r in read_metrics(str(tmp_path)) if "eval/loss" in r]
+  assert result["eval/examples"] == 13  # every eval example once, padding rows not counted
+  assert records[-1]["eval/loss"] < 0.5 * records[0]["eval/loss"] or records[-1]["eval/loss"] < 0.05
+  assert set(result) == {"step", "eval/loss", "eval/examples"}
+
+
+def test_eval_is_exact_over_examples_not_a_mean_of_batch_means(tmp_path):
+  """eval/loss equals the loss over all eval examples computed in one piece."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from attnlab.train.state import param_count  # noqa: F401  (the public state API stays)
+  from tests.train.standins import RegressionTask, Regressor, regression_config
+  config = regression_config(steps=4, eval_every=4, checkpoint_every=4)
+  task, model = RegressionTask(config), Regressor(features=3)
+  result = train(config, str(tmp_path), task=task, model=model)
+  import orbax.checkpoint as ocp
+  params = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / "4" / "state")["params"]
+  batches = task.eval_batches()
+  x = np.concatenate([b["inputs"] for b in batches])
+  y = np.concatenate([b["targets"] for b in batches])
+  w = np.concatenate([b["weights"] for b in batches])
+  pred = np.asarray(model.apply({"params": params}, jnp.asarray(x)))
+  want = float(np.sum(w[:, None] * (pred - y) ** 2) / (w.sum() * 3))
+  np.testing.assert_allclose(result["eval/loss"], want, rtol=1e-5)
+  del jax

@@ -29,6 +29,14 @@ def check_qkv(q, k, v) -> tuple[int, int, int, int, int, int]:
   return b, tq, k.shape[1], hq, hkv, d
 
 
+def check_equal_heads(q, k, v, name):
+  """check_qkv plus equal query and key/value heads (op `name` in the error); (B, Tq, Tk, H, D)."""
+  b, tq, tk, hq, hkv, d = check_qkv(q, k, v)
+  if hq != hkv:
+    raise ValueError(f"{name} needs equal query and key/value heads, got {hq} and {hkv}")
+  return b, tq, tk, hq, d
+
+
 def default_scale(head_dim: int, scale: float | None) -> float:
   """`scale` or head_dim ** -0.5."""
   return head_dim ** -0.5 if scale is None else scale

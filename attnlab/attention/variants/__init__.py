@@ -7,9 +7,11 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     linear,
     lowrank,
     mega,
+    neighborhood,
     routed,
     softmax,
     softmax_like,
     sparse_patterns,
     sparse_static,
+    swin,
 )

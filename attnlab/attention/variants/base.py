@@ -14,6 +14,8 @@ when decoding).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
+import hashlib
 
 import flax.linen as nn
 import jax
@@ -29,13 +31,62 @@ class AttentionConfig:
 
   num_heads: query heads; head_dim: per-head size (0 = d_model // num_heads);
   causal: causal self-attention (queries see keys at positions <= their own);
-  use_bias: biases in the projections; dtype: compute dtype name.
+  use_bias: biases in the projections; dtype: compute dtype name;
+  layer_index: this layer's 0-based index in the stack; num_layers: the stack's layer
+  count (the backbone sets both; variants with per-layer schedules, e.g. diff's
+  lambda_init, lightning's decay, bigbird's random blocks, read them).
   """
   num_heads: int = 4
   head_dim: int = 0
   causal: bool = True
   use_bias: bool = False
   dtype: str = "float32"
+  layer_index: int = 0
+  num_layers: int = 1
+
+  # Sizes that must be positive integers; a subclass lists in ZERO_ALLOWED the ones for
+  # which 0 is a documented setting (mega's chunk_size=0: full attention).
+  POSITIVE_SIZES: ClassVar[tuple[str, ...]] = ("num_heads", "chunk_size", "block_size", "window")
+  ZERO_ALLOWED: ClassVar[tuple[str, ...]] = ()
+
+  def __post_init__(self):
+    for name in self.POSITIVE_SIZES:
+      if not hasattr(self, name):
+        continue
+      value, low = getattr(self, name), 0 if name in self.ZERO_ALLOWED else 1
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(self.num_layers, int) or self.num_layers < 1:
+      raise ValueError(f"num_layers must be a positive integer, got {self.num_layers!r}")
+    if not isinstance(self.layer_index, int) or not 0 <= self.layer_index < self.num_layers:
+      raise ValueError(f"layer_index must be in [0, num_layers={self.num_layers}), got {self.layer_index!r}")
+
+
+def layer_seed(seed: int, layer_index: int) -> int:
+  """A per-layer seed in [0, 2^31): `seed` itself at layer 0, else a hash of (seed, layer).
+
+  Random structure drawn from it (bigbird's random blocks, performer's features) then
+  differs between layers and is reproducible for the same (seed, layer)."""
+  if layer_index == 0:
+    return int(seed)
+  digest = hashlib.blake2b(f"{int(seed)}/{int(layer_index)}".encode(), digest_size=4).digest()
+  return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def window_extents(window: int, causal: bool) -> tuple[int, int]:
+  """(left, right): how many keys before and after the query a window of `window` keys spans.
+
+  The library's one meaning of a window (flash-linear-attention's and Mistral's): a window
+  of w holds w keys including the query's own position. Causal: keys t - w + 1 .. t, so
+  (w - 1, 0). Non-causal: centred as NATTEN's and Longformer's, floor(w / 2) before and
+  w - 1 - floor(w / 2) after (odd w: symmetric). Near the sequence ends a window is
+  clipped, not shifted (fewer keys there). `masks.SlidingWindow(left=, right=)` takes these
+  extents; a variant's window w block-granular (bigbird, s2_attention) counts blocks."""
+  if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    raise ValueError(f"window must be a positive integer (keys seen, the query's own included), got {window!r}")
+  if causal:
+    return window - 1, 0
+  return window // 2, window - 1 - window // 2
 
 
 class AttentionModule(nn.Module):

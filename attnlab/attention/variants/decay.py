@@ -8,7 +8,7 @@ lightning: Qin et al., 2024, "Lightning Attention-2: A Free Lunch for Handling U
   2023, "TransNormerLLM": silu q/k, per-head ALiBi-slope decay, simple RMSNorm, output gate).
 
 Both imply the attention matrix A[i, j] = (q_i . k_j) lambda_h^(i - j) for j <= i and run
-through the shared core `attnlab.attention.ops.linear_attention` with log_decay [H]:
+through the shared core `attnlab.attention.ops.linear.core` with log_decay [H]:
 "chunked" is exactly Lightning Attention-2's tiling (intra-chunk [C, C] masked part plus
 the decayed inter-chunk state), "parallel" the materialised oracle, "recurrent" the
 decode path (state in the "cache" collection). Causal only: the decay is directional.
@@ -26,7 +26,7 @@ import numpy as np
 
 from attnlab.attention.positional import alibi_slopes, apply_rope
 from attnlab.attention.registry import register
-from attnlab.attention.variants.linear import LinearAttentionBase, LinearFamilyConfig
+from attnlab.attention.variants.linear_base import LinearAttentionBase, LinearFamilyConfig
 
 DECAY_PATTERNS = ("causal-self", "decode")
 
@@ -42,12 +42,16 @@ class RetentionConfig(LinearFamilyConfig):
   norm_eps: float = 1e-5
 
 
+LIGHTNING_SCHEDULES = ("paper", "official")
+
+
 @dataclasses.dataclass(frozen=True)
 class LightningConfig(LinearFamilyConfig):
-  """layer_idx, num_layers: TransNormerLLM's layer-dependent decay, slope_h * (1 - l / (L - 1)
-  + 1e-5) (factor 1 when num_layers == 1); norm_eps: epsilon of the simple RMSNorm."""
-  layer_idx: int = 0
-  num_layers: int = 1
+  """decay_schedule: the per-head, per-layer decay lambda (see `lightning_log_decay`):
+  "paper" (TransNormerLLM Eq. 10) | "official" (the released code's ALiBi-slope form);
+  both read layer_index / num_layers (set by the backbone). norm_eps: epsilon of the
+  simple RMSNorm."""
+  decay_schedule: str = "paper"
   norm_eps: float = 1e-6
 
 
@@ -56,14 +60,31 @@ def retention_log_decay(num_heads: int):
   return jnp.log1p(-(2.0 ** (-5.0 - np.arange(num_heads)))).astype(jnp.float32)
 
 
-def lightning_log_decay(num_heads: int, layer_idx: int = 0, num_layers: int = 1):
-  """-slope_h * layer factor: TransNormerLLM's decay lambda_h = exp(-slope_h) with ALiBi slopes. [H]."""
-  factor = 1.0 if num_layers <= 1 else 1.0 - layer_idx / (num_layers - 1) + 1e-5
-  return -alibi_slopes(num_heads) * factor
+def lightning_log_decay(num_heads: int, layer_index: int = 0, num_layers: int = 1,
+                        schedule: str = "paper"):
+  """log lambda_h of head h in layer l (l = layer_index, 0-based, of L = num_layers). [H] fp32.
+
+  "paper": TransNormerLLM (Qin et al., 2023/2024), Eq. 10:
+      lambda = exp(-(8h / H) * (1 - l / L)),  h = 1..H
+    (h is 1-based as in ALiBi and l 0-based, so no head of any layer loses its decay;
+    lower layers decay faster: smaller receptive fields, as the paper intends).
+  "official": OpenNLPLab's released TransNormerLLM / Lightning code:
+      lambda = exp(-s_h * (1 - l / (L - 1) + 1e-5)),  s_h the ALiBi slopes (2^(-8h/H) for H
+    a power of two); the factor is 1 + 1e-5 when L == 1.
+  """
+  if schedule not in LIGHTNING_SCHEDULES:
+    raise ValueError(f"decay_schedule must be one of {LIGHTNING_SCHEDULES}, got {schedule!r}")
+  if num_layers < 1 or not 0 <= layer_index < num_layers:
+    raise ValueError(f"need 0 <= layer_index < num_layers, got {layer_index}, {num_layers}")
+  if schedule == "paper":
+    rate = 8.0 * np.arange(1, num_heads + 1) / num_heads * (1.0 - layer_index / num_layers)
+    return jnp.asarray(-rate, jnp.float32)
+  factor = 1.0 - (layer_index / (num_layers - 1) if num_layers > 1 else 0.0) + 1e-5
+  return (-alibi_slopes(num_heads) * factor).astype(jnp.float32)
 
 
 @register("retention", family="decay", config=RetentionConfig, patterns=DECAY_PATTERNS,
-          paper="Sun et al., 2023", subquadratic=True)
+          paper="Sun et al., 2023", cost=("T*c", "T"))
 class Retention(LinearAttentionBase):
   """Multi-scale retention (RetNet eq. 8-9).
 
@@ -115,12 +136,13 @@ def group_norm(module: nn.Module, y, eps):
 
 
 @register("lightning", family="decay", config=LightningConfig, patterns=DECAY_PATTERNS,
-          paper="Qin et al., 2024", subquadratic=True)
+          paper="Qin et al., 2024", cost=("T*c", "T"))
 class LightningAttention(LinearAttentionBase):
   """TransNormerLLM's NormLinearAttention computed the Lightning Attention-2 way.
 
   Q = silu(X W_Q), K = silu(X W_K), V = X W_V, U = X W_U (per head, head_dim each);
-  O = ((Q K^T) . M) V with M[i, j] = lambda_h^(i - j) (j <= i), lambda_h = exp(-slope_h);
+  O = ((Q K^T) . M) V with M[i, j] = lambda_h^(i - j) (j <= i), lambda_h per head and
+  layer by cfg.decay_schedule (`lightning_log_decay`);
   out = W_O (U * SRMSNorm(O)), SRMSNorm(o) = o / sqrt(mean(o^2) + eps) over all heads'
   channels (no affine). No score scaling, as in the paper. LRPE (used in TransNormerLLM's
   first layer only) is not included.
@@ -130,8 +152,6 @@ class LightningAttention(LinearAttentionBase):
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
     self.check_call(context, decode)
-    if cfg.num_layers < 1 or not 0 <= cfg.layer_idx < cfg.num_layers:
-      raise ValueError(f"need 0 <= layer_idx < num_layers, got {cfg.layer_idx}, {cfg.num_layers}")
     b, t, d_model = x.shape
     hd = self.head_dim_for(d_model)
     h = cfg.num_heads
@@ -139,7 +159,7 @@ class LightningAttention(LinearAttentionBase):
     q, k = nn.silu(q), nn.silu(k)
     k = self.mask_keys(k, mask, self.cache_offset(decode))
     y = self.run_linear(q, k, v, decode=decode, normalize=False,
-                        log_decay=lightning_log_decay(h, cfg.layer_idx, cfg.num_layers))
+                        log_decay=lightning_log_decay(h, cfg.layer_index, cfg.num_layers, cfg.decay_schedule))
     yf = y.astype(jnp.float32)
     yf = yf * jax.lax.rsqrt(jnp.square(yf).mean(axis=(-2, -1), keepdims=True) + cfg.norm_eps)
     u = self.project_heads(x, h, hd, "gate")

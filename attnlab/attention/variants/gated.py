@@ -11,7 +11,7 @@ Each has three forms chosen by the `form` hyperparameter: "chunked" (default; O(
 memory, the sub-quadratic XLA path), "parallel" (the materialised [T, T] form: the
 oracle) and "recurrent" (token by token). Incremental decoding (decode=True) always uses
 the recurrent form with a constant-size state kept in the "cache" collection. The math
-lives in attnlab/attention/ops/{gla,delta_rule,mala}.py; these modules own projections,
+lives in attnlab/attention/ops/linear/{gla,delta_rule,mala}.py; these modules own projections,
 gates and norms.
 
 Masks: these variants accept `mask=None` or a `masks.KeyPadding` (invalid keys write
@@ -30,44 +30,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attnlab.attention import masks as M
-from attnlab.attention.ops.delta_rule import delta_rule_attention
-from attnlab.attention.ops.gla import gla_attention
-from attnlab.attention.ops.mala import init_state as mala_init_state
-from attnlab.attention.ops.mala import mala_attention, mala_recurrent
+from attnlab.attention.ops.linear.delta_rule import delta_rule_attention
+from attnlab.attention.ops.linear.gla import gla_attention
+from attnlab.attention.ops.linear.mala import init_state as mala_init_state
+from attnlab.attention.ops.linear.mala import mala_attention, mala_recurrent
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule, Projection
-
-FORMS = ("chunked", "parallel", "recurrent")
-
-
-# ---- shared helpers ----------------------------------------------------------------
-def key_valid_from_mask(variant: str, mask, batch: int, length: int, offset=0):
-  """bool [B, length] key validity from a KeyPadding mask (None for no mask).
-
-  `offset` is this call's first absolute position (a decode step's cache index): the
-  mask's kv_valid covers the whole sequence. Any other mask raises ValueError.
-  """
-  if mask is None:
-    return None
-  if isinstance(mask, M.KeyPadding):
-    valid = jnp.asarray(mask.kv_valid, bool)
-    valid = jnp.broadcast_to(valid, (batch, valid.shape[-1]))
-    return jax.lax.dynamic_slice_in_dim(valid, offset, length, axis=1)
-  raise ValueError(f"variant {variant!r} supports only mask=None or masks.KeyPadding (its causal "
-                   f"structure is built into the recurrence); got {type(mask).__name__}")
-
-
-def check_no_positions(variant: str, positions):
-  """Raises: these variants have no positional encoding to apply `positions` to."""
-  if positions is not None:
-    raise ValueError(f"variant {variant!r} has no positional encoding (order enters through the "
-                     "recurrence); pass positions=None")
-
-
-def check_form(form: str):
-  if form not in FORMS:
-    raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+from attnlab.attention.variants.common import check_form, check_no_positions, key_valid_from_mask
 
 
 def _logical(init, axes):
@@ -146,7 +115,7 @@ class GLAConfig(AttentionConfig):
 
 
 @register("gla", family="gated", config=GLAConfig, patterns=("causal-self", "decode"),
-          paper="Yang et al., 2024", subquadratic=True)
+          paper="Yang et al., 2024", cost=("T*c", "T"))
 class GLA(_StatefulLinear):
   """Gated Linear Attention (Yang et al., 2024), Sec. 4 of the paper:
 
@@ -215,7 +184,7 @@ def _l2norm(x, eps=1e-6):
 
 
 @register("deltanet", family="gated", config=DeltaNetConfig, patterns=("causal-self", "decode"),
-          paper="Schlag et al., 2021; Yang et al., 2024", subquadratic=True)
+          paper="Schlag et al., 2021; Yang et al., 2024", cost=("T*c", "T"))
 class DeltaNet(_StatefulLinear):
   """DeltaNet: the delta rule S_t = S_{t-1}(I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
   o_t = S_t q_t (Schlag et al., 2021; chunked with the WY representation of Yang et al., 2024).
@@ -269,11 +238,11 @@ class MALAConfig(AttentionConfig):
 
 @register("mala", family="linear", config=MALAConfig,
           patterns=("causal-self", "noncausal-self", "decode"), paper="Fan et al., 2025",
-          subquadratic=True)
+          cost=("T", "T"))
 class MALA(_StatefulLinear):
   """Magnitude-Aware Linear Attention (Fan et al., 2025): phi = elu + 1 features,
   o_i = beta_i phi(q_i) S - gamma_i sum_j v_j with beta_i = 1 + 1/Z_i, gamma_i = Z_i / N
-  (see attnlab/attention/ops/mala.py for the equations), then an output gate (a linear
+  (see attnlab/attention/ops/linear/mala.py for the equations), then an output gate (a linear
   projection multiplied in, as the official code's `o`) and W_o.
 
   Deviations from the official (vision) block: no LePE depthwise-conv branch and no RoPE
@@ -313,5 +282,4 @@ class MALA(_StatefulLinear):
     return self.project_out(o.astype(self.compute_dtype) * gate, d_model)
 
 
-__all__ = ["GLA", "DeltaNet", "MALA", "GLAConfig", "DeltaNetConfig", "MALAConfig", "HeadNorm",
-           "key_valid_from_mask", "check_no_positions"]
+__all__ = ["GLA", "DeltaNet", "MALA", "GLAConfig", "DeltaNetConfig", "MALAConfig", "HeadNorm"]

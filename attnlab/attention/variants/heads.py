@@ -26,12 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
-from attnlab.attention.ops.differential import differential_attention
-from attnlab.attention.ops.softmax import softmax_attention
-from attnlab.attention.ops.talking_heads import talking_heads_attention
+from attnlab.attention.ops.softmax import differential_attention, softmax_attention, talking_heads_attention
 from attnlab.attention.registry import PATTERNS, register
-from attnlab.attention.variants.softmax import SoftmaxAttention, SoftmaxConfig
-from attnlab.attention.variants.softmax_like import alibi_bias, check_positional, rope_and_cache
+from attnlab.attention.variants.common import alibi_bias, check_positional, rope_and_cache
+from attnlab.attention.variants.softmax_base import SoftmaxAttention, SoftmaxConfig
 
 
 def _kernel_init(axes):
@@ -93,18 +91,22 @@ def moh_gates(x, w_shared, w_routed, w_type, num_shared: int, top_k: int):
 
 
 def moh_load_balance_loss(p, sel):
-  """MoH's load-balance loss over routed heads (Jin et al., 2024, Eq. 7; official code):
+  """MoH's load-balance loss over the routed heads (Jin et al., 2024, Eq. 7):
 
-  L_b = hr * sum_i f_i P_i,  f_i = mean over tokens of sel_i,  P_i = mean of p_i,
-  p, sel [B, T, hr]. Equals top_k when routing is uniform. Returns a scalar.
+  L_b = sum_{i routed} f_i P_i,  f_i = (1/T) sum_t 1[token t selects head i] (mean of sel_i),
+  P_i = (1/T) sum_t softmax(W_r x_t)_i (mean of p_i), T every token of the batch.
+  p, sel [B, T, hr] -> fp32 scalar. Equals top_k / hr when routing is uniform. f_i is
+  piecewise constant (top-k), so the gradient reaches the router through P_i. (The
+  Switch-Transformer-style hr * sum f_i P_i is this loss with an hr-times larger weight.)
   """
   hr = p.shape[-1]
-  f = jnp.mean(sel.reshape(-1, hr), axis=0)
-  pm = jnp.mean(p.reshape(-1, hr), axis=0)
-  return hr * jnp.sum(f * pm)
+  f = jnp.mean(sel.reshape(-1, hr).astype(jnp.float32), axis=0)
+  pm = jnp.mean(p.reshape(-1, hr).astype(jnp.float32), axis=0)
+  return jnp.sum(f * pm)
 
 
-@register("moh", family="heads", config=MoHConfig, patterns=PATTERNS, paper="Jin et al., 2024 (MoH)")
+@register("moh", family="heads", config=MoHConfig, patterns=PATTERNS, paper="Jin et al., 2024 (MoH)",
+          cost=("T^2", "T"))
 class MoHAttention(SoftmaxAttention):
   """Mixture-of-Head attention: per-token weighted sum over shared + top-k routed heads.
 
@@ -113,11 +115,11 @@ class MoHAttention(SoftmaxAttention):
   the query token (so decoding and cross-attention work as for mha). Router params
   `router_shared` [d, hs] (only when hs > 1), `router_routed` [d, hr], `router_type`
   [d, 2]. The load-balance loss (`moh_load_balance_loss`, unweighted) is sown as
-  `losses/moh_load_balance` (flax's sow: a tuple, one entry per call) whenever the
-  "losses" collection is mutable (`apply(..., mutable=["losses"])`; not during init); the
-  trainer adds `coef * sum(jax.tree.leaves(losses))`. It averages
-  over every query token in the batch (padding queries included: a Mask only describes
-  keys). The XLA path computes every head and zeroes unselected ones, so there is no
+  `losses/load_balance` (flax's sow: a tuple, one entry per call) whenever the "losses"
+  collection is mutable (`apply(..., mutable=["losses"])`; not during init); the trainer
+  adds `config.train.aux_loss_weights["load_balance"]` times its sum over layers (the
+  paper uses 0.01). It averages over every query token in the batch (padding queries
+  included: a Mask only describes keys). The XLA path computes every head and zeroes unselected ones, so there is no
   compute saving here (a kernel could skip them).
   """
 
@@ -154,7 +156,7 @@ class MoHAttention(SoftmaxAttention):
     w_type = router(2, "router_type") if hs > 0 and hr > 0 else None
     gates, aux = moh_gates(x, w_shared, w_routed, w_type, hs, cfg.top_k)
     if aux is not None and not self.is_initializing():  # init's variables stay params (+ cache)
-      self.sow("losses", "moh_load_balance", moh_load_balance_loss(*aux))
+      self.sow("losses", "load_balance", moh_load_balance_loss(*aux))
     y = (o.astype(jnp.float32) * gates[..., None]).astype(o.dtype)
     return self.project_out(y, d_model)
 
@@ -163,24 +165,38 @@ class MoHAttention(SoftmaxAttention):
 
 @dataclasses.dataclass(frozen=True)
 class DiffConfig(SoftmaxConfig):
-  """layer_index: 1-based depth l of this layer, sets lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1));
-  lambda_std: init std of the lambda vectors; norm_eps: the per-head RMSNorm epsilon.
-  num_heads counts differential heads (each has two query/key heads of head_dim and one
-  value head of 2 * head_dim; head_dim 0 = d_model // (2 * num_heads))."""
-  layer_index: int = 1
+  """lambda_init: < 0 (default) = the paper's per-layer schedule from `layer_index` (see
+  `diff_lambda_init`); a value in [0, 1) fixes it for this layer. lambda_std: init std of
+  the lambda vectors; norm_eps: the per-head RMSNorm epsilon. num_heads counts
+  differential heads (each has two query/key heads of head_dim and one value head of
+  2 * head_dim; head_dim 0 = d_model // (2 * num_heads)). layer_index is 0-based (the
+  backbone sets it; AttentionConfig)."""
+  lambda_init: float = -1.0
   lambda_std: float = 0.1
   norm_eps: float = 1e-5
 
 
 def diff_lambda_init(layer_index: int) -> float:
-  """lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1)) (Ye et al., 2024, Sec. 2.1), l >= 1."""
-  if layer_index < 1:
-    raise ValueError(f"layer_index is 1-based, got {layer_index}")
-  return 0.8 - 0.6 * math.exp(-0.3 * (layer_index - 1))
+  """lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1)) with l = layer_index + 1 the 1-based depth
+  (Ye et al., 2024, Sec. 2.1; the official code's `lambda_init_fn(depth)` with 0-based
+  depth). layer_index >= 0; 0.2 at the first layer, -> 0.8 deep in the stack."""
+  if layer_index < 0:
+    raise ValueError(f"layer_index is 0-based and must be >= 0, got {layer_index}")
+  return 0.8 - 0.6 * math.exp(-0.3 * layer_index)
+
+
+def diff_layer_lambda_init(cfg: DiffConfig) -> float:
+  """cfg.lambda_init when set (>= 0, must be < 1), else the schedule at cfg.layer_index."""
+  if cfg.lambda_init < 0:
+    return diff_lambda_init(cfg.layer_index)
+  if cfg.lambda_init >= 1:
+    raise ValueError(f"diff: lambda_init must be in [0, 1) (or < 0 for the per-layer schedule), "
+                     f"got {cfg.lambda_init}")
+  return float(cfg.lambda_init)
 
 
 @register("diff", family="heads", config=DiffConfig, patterns=PATTERNS,
-          paper="Ye et al., 2024 (Differential Transformer)")
+          paper="Ye et al., 2024 (Differential Transformer)", cost=("T^2", "T"))
 class DiffAttention(SoftmaxAttention):
   """Differential attention (Ye et al., 2024, Eqs. 1-3):
 
@@ -209,7 +225,7 @@ class DiffAttention(SoftmaxAttention):
       raise ValueError(f"diff: d_model ({d_model}) is not divisible by 2 * num_heads ({2 * h})")
     else:
       hd = d_model // (2 * h)
-    lam_init = diff_lambda_init(cfg.layer_index)
+    lam_init = diff_layer_lambda_init(cfg)
     src = x if context is None else context
     q = self.project_heads(x, 2 * h, hd, "query")  # heads (2i, 2i+1) = (Q1, Q2) of head i
     k = self.project_heads(src, 2 * hkv, hd, "key", "kv_heads")
@@ -253,7 +269,7 @@ def _mix_init(key, shape, dtype=jnp.float32):
 
 
 @register("talking_heads", family="heads", config=TalkingHeadsConfig, patterns=PATTERNS,
-          paper="Shazeer et al., 2020")
+          paper="Shazeer et al., 2020", cost=("T^2", "T"))
 class TalkingHeadsAttention(SoftmaxAttention):
   """Talking-heads attention (Shazeer et al., 2020, Alg. 1): logits of h_k query/key heads
   are mixed into h softmax heads by `logits_mix` [h_k, h]; the weights are mixed into h_v
@@ -304,7 +320,7 @@ def _expand_heads(x, heads: int):
 
 
 @register("diffqkv", family="heads", config=DiffQKVConfig, patterns=PATTERNS,
-          paper="Lin et al., 2025 (Sigma, DiffQKV)")
+          paper="Lin et al., 2025 (Sigma, DiffQKV)", cost=("T^2", "T"))
 class DiffQKVAttention(SoftmaxAttention):
   """DiffQKV attention (Lin et al., 2025, Sigma, Sec. 2): Q, K and V with their own head
   counts and sizes ("differentially compressed KV": typically fewer and smaller K heads

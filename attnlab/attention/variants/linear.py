@@ -15,8 +15,10 @@ Every variant has three forms of the same map, chosen by `form`: "chunked" (defa
 O(T) chunk-parallel XLA path), "parallel" (the materialised [T, T] oracle) and
 "recurrent" (a token scan); decoding always runs the recurrent form from the
 constant-size state kept in the "cache" collection ("state" [B, H, F, Dv(+1)] and
-"cache_index"). The math lives in `attnlab.attention.ops.linear_attention` and
-`attnlab.attention.ops.feature_maps`; the modules here only project and pick features.
+"cache_index"). The math lives in `attnlab.attention.ops.linear.core` and
+`attnlab.attention.ops.linear.feature_maps`; the modules here only project and pick
+features; the config and module base they share with variants/decay.py are in
+variants/linear_base.py.
 
 `mask`: only key-padding masks (`masks.KeyPadding`, and-combinations of them) can be
 honoured by a linear map (the padded keys' features are zeroed, which removes exactly
@@ -33,24 +35,15 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
-from attnlab.attention.ops import feature_maps as fm
-from attnlab.attention.ops.linear_attention import (FORMS, linear_attention,
-                                                    linear_attention_recurrent)
+from attnlab.attention.ops.linear import feature_maps as fm
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import apply_rope
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.base import layer_seed, window_extents
+from attnlab.attention.variants.linear_base import LinearAttentionBase, LinearFamilyConfig
 
 
 # ---- hyperparameters ----------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class LinearFamilyConfig(AttentionConfig):
-  """form: "chunked" (default, O(T) memory) | "parallel" (materialised oracle, O(T^2)) |
-  "recurrent" (token-by-token scan); chunk_size: chunk length of the chunked form."""
-  form: str = "chunked"
-  chunk_size: int = 64
-
-
 @dataclasses.dataclass(frozen=True)
 class NormalizedConfig(LinearFamilyConfig):
   """eps: added to the normaliser's denominator phi(q) . sum_j phi(k_j)."""
@@ -68,10 +61,11 @@ class LinearConfig(NormalizedConfig):
 @dataclasses.dataclass(frozen=True)
 class PerformerConfig(NormalizedConfig):
   """num_features: random features M per head; feature_seed: seed of the random
-  projection. Redraw policy: the projection is a pure function of (feature_seed,
-  num_features, head_dim), identical in every call, train or eval; it is never redrawn
-  (a recurrent state is only meaningful under fixed features). To redraw, change
-  feature_seed (e.g. from the training loop)."""
+  projection, mixed with layer_index (`variants.base.layer_seed`: layer 0 uses it as is)
+  so each layer draws its own features. Redraw policy: the projection is a pure function
+  of (feature_seed, layer_index, num_features, head_dim), identical in every call, train
+  or eval; it is never redrawn (a recurrent state is only meaningful under fixed
+  features). To redraw, change feature_seed (e.g. from the training loop)."""
   num_features: int = 64
   feature_seed: int = 0
 
@@ -90,7 +84,7 @@ class CosformerConfig(NormalizedConfig):
 class BasedConfig(NormalizedConfig):
   """feature_dim: per-head q/k projection size F fed to the Taylor map (1 + F + F^2
   features); window: tokens each query sees in the softmax window branch (itself
-  included; non-causal: window - 1 on each side); rope_base: RoPE base of the window
+  included; `variants.base.window_extents`: causal the last w, non-causal centred); rope_base: RoPE base of the window
   branch; impl: softmax op implementation for the window branch."""
   feature_dim: int = 16
   window: int = 64
@@ -98,85 +92,12 @@ class BasedConfig(NormalizedConfig):
   impl: str = "auto"
 
 
-# ---- shared module machinery --------------------------------------------------------------------
-def key_padding_valid(mask, variant: str, batch: int, length: int, offset=0):
-  """bool [B, length] from a KeyPadding mask (or and-combination), or None for mask=None.
-
-  `kv_valid` is indexed by absolute key position: a decode step's keys (at `offset`..)
-  are sliced out of a longer array. Any other mask raises ValueError.
-  """
-  if mask is None:
-    return None
-  parts, stack = [], [mask]
-  while stack:
-    m = stack.pop()
-    if isinstance(m, M.And):
-      stack += [m.a, m.b]
-    elif isinstance(m, M.KeyPadding):
-      parts.append(jnp.asarray(m.kv_valid, bool))
-    else:
-      raise ValueError(f"variant {variant!r} is linear attention: it can honour only key-padding "
-                       f"masks (masks.KeyPadding), got {type(m).__name__}")
-  valid = parts[0]
-  for p in parts[1:]:
-    valid = valid & p
-  valid = jnp.broadcast_to(valid, (batch, valid.shape[1]))
-  if valid.shape[1] != length:
-    valid = jax.lax.dynamic_slice_in_dim(valid, offset, length, axis=1)
-  return valid
-
-
-class LinearAttentionBase(AttentionModule):
-  """Shared plumbing for linear / decay variants: form checks, key padding, decode state."""
-
-  def check_call(self, context, decode):
-    """Pattern check plus the linear-specific ones (form; decode is causal self only)."""
-    self.check_pattern(context, decode)
-    if self.cfg.form not in FORMS:
-      raise ValueError(f"form must be one of {FORMS}, got {self.cfg.form!r}")
-    if decode and (context is not None or not self.cfg.causal):
-      raise ValueError(f"variant {self.variant!r} decodes causal self-attention only")
-
-  def mask_keys(self, fk, mask, offset=0):
-    """Zeroes the features of padded keys. fk [B, Tk, H, F]."""
-    valid = key_padding_valid(mask, self.variant, fk.shape[0], fk.shape[1], offset)
-    return fk if valid is None else fk * valid[:, :, None, None].astype(fk.dtype)
-
-  def run_linear(self, fq, fk, v, *, decode, normalize, eps=None, log_decay=None, scale=1.0,
-                 advance_index=True):
-    """fq/fk [B, T, H, F], v [B, T, H, Dv] -> [B, T, H, Dv] by cfg.form, or in decode mode
-    by the recurrent form from the cached state (which it updates)."""
-    cfg = self.cfg
-    eps = getattr(cfg, "eps", 1e-6) if eps is None else eps  # unused unless normalize
-    kw = dict(log_decay=log_decay, normalize=normalize, scale=scale, eps=eps)
-    if not decode:
-      return linear_attention(fq, fk, v, form=cfg.form, causal=cfg.causal, chunk_size=cfg.chunk_size, **kw)
-    b, t, h, f = fq.shape
-    dv = v.shape[-1] + (1 if normalize else 0)
-    is_init = not self.has_variable("cache", "state")
-    state = self.variable("cache", "state", jnp.zeros, (b, h, f, dv), jnp.float32)
-    # advance_index=False: the caller owns "cache_index" (e.g. a KV cache beside the state).
-    index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32)) if advance_index else None
-    if is_init:  # Flax convention: the init call only allocates the cache
-      return linear_attention(fq, fk, v, form=cfg.form, causal=True, chunk_size=cfg.chunk_size, **kw)
-    out, state.value = linear_attention_recurrent(fq, fk, v, initial_state=state.value, **kw)
-    if index is not None:
-      index.value = index.value + t
-    return out
-
-  def qkv(self, x, src, qk_dim, v_dim):
-    """q [B, T, H, qk_dim] from x; k [B, S, H, qk_dim], v [B, S, H, v_dim] from src."""
-    h = self.cfg.num_heads
-    return (self.project_heads(x, h, qk_dim, "query"), self.project_heads(src, h, qk_dim, "key"),
-            self.project_heads(src, h, v_dim, "value"))
-
-
 LINEAR_PATTERNS = ("causal-self", "noncausal-self", "noncausal-cross", "decode")
 
 
 # ---- linear ---------------------------------------------------------------------------------------
 @register("linear", family="linear", config=LinearConfig, patterns=LINEAR_PATTERNS,
-          paper="Katharopoulos et al., 2020", subquadratic=True)
+          paper="Katharopoulos et al., 2020", cost=("T", "T"))
 class LinearAttention(LinearAttentionBase):
   """phi(Q) (phi(K)^T V) [/ phi(Q) phi(K)^T 1] with phi in {elu+1, relu, identity}.
 
@@ -200,14 +121,14 @@ class LinearAttention(LinearAttentionBase):
 
 # ---- performer --------------------------------------------------------------------------------
 @register("performer", family="linear", config=PerformerConfig, patterns=LINEAR_PATTERNS,
-          paper="Choromanski et al., 2021", subquadratic=True)
+          paper="Choromanski et al., 2021", cost=("T*m", "T"))
 class PerformerAttention(LinearAttentionBase):
   """FAVOR+: softmax(q k^T / sqrt(D)) approximated by positive orthogonal random features.
 
   out_i = sum_j phi(q_i) . phi(k_j) v_j / (sum_j phi(q_i) . phi(k_j) + eps) with
   phi(x) = exp(w_r . x' - |x'|^2/2) / sqrt(M), x' = x D^(-1/4), W [M, D] from
-  `ops.feature_maps.orthogonal_random_features(key(feature_seed), M, D)`, shared by all
-  heads; fixed (see PerformerConfig for the redraw policy).
+  `ops.linear.feature_maps.orthogonal_random_features(key(layer_seed(feature_seed, layer_index)), M, D)`,
+  shared by the layer's heads; fixed (see PerformerConfig for the redraw policy).
 
   Stabilisation (exact). The exponents spread widely: at head_dim 128 one feature's
   exponent can sit ~60 below another's, so raw features overflow or underflow fp32 and
@@ -269,12 +190,13 @@ def performer_projection(cfg: PerformerConfig, head_dim: int):
   Computed when the program is traced, not inside it: a constant, and its QR (a LAPACK
   call on CPU) stays out of the compiled step."""
   with jax.ensure_compile_time_eval():
-    return fm.orthogonal_random_features(jax.random.key(cfg.feature_seed), cfg.num_features, head_dim)
+    key = jax.random.key(layer_seed(cfg.feature_seed, cfg.layer_index))
+    return fm.orthogonal_random_features(key, cfg.num_features, head_dim)
 
 
 # ---- cosformer ----------------------------------------------------------------------------------
 @register("cosformer", family="linear", config=CosformerConfig, patterns=LINEAR_PATTERNS,
-          paper="Qin et al., 2022", subquadratic=True)
+          paper="Qin et al., 2022", cost=("T", "T"))
 class CosformerAttention(LinearAttentionBase):
   """relu(q_i) . relu(k_j) cos(pi/2 (i - j) / M), normalised by its row sum (+ eps).
 
@@ -311,7 +233,7 @@ class CosformerAttention(LinearAttentionBase):
 # ---- based ----------------------------------------------------------------------------------------
 @register("based", family="linear", config=BasedConfig,
           patterns=("causal-self", "noncausal-self", "decode"), paper="Arora et al., 2024",
-          subquadratic=True)
+          cost=("T*d^2", "T"))
 class BasedAttention(LinearAttentionBase):
   """Based in one layer: Taylor linear attention + softmax sliding window, summed.
 
@@ -351,7 +273,6 @@ class BasedAttention(LinearAttentionBase):
     return self.project_out(y_lin.astype(y_win.dtype) + y_win, d_model)
 
   def window_mask(self) -> M.Mask:
-    w = self.cfg.window - 1
-    if self.cfg.causal:
-      return M.SlidingWindow(left=w, right=0)
-    return M.SlidingWindow(left=w, right=w)
+    """The window branch's mask: `window` keys, the query's own included (window_extents)."""
+    left, right = window_extents(self.cfg.window, self.cfg.causal)
+    return M.SlidingWindow(left=left, right=right)

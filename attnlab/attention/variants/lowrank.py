@@ -34,7 +34,7 @@ class LinformerConfig(AttentionConfig):
   causal: bool = False
 
 
-@register("linformer", family="lowrank", config=LinformerConfig, subquadratic=True,
+@register("linformer", family="lowrank", config=LinformerConfig, cost=("T*k", "T"),
           patterns=("noncausal-self", "noncausal-cross"), paper="Wang et al., 2020")
 class LinformerAttention(AttentionModule):
   """Linformer: softmax(Q (E K)^T / sqrt(d)) (F V) per head (Wang et al., 2020, eq. 7).
@@ -83,7 +83,7 @@ class NystromConfig(AttentionConfig):
   causal: bool = False
 
 
-@register("nystromformer", family="lowrank", config=NystromConfig, subquadratic=True,
+@register("nystromformer", family="lowrank", config=NystromConfig, cost=("T*m", "T"),
           patterns=("noncausal-self", "noncausal-cross"), paper="Xiong et al., 2021")
 class NystromAttention(AttentionModule):
   """Nystromformer attention (Xiong et al., 2021, eq. 14-16), computed right to left.

@@ -21,7 +21,7 @@ T; the EMA still carries information across chunks. Non-causal Mega uses a bidir
 EMA (a forward and a backward EMA with separate parameters, summed) and non-causal
 attention within the chunk.
 
-The EMA (attnlab/attention/ops/mega_ema.py) has three forms selected by `form`:
+The EMA (attnlab/attention/ops/linear/mega_ema.py) has three forms selected by `form`:
 "chunked" (default; O(T)), "parallel" (the convolution kernel materialised, FFT
 convolution) and "recurrent" (token by token). Decoding uses the recurrent EMA with its
 state [B, d, n] in the "cache" collection, and a key/value cache for the attention.
@@ -43,12 +43,12 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
-from attnlab.attention.ops.gla import pad_time
-from attnlab.attention.ops.mega_ema import ema
+from attnlab.attention.ops.linear.common import pad_time
+from attnlab.attention.ops.linear.mega_ema import ema
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.gated import check_form, check_no_positions, key_valid_from_mask
+from attnlab.attention.variants.common import check_form, check_no_positions, key_valid_from_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,7 @@ class MegaConfig(AttentionConfig):
   ("chunked" | "parallel" | "recurrent"); ema_chunk: chunk of the chunked EMA;
   impl: softmax_attention implementation.
   """
+  ZERO_ALLOWED = ("chunk_size",)  # chunk_size=0: full attention
   num_heads: int = 1
   z_dim: int = 0
   v_dim: int = 0
@@ -134,7 +135,7 @@ def relative_bias(table, q_pos, k_pos, span: int):
 
 @register("mega", family="ema", config=MegaConfig,
           patterns=("causal-self", "noncausal-self", "decode"), paper="Ma et al., 2023",
-          subquadratic=True)
+          cost=("T*c", "T"))
 class Mega(AttentionModule):
   """Mega / Mega-chunk layer (see the module docstring for the equations)."""
 

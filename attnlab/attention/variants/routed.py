@@ -14,15 +14,17 @@ duo: Xiao et al., 2024, "DuoAttention: Efficient Long-Context LLM Inference with
   Retrieval and Streaming Heads". Per-head gate alpha_h in [0, 1] mixing full causal
   attention with sink + recent-window (streaming) attention.
 
-The math is in `attnlab.attention.ops.routed` (efficient forms and materialised references).
-Cost in the default XLA path (what `subquadratic` claims, per layer, T tokens):
-  routing  O(T * window) time and memory               subquadratic=True
-  lsh      O(R * T * chunk) time and memory             subquadratic=True
+The math is in `attnlab.attention.ops.sparse.routed` and `.block_select` (efficient
+forms and materialised references).
+Cost in the default XLA path (the declared `cost` classes, per layer, T tokens; measured
+by tests/attention/test_cost_contract.py; sub-quadratic = compute and memory < T^2):
+  routing  O(T * window) time and memory                          sub-quadratic
+  lsh      O(R * T * chunk) time (+ sorting), memory O(T)           sub-quadratic
   moba     O(T^2 / block + T * top_k * block) time (the gate scores every past block),
-           O(T * D) memory plus per-query-tile buffers  subquadratic=True
+           O(T * D) memory plus per-query-tile buffers             quadratic compute
   topk     O(T^2) time (every score is computed, blockwise), O(T * (block_k + k))
-           memory                                        subquadratic=True (memory only)
-  duo      O(T^2): the full-attention half of every head subquadratic=False
+           memory                                                   quadratic compute
+  duo      O(T^2): the full-attention half of every head, memory O(T) quadratic compute
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention import masks as M
-from attnlab.attention.ops import block_select as BS
-from attnlab.attention.ops import routed as R
+from attnlab.attention.ops.sparse import block_select as BS
+from attnlab.attention.ops.sparse import routed as R
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import AlibiBias
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.softmax import SinkWindowConfig
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule, window_extents
+from attnlab.attention.variants.softmax_base import SinkWindowConfig
 
 POSITIONAL = ("rope", "none")
 
@@ -73,7 +75,7 @@ class RoutingConfig(AttentionConfig):
   kmeans_decay: float = 0.999
 
 
-@register("routing", family="routed", config=RoutingConfig, subquadratic=True,
+@register("routing", family="routed", config=RoutingConfig, cost=("T*(C+w)", "T"),
           patterns=("causal-self", "noncausal-self", "noncausal-cross"), paper="Roy et al., 2021")
 class RoutingAttention(AttentionModule):
   """Routing Transformer attention: queries and keys are routed to their nearest k-means
@@ -129,7 +131,7 @@ class LSHConfig(AttentionConfig):
   seed: int = 0
 
 
-@register("lsh", family="routed", config=LSHConfig, subquadratic=True,
+@register("lsh", family="routed", config=LSHConfig, cost=("T*log T + T*c*R", "T"),
           patterns=("causal-self", "noncausal-self"), paper="Kitaev et al., 2020")
 class LSHAttention(AttentionModule):
   """Reformer LSH attention with shared QK (keys are the length-normalised queries).
@@ -205,7 +207,7 @@ class _CachedQKV(AttentionModule):
                                rope_base=cfg.rope_base if cfg.positional == "rope" else None)
 
 
-@register("moba", family="routed", config=MobaConfig, subquadratic=True,
+@register("moba", family="routed", config=MobaConfig, cost=("T^2/b + T*k*b", "T"),
           patterns=("causal-self", "decode"), paper="Lu et al., 2025")
 class MobaAttention(_CachedQKV):
   """Mixture of Block Attention: each query attends causally to its own block and to the
@@ -224,7 +226,7 @@ class MobaAttention(_CachedQKV):
     return self.project_out(y, x.shape[-1])
 
 
-@register("topk", family="routed", config=TopkConfig, subquadratic=True,
+@register("topk", family="routed", config=TopkConfig, cost=("T^2", "T"),
           patterns=("causal-self", "noncausal-self", "noncausal-cross", "decode"),
           paper="Gupta et al., 2021")
 class TopkAttention(_CachedQKV):
@@ -249,7 +251,8 @@ class TopkAttention(_CachedQKV):
 
 @dataclasses.dataclass(frozen=True)
 class DuoConfig(SinkWindowConfig):
-  """Streaming half: `num_sinks` sink tokens + the `window` most recent keys (and itself).
+  """Streaming half: `num_sinks` sink tokens + a window of the `window` most recent keys,
+  the query's own included (`variants.base.window_extents`).
   alpha_init: initial gate of every head (the paper starts at 1 = full attention);
   hard_assign_threshold: < 0 trains/uses the soft mixture; >= 0 is the inference mode:
   heads with alpha >= threshold use full attention only, the rest streaming only.
@@ -263,7 +266,7 @@ class DuoConfig(SinkWindowConfig):
   streaming_heads: tuple = ()
 
 
-@register("duo", family="routed", config=DuoConfig, subquadratic=False,
+@register("duo", family="routed", config=DuoConfig, cost=("T^2", "T"),
           patterns=("causal-self", "decode"), paper="Xiao et al., 2024 (DuoAttention)")
 class DuoAttention(AttentionModule):
   """DuoAttention: y_h = alpha_h * full_h + (1 - alpha_h) * streaming_h, alpha = clip(param, 0, 1)
@@ -291,7 +294,8 @@ class DuoAttention(AttentionModule):
     q, k, v, q_offset = self.rope_and_cache(
         q, k, v, context=None, positions=positions, decode=decode,
         rope_base=cfg.rope_base if cfg.positional == "rope" else None)
-    streaming = (M.SlidingWindow(left=cfg.window, right=0) | M.Sinks(cfg.num_sinks)) & M.Causal()
+    streaming = (M.SlidingWindow(left=window_extents(cfg.window, True)[0], right=0)
+                 | M.Sinks(cfg.num_sinks)) & M.Causal()
 
     def attend(structure, heads=None):  # softmax attention of query heads `heads` (all: None)
       qh, kh, vh = q, k, v

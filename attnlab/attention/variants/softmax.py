@@ -6,115 +6,41 @@ gqa: Ainslie et al., 2023, "GQA: Training Generalized Multi-Query Transformer Mo
 sliding_window: local attention as in Longformer / Mistral (Beltagy et al., 2020; Jiang et al., 2023).
 sink_window: StreamingLLM (Xiao et al., 2024, "Efficient Streaming Language Models with
   Attention Sinks"): a few always-visible sink tokens plus a sliding window.
+
+The configs and the `SoftmaxAttention` module they share with other families live in
+variants/softmax_base.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import flax.linen as nn
-
 from attnlab.attention import masks as M
-from attnlab.attention.ops.softmax import softmax_attention
-from attnlab.attention.positional import AlibiBias
 from attnlab.attention.registry import PATTERNS, register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-
-POSITIONAL = ("rope", "alibi", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class SoftmaxConfig(AttentionConfig):
-  """num_kv_heads: key/value heads (0 = num_heads; 1 = MQA; else GQA, must divide num_heads).
-  positional: "rope" | "alibi" | "none"; rope_base: RoPE's base; impl: op implementation
-  ("auto" | "reference" | "xla" | "cudnn" | "pallas")."""
-  num_kv_heads: int = 0
-  positional: str = "rope"
-  rope_base: float = 10000.0
-  impl: str = "auto"
-
-
-@dataclasses.dataclass(frozen=True)
-class WindowConfig(SoftmaxConfig):
-  """window: each query sees the `window` keys before it and itself (and `window` after
-  it when not causal)."""
-  window: int = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class SinkWindowConfig(WindowConfig):
-  """num_sinks: the first num_sinks positions stay visible to every query."""
-  num_sinks: int = 4
-
-
-class SoftmaxAttention(AttentionModule):
-  """Multi-head softmax attention with optional KV-head sharing, RoPE or ALiBi and a KV cache.
-
-  Subclasses change only `structure_mask` (the positions each query may see).
-  """
-
-  def structure_mask(self) -> M.Mask | None:
-    """The variant's own mask (and-ed with the caller's)."""
-    return M.Causal() if self.cfg.causal else None
-
-  def num_kv_heads(self) -> int:
-    cfg = self.cfg
-    hkv = cfg.num_kv_heads or cfg.num_heads
-    if cfg.num_heads % hkv:
-      raise ValueError(f"num_heads ({cfg.num_heads}) must be a multiple of num_kv_heads ({hkv})")
-    return hkv
-
-  @nn.compact
-  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    cfg = self.cfg
-    self.check_pattern(context, decode)
-    if cfg.positional not in POSITIONAL:
-      raise ValueError(f"positional must be one of {POSITIONAL}, got {cfg.positional!r}")
-    b, t, d_model = x.shape
-    hd = self.head_dim_for(d_model)
-    src = x if context is None else context
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(src, self.num_kv_heads(), hd, "key", "kv_heads")
-    v = self.project_heads(src, self.num_kv_heads(), hd, "value", "kv_heads")
-
-    rope_base = cfg.rope_base if cfg.positional == "rope" else None
-    q, k, v, q_offset = self.rope_and_cache(q, k, v, context=context, positions=positions,
-                                            decode=decode, rope_base=rope_base)
-    bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
-    y = self.attend(q, k, v, mask=M.combine(self.structure_mask(), mask), bias=bias, q_offset=q_offset)
-    return self.project_out(y, d_model)
-
-  def attend(self, q, k, v, *, mask, bias, q_offset):
-    """The score -> weight -> output op: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] -> [B, Tq, Hq, D].
-
-    Softmax here; variants that change only the weight map override this (and may
-    create parameters in it).
-    """
-    return softmax_attention(q, k, v, mask=mask, bias=bias, impl=self.cfg.impl, q_offset=q_offset)
-
+from attnlab.attention.variants.base import window_extents
+from attnlab.attention.variants.softmax_base import SinkWindowConfig, SoftmaxAttention, SoftmaxConfig, WindowConfig
 
 register("mha", family="softmax", config=SoftmaxConfig, patterns=PATTERNS,
-         paper="Vaswani et al., 2017")(SoftmaxAttention)
+         paper="Vaswani et al., 2017", cost=("T^2", "T"))(SoftmaxAttention)
 register("mqa", family="softmax", config=SoftmaxConfig, patterns=PATTERNS,
-         paper="Shazeer, 2019", num_kv_heads=1)(SoftmaxAttention)
+         paper="Shazeer, 2019", num_kv_heads=1, cost=("T^2", "T"))(SoftmaxAttention)
 register("gqa", family="softmax", config=SoftmaxConfig, patterns=PATTERNS,
-         paper="Ainslie et al., 2023", num_kv_heads=2)(SoftmaxAttention)
+         paper="Ainslie et al., 2023", num_kv_heads=2, cost=("T^2", "T"))(SoftmaxAttention)
 
 
-@register("sliding_window", family="local", config=WindowConfig, subquadratic=True,
+@register("sliding_window", family="local", config=WindowConfig, cost=("T*w", "T"),
           patterns=("causal-self", "noncausal-self", "decode"), paper="Beltagy et al., 2020")
 class SlidingWindowAttention(SoftmaxAttention):
   """Softmax attention restricted to a sliding window of keys."""
 
   def structure_mask(self):
-    w = self.cfg.window
-    return M.SlidingWindow(left=w, right=0 if self.cfg.causal else w)
+    left, right = window_extents(self.cfg.window, self.cfg.causal)
+    return M.SlidingWindow(left=left, right=right)
 
 
-@register("sink_window", family="local", config=SinkWindowConfig, subquadratic=True,
+@register("sink_window", family="local", config=SinkWindowConfig, cost=("T*(w+s)", "T"),
           patterns=("causal-self", "decode"), paper="Xiao et al., 2024 (StreamingLLM)")
 class SinkWindowAttention(SoftmaxAttention):
   """Sliding window plus `num_sinks` always-visible initial tokens (causal)."""
 
   def structure_mask(self):
-    return (M.SlidingWindow(left=self.cfg.window, right=0) | M.Sinks(self.cfg.num_sinks)) & M.Causal()
+    left, _ = window_extents(self.cfg.window, True)
+    return (M.SlidingWindow(left=left, right=0) | M.Sinks(self.cfg.num_sinks)) & M.Causal()

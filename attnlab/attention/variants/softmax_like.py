@@ -1,67 +1,32 @@
 """Softmax-like weight maps: quadratic attention with softmax replaced by another row map.
 
 cog: Lv et al., 2024, "More Expressive Attention with Negative Weights" (arXiv:2411.07176):
-  weights sign(p) * softmax(|p|) (ops/signed_softmax.py).
+  weights sign(p) * softmax(|p|) (ops/softmax/signed.py).
 sigmoid: Ramapuram et al., 2024, "Theory, Analysis, and Best Practices for Sigmoid
   Self-Attention" (arXiv:2409.04431): sigmoid(q k^T / sqrt(d) - log n), unnormalised
-  (ops/sigmoid_attention.py).
+  (ops/softmax/sigmoid.py).
 softmax_off_by_one: Miller, 2023, "Attention Is Off By One" and gpt-oss's learned
   attention sinks (OpenAI, 2025): softmax over [scores, sink_h], sink column dropped
-  (ops/sink_softmax.py).
+  (ops/softmax/sink.py).
 scalable_softmax: Nakanishi, 2025, "Scalable-Softmax Is Superior for Attention"
-  (arXiv:2501.19399): logits times s_h * log(n) (ops/scalable_softmax.py).
+  (arXiv:2501.19399): logits times s_h * log(n) (ops/softmax/scalable.py).
 
 All reuse `SoftmaxAttention`'s projections, GQA (num_kv_heads), RoPE / ALiBi and KV
-cache; only the op that turns scores into weights differs (`attend`). The helpers
-`rope_and_cache` and `alibi_bias` are shared with variants/heads.py.
+cache; only the op that turns scores into weights differs (`attend`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
-import jax.numpy as jnp
-
 from attnlab.attention import masks as M
-from attnlab.attention.ops.scalable_softmax import scalable_softmax_attention
-from attnlab.attention.ops.sigmoid_attention import sequence_bias, sigmoid_attention
-from attnlab.attention.ops.signed_softmax import signed_softmax_attention
-from attnlab.attention.ops.sink_softmax import sink_softmax_attention
-from attnlab.attention.positional import AlibiBias
+from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention
+from attnlab.attention.ops.softmax.sigmoid import sequence_bias, sigmoid_attention
+from attnlab.attention.ops.softmax.signed import signed_softmax_attention
+from attnlab.attention.ops.softmax.sink import sink_softmax_attention
 from attnlab.attention.registry import PATTERNS, register
-from attnlab.attention.variants.softmax import POSITIONAL, SoftmaxAttention, SoftmaxConfig
-
-
-# ---- shared plumbing (also used by variants/heads.py) --------------------------------
-
-def check_positional(cfg) -> None:
-  """Raises ValueError for an unknown cfg.positional."""
-  if cfg.positional not in POSITIONAL:
-    raise ValueError(f"positional must be one of {POSITIONAL}, got {cfg.positional!r}")
-
-
-def rope_and_cache(module, q, k, v, *, positions, context, decode):
-  """`AttentionModule.rope_and_cache` with RoPE when cfg.positional == "rope" (checked).
-
-  q [B, T, Hq, Dqk], k [B, S, Hk, Dqk], v [B, S, Hv, Dv] (head counts and sizes may all
-  differ: the cache stores k and v as given). Returns (q, k, v, q_offset).
-  """
-  check_positional(module.cfg)
-  rope_base = module.cfg.rope_base if module.cfg.positional == "rope" else None
-  return module.rope_and_cache(q, k, v, context=context, positions=positions, decode=decode,
-                               rope_base=rope_base)
-
-
-def alibi_bias(module, num_heads: int):
-  """AlibiBias(num_heads) when cfg.positional == "alibi", else None."""
-  return AlibiBias(num_heads) if module.cfg.positional == "alibi" else None
-
-
-def heads_param(module, name: str, num_heads: int, init_value: float):
-  """A learned per-head vector [num_heads] (logical axis "heads"), constant-initialised."""
-  init = nn.with_logical_partitioning(nn.initializers.constant(init_value), ("heads",))
-  return module.param(name, init, (num_heads,), jnp.float32)
+from attnlab.attention.variants.common import heads_param
+from attnlab.attention.variants.softmax_base import SoftmaxAttention, SoftmaxConfig
 
 
 class WeightMapAttention(SoftmaxAttention):
@@ -72,7 +37,7 @@ class WeightMapAttention(SoftmaxAttention):
 # ---- cog ---------------------------------------------------------------------------
 
 @register("cog", family="softmax_like", config=SoftmaxConfig, patterns=PATTERNS,
-          paper="Lv et al., 2024 (Cog Attention)")
+          paper="Lv et al., 2024 (Cog Attention)", cost=("T^2", "T"))
 class CogAttention(WeightMapAttention):
   """Cog attention: signed weights sign(p) * exp(|p|) / sum exp(|p|), p = q k^T / sqrt(d).
 
@@ -98,7 +63,7 @@ class SigmoidConfig(SoftmaxConfig):
 
 
 @register("sigmoid", family="softmax_like", config=SigmoidConfig, patterns=PATTERNS,
-          paper="Ramapuram et al., 2024")
+          paper="Ramapuram et al., 2024", cost=("T^2", "T"))
 class SigmoidAttention(WeightMapAttention):
   """Sigmoid attention: sigmoid(q k^T / sqrt(d) + b) v with b = -log(n), no normalisation.
 
@@ -123,7 +88,7 @@ class SinkSoftmaxConfig(SoftmaxConfig):
 
 
 @register("softmax_off_by_one", family="softmax_like", config=SinkSoftmaxConfig, patterns=PATTERNS,
-          paper="Miller, 2023; OpenAI, 2025 (gpt-oss sinks)")
+          paper="Miller, 2023; OpenAI, 2025 (gpt-oss sinks)", cost=("T^2", "T"))
 class SinkSoftmaxAttention(WeightMapAttention):
   """Softmax with a learned per-head sink logit: w = exp(s) / (exp(sink_h) + sum exp(s)).
 
@@ -148,7 +113,7 @@ class ScalableSoftmaxConfig(SoftmaxConfig):
 
 
 @register("scalable_softmax", family="softmax_like", config=ScalableSoftmaxConfig, patterns=PATTERNS,
-          paper="Nakanishi, 2025 (SSMax)")
+          paper="Nakanishi, 2025 (SSMax)", cost=("T^2", "T"))
 class ScalableSoftmaxAttention(WeightMapAttention):
   """Scalable-Softmax: softmax((s_h log n) q k^T / sqrt(d)), n = keys visible to the query.
 

@@ -5,7 +5,7 @@ against an independently written numpy oracle):
 * `allowed(heads, tk)`: the exact predicate (query position, key position) per head,
   used in-tile and by `impl="reference"` (the materialised [H, T, T] mask, for debugging);
 * `key_plans(tq, tk)`: for groups of heads, a query tile size and a key table listing
-  the key positions each query tile may need; `ops.sparse_static.gather_sparse_attention`
+  the key positions each query tile may need; `ops.sparse.static.gather_sparse_attention`
   gathers those keys, so cost is proportional to the table, never to T^2. A decode step
   reads the table of the block its position falls in: O(K) per token, not O(cache).
 Queries that must see every key (Longformer/BigBird global tokens) are extra rows
@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.ops.common import repeat_kv
-from attnlab.attention.ops.sparse_static import gather_sparse_attention, sparse_attention_reference
+from attnlab.attention.ops.sparse.static import sparse_attention, sparse_attention_reference
 from attnlab.attention.positional import alibi_slopes
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 
 POSITIONAL = ("rope", "alibi", "none")
-IMPLS = ("xla", "reference")
 SELF_PATTERNS = ("causal-self", "noncausal-self", "decode")
 
 
@@ -38,7 +37,9 @@ class SparseConfig(AttentionConfig):
 
   num_kv_heads: key/value heads (0 = num_heads; GQA when it divides num_heads).
   positional: "rope" | "alibi" | "none"; rope_base: RoPE's base.
-  impl: "xla" (gathers; sub-quadratic) | "reference" (materialised mask; tests only).
+  impl: "reference" (one materialised mask over all heads; tests only) or an implementation
+    of the "sparse" op family in `ops.dispatch` for the gathers: "xla" (sub-quadratic),
+    "auto", or what kernels_pallas registers.
   query_chunk: queries per step of the rematerialised loop (memory vs. speed).
   """
   num_kv_heads: int = 0
@@ -131,8 +132,6 @@ class StaticSparseAttention(AttentionModule):
     self.check_hparams()
     if cfg.positional not in POSITIONAL:
       raise ValueError(f"positional must be one of {POSITIONAL}, got {cfg.positional!r}")
-    if cfg.impl not in IMPLS:
-      raise ValueError(f"impl must be one of {IMPLS} for variant {self.variant!r}, got {cfg.impl!r}")
     check_positive(query_chunk=cfg.query_chunk)
     b, t, d_model = x.shape
     hd = self.head_dim_for(d_model)
@@ -172,9 +171,9 @@ class StaticSparseAttention(AttentionModule):
       else:
         kv_pos = lambda ids, plan=plan: plan.kv_pos((q_offset + ids) // plan.block_q)  # noqa: E731
         block_q, offset = 1, q_offset
-      parts.append(gather_sparse_attention(
+      parts.append(sparse_attention(
           sel(q), sel(kf), sel(vf), kv_pos, block_q=block_q, allowed=self.allowed(hs, tk),
-          mask=mask, bias=self._bias(hs), q_offset=offset, query_chunk=cfg.query_chunk))
+          mask=mask, bias=self._bias(hs), q_offset=offset, query_chunk=cfg.query_chunk, impl=cfg.impl))
       order.extend(hs.tolist())
     y = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
     return y if order == list(range(h)) else y[:, :, np.argsort(order)]
@@ -184,10 +183,10 @@ class StaticSparseAttention(AttentionModule):
     `where`: q_positions=[R] or q_offset (gather_sparse_attention's query placement)."""
     h, tk = self.cfg.num_heads, k.shape[1]
     heads = np.arange(h)
-    return gather_sparse_attention(
+    return sparse_attention(
         q, k, v, lambda qb: jnp.arange(tk)[None, None], block_q=self._dense_block(q.shape[1], tk),
         allowed=self.allowed(heads, tk), mask=mask, bias=self._bias(heads),
-        query_chunk=self.cfg.query_chunk, **where)
+        query_chunk=self.cfg.query_chunk, impl=self.cfg.impl, **where)
 
   def _sparse_forward(self, q, k, v, mask):
     """The gather path: one gather_sparse_attention per head group, then global rows."""

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.registry import register
+from attnlab.attention.variants.base import window_extents
 from attnlab.attention.variants.sparse_base import (SELF_PATTERNS, KeyPlan, SparseConfig, StaticSparseAttention,
                                                     check_nonnegative, check_positive)
 
@@ -28,7 +29,7 @@ class BlockLocalConfig(SparseConfig):
 
 
 @register("block_local", family="local", config=BlockLocalConfig, patterns=SELF_PATTERNS,
-          paper="Parmar et al., 2018 (Image Transformer, local 1D)", subquadratic=True)
+          paper="Parmar et al., 2018 (Image Transformer, local 1D)", cost=("T*b", "T"))
 class BlockLocalAttention(StaticSparseAttention):
   """Attention within non-overlapping blocks: floor(i / b) == floor(j / b) (and j <= i)."""
 
@@ -54,20 +55,21 @@ class BlockLocalAttention(StaticSparseAttention):
 
 @dataclasses.dataclass(frozen=True)
 class DilatedConfig(SparseConfig):
-  """window: keys per side, the query included: q, q - r, ..., q - (window - 1) r (and
-  q + r, ..., q + (window - 1) r when not causal). dilations: the rate r per head,
-  cycling over heads (head h uses dilations[h % len(dilations)])."""
+  """window: w keys, the query included, r apart: q, q - r, ..., q - (w - 1) r when causal;
+  non-causal centred, q - floor(w/2) r .. q + (w - 1 - floor(w/2)) r (the library's window
+  convention, `variants.base.window_extents`, in units of r). dilations: the rate r per
+  head, cycling over heads (head h uses dilations[h % len(dilations)])."""
   window: int = 16
   dilations: tuple = (1, 2, 4, 8)
 
 
 @register("dilated_window", family="sparse", config=DilatedConfig, patterns=SELF_PATTERNS,
           paper="Beltagy et al., 2020 (Longformer dilated window); Ding et al., 2023 (LongNet)",
-          subquadratic=True)
+          cost=("T*w", "T"))
 class DilatedWindowAttention(StaticSparseAttention):
-  """Dilated sliding window: keys at distances multiple of r_h, up to (window - 1) r_h.
+  """Dilated sliding window: w keys at distances multiple of r_h (see DilatedConfig).
 
-  Gathers window (or 2 window - 1) keys per query: O(T * window) per head.
+  Gathers window keys per query: O(T * window) per head.
   """
 
   def check_hparams(self):
@@ -84,17 +86,18 @@ class DilatedWindowAttention(StaticSparseAttention):
 
   def allowed(self, heads, tk):
     r = self.rates(heads).reshape(-1, 1, 1, 1)
-    w, causal = self.cfg.window, self.cfg.causal
+    causal = self.cfg.causal
+    left, right = window_extents(self.cfg.window, causal)
 
     def fn(qp, kp):
       dist = qp - kp
-      ok = (dist % r == 0) & (jnp.abs(dist) <= (w - 1) * r)
+      ok = (dist % r == 0) & (dist >= -right * r) & (dist <= left * r)
       return ok & (dist >= 0) if causal else ok
     return fn
 
   def key_plans(self, tq, tk):
-    w = self.cfg.window
-    j = np.arange(w) if self.cfg.causal else np.arange(-(w - 1), w)
+    left, right = window_extents(self.cfg.window, self.cfg.causal)
+    j = np.arange(-right, left + 1)  # window offsets (keys before the query are > 0)
     heads = tuple(range(self.cfg.num_heads))
     steps = jnp.asarray(j[None, :] * self.rates(heads)[:, None])  # [H, K]: distances
 
@@ -108,7 +111,9 @@ class DilatedWindowAttention(StaticSparseAttention):
 
 @dataclasses.dataclass(frozen=True)
 class LongformerConfig(SparseConfig):
-  """window: keys on each side of the query (causal: only before; the query included).
+  """window: w, the sliding window (the library's convention, `variants.base.window_extents`):
+  keys t - w + 1 .. t when causal, t - floor(w/2) .. t + w - 1 - floor(w/2) otherwise (the
+  query's own position included; non-causal this is Longformer's window of w tokens).
   num_global: the first num_global positions are global, unless global_indices (a tuple
   of positions) is given. block_size: query tile of the efficient path (no effect on
   the result)."""
@@ -119,7 +124,7 @@ class LongformerConfig(SparseConfig):
 
 
 @register("longformer", family="sparse", config=LongformerConfig, patterns=SELF_PATTERNS,
-          paper="Beltagy et al., 2020", subquadratic=True)
+          paper="Beltagy et al., 2020", cost=("T*(w+g)", "T"))
 class LongformerAttention(StaticSparseAttention):
   """Sliding window plus global tokens that attend to all and are attended by all.
 
@@ -129,8 +134,8 @@ class LongformerAttention(StaticSparseAttention):
 
   def check_hparams(self):
     cfg = self.cfg
-    check_nonnegative(window=cfg.window, num_global=cfg.num_global)
-    check_positive(block_size=cfg.block_size)
+    check_nonnegative(num_global=cfg.num_global)
+    check_positive(window=cfg.window, block_size=cfg.block_size)
 
   def globals_(self, tk):
     cfg = self.cfg
@@ -142,21 +147,22 @@ class LongformerAttention(StaticSparseAttention):
 
   def allowed(self, heads, tk):
     g = jnp.asarray(self.globals_(tk))
-    w, causal = self.cfg.window, self.cfg.causal
+    causal = self.cfg.causal
+    left, right = window_extents(self.cfg.window, causal)  # keys before / after the query
 
     def is_global(p):
       return jnp.any(p[..., None] == g, axis=-1)
 
     def fn(qp, kp):
       dist = qp - kp
-      local = ((dist >= 0) & (dist <= w)) if causal else (jnp.abs(dist) <= w)
+      local = (dist >= -right) & (dist <= left)
       ok = local | is_global(kp) | is_global(qp)
       return ok & (dist >= 0) if causal else ok
     return fn
 
   def key_plans(self, tq, tk):
-    bs, w = self.cfg.block_size, self.cfg.window
-    left, right = w, (0 if self.cfg.causal else w)
+    bs = self.cfg.block_size
+    left, right = window_extents(self.cfg.window, self.cfg.causal)
     width = left + bs + right
     g = jnp.asarray(self.globals_(tk))
 

@@ -1,0 +1,75 @@
+"""Helpers shared by several variant families (so that no family file imports another).
+
+Positional plumbing of the softmax-style variants (softmax_like.py, heads.py):
+`POSITIONAL`, `check_positional`, `rope_and_cache`, `alibi_bias`, `heads_param`.
+Input checks of the recurrent variants (gated.py, mega.py): `check_form`,
+`check_no_positions`, `key_valid_from_mask`.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnlab.attention import masks as M
+from attnlab.attention.ops.linear.common import FORMS, check_form
+from attnlab.attention.positional import AlibiBias
+
+POSITIONAL = ("rope", "alibi", "none")
+
+
+def check_positional(cfg) -> None:
+  """Raises ValueError for an unknown cfg.positional."""
+  if cfg.positional not in POSITIONAL:
+    raise ValueError(f"positional must be one of {POSITIONAL}, got {cfg.positional!r}")
+
+
+def rope_and_cache(module, q, k, v, *, positions, context, decode):
+  """`AttentionModule.rope_and_cache` with RoPE when cfg.positional == "rope" (checked).
+
+  q [B, T, Hq, Dqk], k [B, S, Hk, Dqk], v [B, S, Hv, Dv] (head counts and sizes may all
+  differ: the cache stores k and v as given). Returns (q, k, v, q_offset).
+  """
+  check_positional(module.cfg)
+  rope_base = module.cfg.rope_base if module.cfg.positional == "rope" else None
+  return module.rope_and_cache(q, k, v, context=context, positions=positions, decode=decode,
+                               rope_base=rope_base)
+
+
+def alibi_bias(module, num_heads: int):
+  """AlibiBias(num_heads) when cfg.positional == "alibi", else None."""
+  return AlibiBias(num_heads) if module.cfg.positional == "alibi" else None
+
+
+def heads_param(module, name: str, num_heads: int, init_value: float):
+  """A learned per-head vector [num_heads] (logical axis "heads"), constant-initialised."""
+  init = nn.with_logical_partitioning(nn.initializers.constant(init_value), ("heads",))
+  return module.param(name, init, (num_heads,), jnp.float32)
+
+
+def key_valid_from_mask(variant: str, mask, batch: int, length: int, offset=0):
+  """bool [B, length] key validity from a KeyPadding mask (None for no mask).
+
+  `offset` is this call's first absolute position (a decode step's cache index): the
+  mask's kv_valid covers the whole sequence. Any other mask raises ValueError.
+  """
+  if mask is None:
+    return None
+  if isinstance(mask, M.KeyPadding):
+    valid = jnp.asarray(mask.kv_valid, bool)
+    valid = jnp.broadcast_to(valid, (batch, valid.shape[-1]))
+    return jax.lax.dynamic_slice_in_dim(valid, offset, length, axis=1)
+  raise ValueError(f"variant {variant!r} supports only mask=None or masks.KeyPadding (its causal "
+                   f"structure is built into the recurrence); got {type(mask).__name__}")
+
+
+def check_no_positions(variant: str, positions):
+  """Raises: these variants have no positional encoding to apply `positions` to."""
+  if positions is not None:
+    raise ValueError(f"variant {variant!r} has no positional encoding (order enters through the "
+                     "recurrence); pass positions=None")
+
+
+__all__ = ["FORMS", "POSITIONAL", "alibi_bias", "check_form", "check_no_positions", "check_positional",
+           "heads_param", "key_valid_from_mask", "rope_and_cache"]

@@ -1,0 +1,584 @@
+"""`attnlab bench cost`: measured growth of FLOPs and memory in T vs. declared cost classes.
+
+Each variant declares a class (`attention.complexity.CostClass`); this module measures it.
+
+    attnlab bench cost [--variants all|a,b] [--lengths 2048,8192,32768] \
+        [--out experiments/zoo/cost_table.md] [--notes experiments/zoo/cost_changes.json]
+
+For a variant at its defaults (batch 1, head_dim 64: d_model = 64 * num_heads) the program
+is the forward + backward `jax.grad(sum(module(x)))` w.r.t. x and the params, built at
+abstract shapes (`jax.ShapeDtypeStruct`; traced and compiled, never run) at each T:
+
+* FLOPs are counted on the jaxpr (`count_flops`): dot_general 2*M*N*K from its shapes,
+  every elementwise op and transcendental by output size, reductions by input size, sort
+  and top_k by input size (times log2 of the sorted length for sort); a `scan` body times
+  its length, a `while` body times its trip count when it is static (a counter compared
+  with a constant, fori_loop style; otherwise it is counted once and reported as
+  unknown, which fails the check), `cond` the largest branch, and jit / custom_vjp /
+  custom_jvp / remat sub-jaxprs recursed. XLA's own cost analysis counts a loop body once,
+  which is why it is not used.
+* memory is the compiled program's `memory_analysis().temp_size_in_bytes`.
+
+The growth exponent is the least-squares slope of log(value) on log(T) over the lengths;
+the slope of the last segment (8k -> 32k) is checked as well, since lower-order terms
+(the projections, O(T d^2)) hide a quadratic term at short T but less and less as T grows.
+`check` passes when, for both the fitted and the last-segment slope,
+
+    measured compute exponent <= declared compute exponent + COMPUTE_MARGIN (0.25)
+    measured memory exponent  <= declared memory exponent  + MEMORY_MARGIN  (0.25)
+
+and no loop had an unknown trip count. The margins separate the classes that matter:
+a T^1.5 claim allows 1.75, below dense mha (fit 1.85, last segment 1.93 at d_model 256)
+and below the canary of tests/attention/test_cost_contract.py (last segment 1.83); a
+linear or T*w claim allows 1.25. Only an upper bound is checked (a variant may be cheaper
+than it declares; lower-order terms make every measured exponent smaller at short T).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from attnlab.attention import VARIANTS, build
+from attnlab.attention.complexity import CostClass
+from attnlab.config_lib import VARIANT_NEEDS
+
+LENGTHS = (2048, 8192, 32768)
+HEAD_DIM = 64
+COMPUTE_MARGIN = 0.25
+MEMORY_MARGIN = 0.25
+INIT_LENGTH = 1024
+# The most generous sub-quadratic class: a variant labelled sub-quadratic must also stay
+# within T^1.5 + COMPUTE_MARGIN (and its memory likewise).
+SUBQUADRATIC_BOUND = CostClass("T^1.5", "T^1.5", "the weakest sub-quadratic claim")
+
+# Hyperparameters that must follow T for the program to exist at all (not cost knobs).
+LENGTH_HPARAMS: dict[str, Callable[[int], dict]] = {
+    "linformer": lambda t: {"max_len": t},
+    "cosformer": lambda t: {"max_len": t},
+}
+# Buffer sizes do not depend on LLVM's optimisation level (checked on mha and deltanet:
+# identical temp bytes), but compile time drops by about 40%.
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+# ---- FLOPs on the jaxpr ------------------------------------------------------------------
+
+TRANSCENDENTAL = frozenset("""
+  exp exp2 log log1p expm1 tanh logistic sin cos tan asin acos atan atan2 sinh cosh asinh acosh atanh
+  sqrt rsqrt cbrt erf erfc erf_inv lgamma digamma igamma pow""".split())
+ELEMENTWISE = frozenset("""
+  add add_any sub mul div rem max min neg sign floor ceil round is_finite integer_pow square abs
+  select_n clamp eq ne lt le gt ge and or not xor shift_left shift_right_logical
+  shift_right_arithmetic nextafter population_count conj real imag reduce_precision
+  threefry2x32 random_bits""".split())
+REDUCTIONS = frozenset("""
+  reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin
+  cumsum cumprod cummax cummin cumlogsumexp reduce""".split())
+SCATTER_ARITH = frozenset(("scatter-add", "scatter_add", "scatter-mul", "scatter_mul", "scatter-min",
+                           "scatter_min", "scatter-max", "scatter_max"))
+MOVEMENT = frozenset("""
+  gather scatter dynamic_slice dynamic_update_slice slice concatenate pad transpose broadcast_in_dim
+  reshape squeeze expand_dims iota convert_element_type copy copy_p rev split bitcast_convert_type
+  select_and_gather_add empty empty2 device_put optimization_barrier stop_gradient
+  random_seed random_wrap random_unwrap random_fold_in random_split sharding_constraint
+  mesh_cast stack unstack""".split())
+
+
+@dataclasses.dataclass
+class FlopCount:
+  """What `count_flops` found: flops (dot_general + elementwise + reductions + sort),
+  of which dot_flops and transcendentals; moved = output elements of data-movement ops
+  (gathers, broadcasts, transposes; not in flops); unknown_loops: while loops whose trip
+  count is not static (counted once); unknown_primitives: names counted as 0."""
+  flops: float = 0.0
+  dot_flops: float = 0.0
+  transcendentals: float = 0.0
+  moved: float = 0.0
+  unknown_loops: int = 0
+  unknown_primitives: set = dataclasses.field(default_factory=set)
+
+  def add(self, other: "FlopCount", times: float = 1.0) -> None:
+    self.flops += times * other.flops
+    self.dot_flops += times * other.dot_flops
+    self.transcendentals += times * other.transcendentals
+    self.moved += times * other.moved
+    self.unknown_loops += other.unknown_loops
+    self.unknown_primitives |= other.unknown_primitives
+
+
+def _size(aval) -> int:
+  return int(math.prod(getattr(aval, "shape", ()) or ()))
+
+
+def _out_size(eqn) -> int:
+  return max([_size(v.aval) for v in eqn.outvars] or [0])
+
+
+def _scalar(val):
+  """A concrete integer/bool scalar as a Python int, else None (arrays, floats, tracers)."""
+  if val is None or np.ndim(val) != 0:
+    return None
+  try:
+    arr = np.asarray(val)
+  except Exception:  # noqa: BLE001 -- a tracer or other non-concrete value is unknown
+    return None
+  return arr.item() if arr.dtype.kind in "iub" else None
+
+
+def _value(atom, known):
+  """Python value of a literal or a statically known scalar var, else None."""
+  return _scalar(atom.val if isinstance(atom, jcore.Literal) else known.get(atom))
+
+
+_FOLD = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+         "max": max, "min": min}
+
+
+def _fold(eqn, known) -> None:
+  """Constant-folds scalar integer arithmetic so loop bounds computed from constants are known."""
+  name = eqn.primitive.name
+  vals = [_value(a, known) for a in eqn.invars]
+  if any(v is None for v in vals) or len(eqn.outvars) != 1:
+    return
+  if name in _FOLD and len(vals) == 2:
+    known[eqn.outvars[0]] = _FOLD[name](*vals)
+  elif name in ("convert_element_type", "copy", "copy_p") and len(vals) == 1:
+    known[eqn.outvars[0]] = vals[0]
+
+
+def _closed(j):
+  """(Jaxpr, consts) of a Jaxpr or ClosedJaxpr."""
+  if isinstance(j, jcore.ClosedJaxpr):
+    return j.jaxpr, list(j.consts)
+  return j, []
+
+
+def _count(jaxpr, consts=(), in_known=None) -> FlopCount:
+  """Counts one jaxpr; `in_known` maps invar index -> static scalar value."""
+  known: dict = {}
+  for v, c in zip(jaxpr.constvars, consts):
+    if _scalar(c) is not None:
+      known[v] = _scalar(c)
+  for i, val in (in_known or {}).items():
+    known[jaxpr.invars[i]] = val
+  total = FlopCount()
+  for eqn in jaxpr.eqns:
+    total.add(_count_eqn(eqn, known))
+    _fold(eqn, known)
+  return total
+
+
+def _known_inputs(atoms, known) -> dict:
+  out = {}
+  for i, a in enumerate(atoms):
+    v = _value(a, known)
+    if v is not None:
+      out[i] = v
+  return out
+
+
+def _while_trips(eqn, known):
+  """Trip count of a while loop whose cond is `counter <op> bound` with a static start,
+  a static step and a static or loop-invariant bound; None when it is not static."""
+  p = eqn.params
+  cj, _ = _closed(p["cond_jaxpr"])
+  bj, _ = _closed(p["body_jaxpr"])
+  cn, bn = p["cond_nconsts"], p["body_nconsts"]
+  cond_consts, init = eqn.invars[:cn], eqn.invars[cn + bn:]
+  alias = {}  # outputs of dtype conversions in the cond -> their input
+  for e in cj.eqns[:-1]:
+    if e.primitive.name not in ("convert_element_type", "copy", "copy_p"):
+      return None
+    alias[e.outvars[0]] = alias.get(e.invars[0], e.invars[0])
+  if not cj.eqns or cj.eqns[-1].primitive.name not in ("lt", "le", "gt", "ge", "ne"):
+    return None
+  cmp = cj.eqns[-1]
+  if cmp.outvars[0] is not cj.outvars[0]:
+    return None
+
+  def carry_index(atom):
+    if isinstance(atom, jcore.Literal) or atom not in cj.invars:
+      return None
+    i = cj.invars.index(atom)
+    return i - cn if i >= cn else None
+
+  def static(atom):  # value that does not change over the loop, or None
+    if isinstance(atom, jcore.Literal):
+      return _value(atom, known)
+    if atom in cj.invars:
+      i = cj.invars.index(atom)
+      if i < cn:
+        return _value(cond_consts[i], known)
+      c = i - cn
+      if bj.outvars[c] is bj.invars[bn + c]:  # passed through unchanged
+        return _value(init[c], known)
+    return None
+
+  def step_of(c):  # body output c = body input c + literal step
+    out = bj.outvars[c]
+    for e in bj.eqns:
+      if out in e.outvars and e.primitive.name in ("add", "sub") and len(e.invars) == 2:
+        a, b = e.invars
+        if a is bj.invars[bn + c]:
+          s = _value(b, {})
+          return None if s is None else (s if e.primitive.name == "add" else -s)
+        if b is bj.invars[bn + c] and e.primitive.name == "add":
+          return _value(a, {})
+    return None
+
+  lhs, rhs = (a if isinstance(a, jcore.Literal) else alias.get(a, a) for a in cmp.invars)
+  op = cmp.primitive.name
+  for counter, bound, flip in ((lhs, rhs, False), (rhs, lhs, True)):
+    c = carry_index(counter)
+    ub = static(bound)
+    if c is None or ub is None:
+      continue
+    start, step = _value(init[c], known), step_of(c)
+    if start is None or not step:
+      continue
+    rel = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "ne": "ne"}[op] if flip else op
+    if rel == "lt" and step > 0:
+      return max(0, -(-(ub - start) // step))
+    if rel == "le" and step > 0:
+      return max(0, (ub - start) // step + 1)
+    if rel == "gt" and step < 0:
+      return max(0, -(-(start - ub) // -step))
+    if rel == "ge" and step < 0:
+      return max(0, (start - ub) // -step + 1)
+    if rel == "ne" and (ub - start) % step == 0 and (ub - start) // step >= 0:
+      return (ub - start) // step
+  return None
+
+
+def _sub_jaxprs(params) -> list:
+  out = []
+  for val in params.values():
+    if isinstance(val, (jcore.Jaxpr, jcore.ClosedJaxpr)):
+      out.append(val)
+    elif isinstance(val, (tuple, list)):
+      out += [v for v in val if isinstance(v, (jcore.Jaxpr, jcore.ClosedJaxpr))]
+  return out
+
+
+def _count_eqn(eqn, known) -> FlopCount:
+  name = eqn.primitive.name
+  p = eqn.params
+  fc = FlopCount()
+  if name == "dot_general":
+    (lc, _), _ = p["dimension_numbers"]
+    lhs = eqn.invars[0].aval.shape
+    k = math.prod(lhs[i] for i in lc)
+    fc.flops = fc.dot_flops = 2.0 * _out_size(eqn) * k
+  elif name == "conv_general_dilated":
+    rhs = eqn.invars[1].aval.shape
+    fc.flops = fc.dot_flops = 2.0 * _out_size(eqn) * math.prod(rhs) / max(1, rhs[0])
+  elif name in TRANSCENDENTAL:
+    fc.flops = fc.transcendentals = float(_out_size(eqn))
+  elif name in ELEMENTWISE:
+    fc.flops = float(_out_size(eqn))
+  elif name in REDUCTIONS:
+    fc.flops = float(_size(eqn.invars[0].aval))
+  elif name == "sort":
+    shape = eqn.invars[0].aval.shape
+    n = shape[p.get("dimension", -1)] if shape else 1
+    fc.flops = float(_size(eqn.invars[0].aval)) * max(1.0, math.log2(max(n, 2)))
+  elif name in ("top_k", "approx_top_k"):
+    fc.flops = float(_size(eqn.invars[0].aval))
+  elif name in SCATTER_ARITH:
+    fc.flops = float(_size(eqn.invars[-1].aval))
+  elif name in MOVEMENT:
+    fc.moved = float(_out_size(eqn))
+  elif name == "scan":
+    body, consts = _closed(p["jaxpr"])
+    inner = _count(body, consts, _known_inputs(eqn.invars[:p["num_consts"]], known))
+    fc.add(inner, times=p["length"])
+  elif name == "while":
+    cj, cc = _closed(p["cond_jaxpr"])
+    bj, bc = _closed(p["body_jaxpr"])
+    cn, bn = p["cond_nconsts"], p["body_nconsts"]
+    body = _count(bj, bc, _known_inputs(eqn.invars[cn:cn + bn], known))
+    cond = _count(cj, cc, _known_inputs(eqn.invars[:cn], known))
+    trips = _while_trips(eqn, known)
+    if trips is None:
+      fc.unknown_loops += 1
+      trips = 1
+    fc.add(body, times=trips)
+    fc.add(cond, times=trips + 1)
+  elif name == "cond":
+    branches = [_count(*_closed(b), _known_inputs(eqn.invars[1:], known)) for b in p["branches"]]
+    idx = _value(eqn.invars[0], known)
+    if idx is not None and 0 <= idx < len(branches):
+      fc.add(branches[idx])
+    else:
+      fc.add(max(branches, key=lambda b: b.flops))
+  elif name == "pallas_call":
+    grid = getattr(p.get("grid_mapping"), "grid", ()) or ()
+    for j in _sub_jaxprs(p):
+      fc.add(_count(*_closed(j)), times=math.prod(int(g) for g in grid) if grid else 1)
+  else:
+    subs = _sub_jaxprs(p)
+    if not subs:
+      fc.unknown_primitives.add(name)
+    for j in subs:  # jit / pjit, custom_vjp_call, custom_jvp_call, remat, closed_call, ...
+      jx, consts = _closed(j)
+      ins = _known_inputs(eqn.invars, known) if len(jx.invars) == len(eqn.invars) else None
+      fc.add(_count(jx, consts, ins))
+  return fc
+
+
+def count_flops(fn_or_jaxpr, *args) -> FlopCount:
+  """FLOPs of `fn(*args)` (traced with jax.make_jaxpr; args may be ShapeDtypeStructs) or of a
+  given (Closed)Jaxpr, with loop bodies multiplied by their trip counts."""
+  if isinstance(fn_or_jaxpr, (jcore.Jaxpr, jcore.ClosedJaxpr)):
+    return _count(*_closed(fn_or_jaxpr))
+  return _count(*_closed(jax.make_jaxpr(fn_or_jaxpr)(*args)))
+
+
+# ---- the fwd+bwd program of a variant ----------------------------------------------------
+
+
+def variant_hparams(name: str, length: int, **overrides) -> dict:
+  """The hyperparameters the cost program uses: the variant's defaults, causal when it
+  supports causal self-attention, plus VARIANT_NEEDS and LENGTH_HPARAMS (e.g. linformer's
+  max_len = T) and `overrides`."""
+  spec = VARIANTS.get(name)
+  hp = {"causal": "causal-self" in spec.patterns}
+  hp.update(VARIANT_NEEDS.get(name, {}))
+  if name in LENGTH_HPARAMS:
+    hp.update(LENGTH_HPARAMS[name](length))
+  hp.update(overrides)
+  return hp
+
+
+def variant_program(name: str, length: int, *, batch: int = 1, **overrides):
+  """(fn, args) for the fwd+bwd of variant `name` at sequence `length`: fn(params, rest, x)
+  = jax.grad of sum(module.apply(...)) w.r.t. (params, x); args are ShapeDtypeStructs."""
+  hp = variant_hparams(name, length, **overrides)
+  module = build(name, **hp)
+  cfg = VARIANTS.get(name).make_config(**hp)
+  head_dim = cfg.head_dim or HEAD_DIM
+  x = jax.ShapeDtypeStruct((batch, length, head_dim * cfg.num_heads), jnp.float32)
+  # Parameters do not depend on T (LENGTH_HPARAMS aside): initialise at a short length so
+  # that init's trace costs nothing; a T-dependent shape would fail loudly in apply.
+  x0 = jax.ShapeDtypeStruct((batch, min(length, INIT_LENGTH)) + x.shape[2:], x.dtype)
+  variables = nn.unbox(jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x0))
+  params = variables["params"]
+  rest = {k: v for k, v in variables.items() if k != "params"}
+
+  def loss(p, rest, x):
+    return jnp.sum(module.apply({"params": p, **rest}, x, deterministic=True))
+
+  fn = jax.grad(loss, argnums=(0, 2))
+  return fn, (params, rest, x)
+
+
+@dataclasses.dataclass
+class CostMeasurement:
+  """Per length: FLOPs (jaxpr count) and compiled temp bytes; fitted exponents."""
+  name: str
+  lengths: tuple
+  flops: tuple
+  temp_bytes: tuple
+  unknown_loops: int = 0
+  unknown_primitives: tuple = ()
+  seconds: float = 0.0
+
+  @property
+  def flop_exponent(self) -> float:
+    """Least-squares slope of log FLOPs on log T."""
+    return fit_exponent(self.lengths, self.flops)
+
+  @property
+  def memory_exponent(self) -> float:
+    """Least-squares slope of log temp bytes on log T."""
+    return fit_exponent(self.lengths, self.temp_bytes)
+
+  @property
+  def flop_exponent_last(self) -> float:
+    """Slope of the last segment (the two longest lengths)."""
+    return self.segments("flops")[-1]
+
+  @property
+  def memory_exponent_last(self) -> float:
+    """Slope of the last segment of temp bytes."""
+    return self.segments("temp_bytes")[-1]
+
+  def segments(self, which: str = "flops") -> list[float]:
+    """Slopes between consecutive lengths."""
+    vals = getattr(self, which)
+    return [fit_exponent(self.lengths[i:i + 2], vals[i:i + 2]) for i in range(len(vals) - 1)]
+
+
+def fit_exponent(lengths: Sequence[int], values: Sequence[float]) -> float:
+  """Least-squares slope of log(max(value, 1)) on log(length)."""
+  x = np.log(np.asarray(lengths, np.float64))
+  y = np.log(np.maximum(np.asarray(values, np.float64), 1.0))
+  return float(np.polyfit(x, y, 1)[0])
+
+
+def measure(name: str, lengths: Sequence[int] = LENGTHS, *, memory: bool = True, **overrides) -> CostMeasurement:
+  """Traces (and, with memory=True, compiles) the fwd+bwd of `name` at each length."""
+  t0 = time.perf_counter()
+  flops, temps, unknown_loops, unknown = [], [], 0, set()
+  for t in lengths:
+    fn, args = variant_program(name, t, **overrides)
+    traced = jax.jit(fn).trace(*args)
+    fc = count_flops(traced.jaxpr)
+    flops.append(fc.flops)
+    unknown_loops += fc.unknown_loops
+    unknown |= fc.unknown_primitives
+    temps.append(traced.lower().compile(COMPILER_OPTIONS).memory_analysis().temp_size_in_bytes if memory else float("nan"))
+  return CostMeasurement(name, tuple(lengths), tuple(flops), tuple(temps), unknown_loops,
+                         tuple(sorted(unknown)), time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class CostCheck:
+  """The verdict of `check`: ok, and one line per violated bound."""
+  ok: bool
+  failures: list
+
+  def __bool__(self) -> bool:
+    return self.ok
+
+
+class CostContractError(AssertionError):
+  """A variant measures above its declared cost class."""
+
+
+def check(m: CostMeasurement, declared: CostClass, *, compute_margin: float = COMPUTE_MARGIN,
+          memory_margin: float = MEMORY_MARGIN) -> CostCheck:
+  """Compares measured exponents (fit and last segment) with `declared` (upper bounds
+  with the margins)."""
+  failures = []
+  fe = max(m.flop_exponent, m.flop_exponent_last)
+  if fe > declared.compute_exponent + compute_margin:
+    failures.append(f"{m.name}: FLOPs grow as T^{fe:.2f} (fit {m.flop_exponent:.2f}, last segment "
+                    f"{m.flop_exponent_last:.2f}) over T={list(m.lengths)} ({_fmt(m.flops)}), above the "
+                    f"declared compute {declared.compute!r} (T^{declared.compute_exponent:g} + {compute_margin})")
+  if not any(math.isnan(b) for b in m.temp_bytes):
+    me = max(m.memory_exponent, m.memory_exponent_last)
+    if me > declared.memory_exponent + memory_margin:
+      failures.append(f"{m.name}: temp memory grows as T^{me:.2f} (fit {m.memory_exponent:.2f}, last segment "
+                      f"{m.memory_exponent_last:.2f}; {_fmt(m.temp_bytes)} B), above the declared memory "
+                      f"{declared.memory!r} (T^{declared.memory_exponent:g} + {memory_margin})")
+  if m.unknown_loops:
+    failures.append(f"{m.name}: {m.unknown_loops} while loop(s) with a trip count that is not static "
+                    "(their FLOPs cannot be counted)")
+  return CostCheck(not failures, failures)
+
+
+def assert_cost(m: CostMeasurement, declared: CostClass, **margins) -> None:
+  """Raises CostContractError listing every violated bound of `check`."""
+  verdict = check(m, declared, **margins)
+  if not verdict:
+    raise CostContractError("; ".join(verdict.failures))
+
+
+def _fmt(vals) -> str:
+  return " -> ".join(f"{v:.3g}" for v in vals)
+
+
+# ---- the table and the CLI ---------------------------------------------------------------
+
+
+def cost_rows(names: Sequence[str], lengths: Sequence[int] = LENGTHS, log=print) -> list[dict[str, Any]]:
+  """One dict per variant: declared classes, measured values and exponents, verdict."""
+  rows = []
+  for name in names:
+    spec = VARIANTS.get(name)
+    m = measure(name, lengths)
+    verdict = check(m, spec.cost)
+    rows.append(dict(
+        variant=name, lengths=list(m.lengths), compute=spec.cost.compute, memory=spec.cost.memory,
+        subquadratic=spec.cost.subquadratic, flops=list(m.flops), temp_bytes=list(m.temp_bytes),
+        flop_exponent=m.flop_exponent, flop_segments=m.segments("flops"),
+        memory_exponent=m.memory_exponent, memory_segments=m.segments("temp_bytes"),
+        ok=verdict.ok, failures=verdict.failures, seconds=m.seconds))
+    log(f"{name}: FLOPs T^{m.flop_exponent:.2f}, temp T^{m.memory_exponent:.2f} "
+        f"({'ok' if verdict.ok else 'FAIL'}; {m.seconds:.1f} s)")
+  return rows
+
+
+def markdown_table(rows: Sequence[Mapping], lengths: Sequence[int] = LENGTHS,
+                   notes: Mapping[str, str] | None = None) -> str:
+  """The cost table as markdown (what experiments/zoo/cost_table.md holds)."""
+  notes = notes or {}
+  span = ", ".join(f"{t // 1024}k" for t in lengths)
+  lines = [
+      "# Cost classes: declared vs. measured",
+      "",
+      f"Forward + backward of one layer at the variant's defaults (batch 1, head_dim 64), T = {span}.",
+      "FLOPs counted on the jaxpr (loop bodies x trip counts); memory = XLA's compiled temp bytes.",
+      f"Exponent = least-squares log-log slope (per-segment slopes in brackets). Check: measured <= "
+      f"declared + {COMPUTE_MARGIN} (compute), + {MEMORY_MARGIN} (memory).",
+      "Regenerate (measures every variant, about 5 CPU-minutes): `attnlab bench cost "
+      "--json experiments/zoo/cost_rows.json --out experiments/zoo/cost_table.md "
+      "--notes experiments/zoo/cost_changes.json`; re-render only: add `--from-json experiments/zoo/cost_rows.json`.",
+      "Every variant declares its class at registration (`register(..., cost=(compute, memory))`); "
+      "sub-quadratic = both exponents below 2. The last column names the labels and defaults that changed.",
+      "",
+      "| variant | compute | memory | sub-quadratic | FLOP exponent | temp-memory exponent | "
+      f"GFLOP at {lengths[-1] // 1024}k | temp MiB at {lengths[-1] // 1024}k | check | what changed |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    seg_f = ", ".join(f"{s:.2f}" for s in r["flop_segments"])
+    seg_m = ", ".join(f"{s:.2f}" for s in r["memory_segments"])
+    lines.append(
+        f"| {r['variant']} | `{r['compute']}` | `{r['memory']}` | {'yes' if r['subquadratic'] else 'no'} | "
+        f"{r['flop_exponent']:.2f} [{seg_f}] | {r['memory_exponent']:.2f} [{seg_m}] | "
+        f"{r['flops'][-1] / 1e9:.1f} | {r['temp_bytes'][-1] / 2**20:.1f} | "
+        f"{'pass' if r['ok'] else 'FAIL'} | {notes.get(r['variant'], '')} |")
+  return "\n".join(lines) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """The `attnlab bench cost` flags."""
+  p.add_argument("--variants", default="all", help="comma-separated names, or 'all' (default)")
+  p.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="sequence lengths T")
+  p.add_argument("--out", default=None, help="write the markdown table here")
+  p.add_argument("--notes", default=None, help="JSON {variant: 'what changed'} for the last column")
+  p.add_argument("--json", default=None, help="write the rows as JSON here")
+  p.add_argument("--from-json", default=None,
+                 help="render the table from rows an earlier --json wrote (no measuring)")
+
+
+def main(args: argparse.Namespace) -> int:
+  """Measures the variants, prints the table; exit status 1 when a variant fails its class."""
+  names = VARIANTS.names() if args.variants == "all" else [n.strip() for n in args.variants.split(",") if n.strip()]
+  lengths = [int(t) for t in args.lengths.split(",")]
+  if args.from_json:
+    rows = [r for r in json.loads(pathlib.Path(args.from_json).read_text())
+            if args.variants == "all" or r["variant"] in names]
+    lengths = rows[0].get("lengths", lengths) if rows else lengths
+  else:
+    rows = cost_rows(names, lengths)
+  notes = json.loads(pathlib.Path(args.notes).read_text()) if args.notes else {}
+  table = markdown_table(rows, lengths, notes)
+  print(table)
+  if args.out:
+    pathlib.Path(args.out).write_text(table)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+  return 0 if all(r["ok"] for r in rows) else 1
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+  """Adds `cost` to a `bench` subparsers object; sets `func` to `main`."""
+  p = subparsers.add_parser("cost", help="measured growth of FLOPs and memory in T vs. declared cost classes",
+                            description=__doc__.splitlines()[0])
+  add_arguments(p)
+  p.set_defaults(func=main)
+  return p

@@ -1,0 +1,23 @@
+"""Bad input as one line on stderr with exit code 2 (shared by `attnlab.cli` and `attnlab.sweep`).
+
+Imports nothing heavy, so every command-line module can use it without importing another
+(the sweep's command used to import `attnlab.cli`, which imports the sweep).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from attnlab.registry import UnknownNameError
+
+# What a bad config or command line raises (unknown names, bad values, missing files); the
+# commands report these in one line with exit code 2 instead of a traceback.
+INPUT_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, TypeError)
+
+INPUT_ERROR_EXIT = 2
+
+
+def fail(message: str, code: int = INPUT_ERROR_EXIT) -> int:
+  """Prints "attnlab: error: MESSAGE" (on one line: newlines become spaces) to stderr; returns `code`."""
+  print(f"attnlab: error: {' '.join(str(message).split())}", file=sys.stderr)
+  return code

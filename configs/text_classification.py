@@ -1,0 +1,76 @@
+"""Text classification from a `label,text` CSV with byte tokens and any non-causal variant.
+
+The CSV format (header row naming `label` and `text` columns, or header=False for
+plain label,text rows) is documented in attnlab/data/text_classification.py. Run:
+  attnlab train --config configs/text_classification.py:train_path=data/train.csv \
+      --workdir runs/tc_mha
+  attnlab train --config configs/text_classification.py:train_path=data/train.csv,test_path=data/test.csv,variant=performer \
+      --workdir runs/tc_performer
+  attnlab eval --config configs/text_classification.py:train_path=data/train.csv,test_path=data/test.csv \
+      --workdir runs/tc_mha --config.task.split=test
+Smoke (any small CSV with two labels):
+  attnlab train --config configs/text_classification.py:train_path=my.csv,smoke=True --workdir /tmp/tc
+LRA's byte-level IMDb setting (Tay et al., 2021: 4 layers of width 256, inputs of up to
+4K bytes, 20000 steps; an accelerator job): size=lra.
+Single leaves: --config.task.seq_len=2048 --config.task.val_fraction=0.2 --config.train.steps=3000
+
+Position embedding, variant hyperparameters and padding as in configs/listops.py
+(`config_lib.apply_encoder_variant`); pooling is the mean over non-padding bytes.
+"""
+
+from attnlab import config_lib
+
+ARGS = dict(variant="mha", size="default", smoke=False, train_path="", val_path="",
+            test_path="", header=True)
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, ARGS)
+  c = config_lib.base_config()
+  c.task.name = "text_classification"
+  c.task.train_path = a["train_path"]
+  c.task.val_path = a["val_path"]
+  c.task.test_path = a["test_path"]
+  c.task.header = a["header"]
+  c.task.label_column = "label"
+  c.task.text_column = "text"
+  c.task.val_fraction = 0.1
+  c.task.seq_len = 512
+  c.task.split = "val"
+  c.task.data_seed = 0
+  c.model.variant = a["variant"]
+  c.model.causal = False
+  c.model.pooling = "mean"
+  c.model.key_padding = True
+  c.model.position_embedding = "sincos"
+  c.model.num_layers = 2
+  c.model.d_model = 64
+  c.model.num_heads = 4
+  c.train.steps = 1000
+  c.train.batch_size = 32
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 100
+  c.train.eval_every = 200
+  c.train.log_every = 25
+  c.train.checkpoint_every = 200
+  if a["size"] == "lra":
+    c.task.seq_len = 4096
+    c.model.num_layers = 4
+    c.model.d_model = 256
+    c.model.num_heads = 4
+    c.model.mlp = "gelu"
+    c.model.mlp_dim = 1024
+    c.train.steps = 20000
+    c.train.learning_rate = 0.05 / 8000 ** 0.5  # LRA: 0.05 * warmup * rsqrt_decay, peak at step 8000
+    c.train.warmup_steps = 8000
+    c.train.eval_every = 1000
+    c.train.checkpoint_every = 1000
+  elif a["size"] != "default":
+    raise ValueError(f"size must be 'default' or 'lra', got {a['size']!r}")
+  if a["smoke"]:
+    config_lib.apply_smoke(c)
+    c.task.seq_len = 64
+    c.train.batch_size = 4
+  config_lib.apply_encoder_variant(c, c.task.seq_len)
+  config_lib.apply_variant_needs(c)
+  return c

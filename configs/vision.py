@@ -1,0 +1,89 @@
+"""Image classification with the `vit` model and any attention variant (task `vision`).
+
+Run (the default: mha on scikit-learn's 8x8 digits, no download):
+  attnlab train --config configs/vision.py --workdir runs/vision_mha
+  attnlab train --config configs/vision.py:variant=neighborhood --workdir runs/vision_na
+  attnlab train --config configs/vision.py:variant=shifted_window --workdir runs/vision_swin
+Pathfinder (LRA, generated; 32x32, one token per pixel):
+  attnlab train --config configs/vision.py:dataset=pathfinder,variant=mha --workdir runs/pf_mha
+TFDS data (prepare once: `tfds build mnist --data_dir ~/tensorflow_datasets`):
+  attnlab train --config configs/vision.py:dataset=mnist --workdir runs/mnist_mha
+  attnlab train --config configs/vision.py:dataset=cifar10 --workdir runs/cifar_mha
+Your own images (DIR/<class>/*.png, or DIR/train/<class>/..., DIR/test/<class>/...):
+  attnlab train --config configs/vision.py:dataset=folder,data_dir=DIR,image_size=32 --workdir runs/mine
+Smoke (seconds): configs/vision.py:smoke=True.
+Single leaves: --config.train.steps=6000 --config.model.patch_size=1 --config.task.split=val
+
+Digits recipe (the default): a 1-layer 3x3 conv stem (CCT's tokenizer), patch 2 (a 4x4 grid
+of 16 tokens), learned 2-D positions, mean pooling, 4 layers of width 64, label smoothing
+0.1, random 1-pixel shifts (crop_pad=1), AdamW 3e-3 warmup-cosine, batch 128, 3000 steps.
+Measured (seed 0, 2026-12-01, 2 CPU cores shared with ~6 other jobs): test accuracy 98.61%
+(354 / 359) at 3000 steps (96.94% at step 1000, 98.61% at step 2000); 464 s user CPU,
+39 min wall under that contention. Ablations (stem, smoothing) not yet measured.
+"""
+
+from attnlab import config_lib
+
+ARGS = dict(variant="mha", dataset="digits", smoke=False, data_dir="", image_size=0, seed=0)
+
+# Per-dataset settings: (patch_size, stem layers, crop_pad, flip, steps).
+DATASET_RECIPES = {
+    "digits": dict(patch_size=2, stem=1, crop_pad=1, flip=False, steps=3000),
+    "pathfinder": dict(patch_size=1, stem=0, crop_pad=0, flip=False, steps=5000),
+    "mnist": dict(patch_size=4, stem=0, crop_pad=2, flip=False, steps=10000),
+    "fashion_mnist": dict(patch_size=4, stem=0, crop_pad=2, flip=True, steps=10000),
+    "cifar10": dict(patch_size=4, stem=1, crop_pad=4, flip=True, steps=20000),
+    "folder": dict(patch_size=4, stem=1, crop_pad=2, flip=True, steps=3000),
+}
+
+# Attention hyperparameters of the 2-D variants (grid is set by the vit model).
+VARIANT_ATTN = {
+    "mha": {"positional": "none"},
+    "neighborhood": {"window": 3},
+    "window": {"window": 2},
+    "shifted_window": {"window": 2},
+}
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, ARGS)
+  if a["dataset"] not in DATASET_RECIPES:
+    raise ValueError(f"dataset must be one of {', '.join(DATASET_RECIPES)}, got {a['dataset']!r}")
+  r = DATASET_RECIPES[a["dataset"]]
+  c = config_lib.base_config()
+  c.seed = a["seed"]
+  c.task.name = "vision"
+  c.task.dataset = a["dataset"]
+  c.task.data_dir = a["data_dir"]
+  c.task.image_size = a["image_size"]
+  c.task.split = "test"
+  c.task.crop_pad = r["crop_pad"]
+  c.task.flip = r["flip"]
+  c.task.label_smoothing = 0.1
+  c.model.variant = a["variant"]
+  c.model.causal = False
+  c.model.pooling = "mean"
+  c.model.position_embedding = "learned"
+  c.model.patch_size = r["patch_size"]
+  c.model.stem = r["stem"]
+  c.model.stem_width = 0
+  c.model.stem_pool = False
+  c.model.num_layers = 4
+  c.model.d_model = 64
+  c.model.num_heads = 4
+  c.model.mlp = "gelu"
+  c.train.steps = r["steps"]
+  c.train.batch_size = 128
+  c.train.learning_rate = 3e-3
+  c.train.warmup_steps = 200
+  c.train.weight_decay = 0.05
+  c.train.eval_every = 1000
+  c.train.log_every = 100
+  c.train.checkpoint_every = 1000
+  for k, v in VARIANT_ATTN.get(a["variant"], {}).items():
+    c.model.attn[k] = v
+  if a["smoke"]:
+    config_lib.apply_smoke(c)
+    c.model.num_heads = 2
+  config_lib.apply_variant_needs(c)
+  return c
