@@ -104,6 +104,14 @@ class AttentionModule(nn.Module):
         raise ValueError(f"variant {self.variant!r} does not support {needed} attention; "
                          f"it supports: {', '.join(sorted(self.patterns))}")
 
+  def num_kv_heads(self) -> int:
+    """Key/value heads: cfg.num_kv_heads (0 or absent = num_heads), which must divide num_heads."""
+    cfg = self.cfg
+    hkv = getattr(cfg, "num_kv_heads", 0) or cfg.num_heads
+    if cfg.num_heads % hkv:
+      raise ValueError(f"num_heads ({cfg.num_heads}) must be a multiple of num_kv_heads ({hkv})")
+    return hkv
+
   def head_dim_for(self, d_model: int) -> int:
     """cfg.head_dim, or d_model // num_heads (which must divide)."""
     if self.cfg.head_dim:

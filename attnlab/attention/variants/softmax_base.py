@@ -53,13 +53,6 @@ class SoftmaxAttention(AttentionModule):
     """The variant's own mask (and-ed with the caller's)."""
     return M.Causal() if self.cfg.causal else None
 
-  def num_kv_heads(self) -> int:
-    cfg = self.cfg
-    hkv = cfg.num_kv_heads or cfg.num_heads
-    if cfg.num_heads % hkv:
-      raise ValueError(f"num_heads ({cfg.num_heads}) must be a multiple of num_kv_heads ({hkv})")
-    return hkv
-
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg

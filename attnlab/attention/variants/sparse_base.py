@@ -105,13 +105,6 @@ class StaticSparseAttention(AttentionModule):
     """Query positions (int numpy [R]) whose row is dense (they see every key), or None."""
     return None
 
-  def num_kv_heads(self) -> int:
-    cfg = self.cfg
-    hkv = cfg.num_kv_heads or cfg.num_heads
-    if cfg.num_heads % hkv:
-      raise ValueError(f"num_heads ({cfg.num_heads}) must be a multiple of num_kv_heads ({hkv})")
-    return hkv
-
   def _bias(self, heads):
     if self.cfg.positional != "alibi":
       return None
