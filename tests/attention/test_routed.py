@@ -1,4 +1,4 @@
-"""Oracle and contract tests for the routed family: routing, lsh, moba, topk, duo.
+"""Oracle and contract tests for the routed family: lsh, moba, topk, duo (routing: test_routing.py).
 
 Oracle rule for routed variants: the routing decision (cluster ids, hash buckets, selected
 blocks, top-k sets) is recomputed here in numpy from the module's own params/variables,
@@ -20,14 +20,12 @@ from attnlab.attention.variants import routed
 from tests.attention import contract
 
 VARIANTS = {
-    "routing": dict(num_heads=2, num_clusters=3, window=4),
     "lsh": dict(num_heads=2, num_buckets=4, chunk_size=4, num_hashes=2),
     "moba": dict(num_heads=2, block_size=4, top_k=2),
     "topk": dict(num_heads=2, top_k=5, block_k=8),
     "duo": dict(num_heads=2, window=3, num_sinks=2, alpha_init=0.6),
 }
 MEMORY = {  # d_model 64 at T = 1024 / 4096
-    "routing": dict(num_heads=2, num_clusters=8, window=64),
     "lsh": dict(num_heads=2, num_buckets=16, chunk_size=64, num_hashes=2),
     "moba": dict(num_heads=2, block_size=64, top_k=3),
     "topk": dict(num_heads=2, top_k=32, block_k=256),
@@ -88,71 +86,6 @@ def check_against_oracle(name, module, variables, x, oracle_fn, context=None):
             for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)))
   contract.assert_oracle(name, "grad", g_mod, g_ref, **GRAD_TOL)
   print(f"oracle max abs err: fwd {float(np.max(np.abs(np.asarray(y) - np.asarray(ref)))):.2e} grad {err:.2e}")
-
-
-# ---- routing ------------------------------------------------------------------------------
-
-
-def routing_allowed(q, k, centroids, window, causal):
-  """Cluster = argmax_c q . mu_c (cosine; the norm of q does not change the argmax);
-  rank in the stable sort by cluster; window of rank; query window i meets key window i."""
-  q, k, c = np.asarray(q), np.asarray(k), np.asarray(centroids)
-  cq = np.argmax(np.einsum("bthd,hcd->bhtc", q, c), -1)
-  ck = np.argmax(np.einsum("bthd,hcd->bhtc", k, c), -1)
-  tq, tk = q.shape[1], k.shape[1]
-  n = -(-tq // window)
-  wk = -(-tk // n)
-  rank = lambda a: np.argsort(np.argsort(a, axis=-1, kind="stable"), axis=-1)  # noqa: E731
-  ok = (rank(cq) // window)[..., :, None] == (rank(ck) // wk)[..., None, :]
-  return ok & causal_np(tq, tk) if causal else ok
-
-
-@pytest.mark.parametrize("causal,length,context_len,window", [
-    (True, 14, None, 4), (False, 12, 10, 4), (True, 16, None, 16)])
-def test_routing_oracle(causal, length, context_len, window):
-  hp = {**VARIANTS["routing"], "causal": causal, "window": window}
-  x, ctx = contract.make_inputs(length=length, context_len=context_len)
-  module, variables, _ = contract.init_apply("routing", hp, x, ctx)
-  p0, cent = variables["params"], variables["kmeans"]["centroids"]
-  src = x if ctx is None else ctx
-  allowed = routing_allowed(proj(x, p0, "query"), proj(src, p0, "key"), cent, window, causal)
-  if window >= length:  # reduction: one window holds everything -> plain (causal) softmax attention
-    assert allowed.all() if not causal else (allowed == causal_np(length, length)).all()
-
-  def oracle(p, x, ctx):
-    src = x if ctx is None else ctx
-    return out_proj(dense_attention(proj(x, p, "query"), proj(src, p, "key"), proj(src, p, "value"), allowed)[0], p)
-
-  check_against_oracle("routing", module, variables, x, oracle, ctx)
-
-
-def test_routing_kmeans_ema_update():
-  hp = {**VARIANTS["routing"], "kmeans_decay": 0.9}
-  x, _ = contract.make_inputs(length=16)
-  module, variables, _ = contract.init_apply("routing", hp, x)
-  c = np.asarray(variables["kmeans"]["centroids"])
-  p = variables["params"]
-  # deterministic=True (the default) leaves the centroids alone; training without a
-  # mutable "kmeans" collection is an error, not a silent no-op.
-  _, mut = module.apply(variables, x, mutable=["kmeans"])
-  np.testing.assert_array_equal(np.asarray(mut["kmeans"]["centroids"]), c)
-  with pytest.raises(ValueError, match="mutable=\\['kmeans'\\]"):
-    module.apply(variables, x, deterministic=False)
-  _, mut = module.apply(variables, x, deterministic=False, mutable=["kmeans"])
-  new = np.asarray(mut["kmeans"]["centroids"])
-  # Expected: mu_c <- 0.9 mu_c + 0.1 mean{unit q, unit k assigned to c}, renormalised.
-  vecs = [np.asarray(proj(x, p, "query")), np.asarray(proj(x, p, "key"))]
-  expect = c.copy()
-  for h in range(c.shape[0]):
-    pts = np.concatenate([v[:, :, h].reshape(-1, c.shape[2]) for v in vecs])
-    pts = pts / np.linalg.norm(pts, axis=-1, keepdims=True)
-    assign = np.argmax(pts @ c[h].T, -1)
-    for ci in range(c.shape[1]):
-      if (assign == ci).any():
-        m = 0.9 * c[h, ci] + 0.1 * pts[assign == ci].mean(0)
-        expect[h, ci] = m / np.linalg.norm(m)
-  np.testing.assert_allclose(new, expect, atol=1e-5)
-  assert not np.allclose(new, c)
 
 
 # ---- lsh ------------------------------------------------------------------------------------
@@ -397,7 +330,7 @@ def test_subquadratic_memory(name):
   print(f"{name}: temp {a / 2**20:.2f} MiB at T=1024, {b / 2**20:.2f} MiB at T=4096")
 
 
-@pytest.mark.parametrize("name", ["routing", "lsh", "moba"])
+@pytest.mark.parametrize("name", ["lsh", "moba"])
 def test_extra_mask_is_an_error(name):
   x, _ = contract.make_inputs(length=8)
   module, variables, _ = contract.init_apply(name, VARIANTS[name], x)

@@ -3,7 +3,9 @@
 routing: Roy et al., 2021, "Efficient Content-Based Sparse Attention with Routing
   Transformers" (TACL). Online k-means over unit-normalised queries and keys; centroids
   live in the non-param collection "kmeans" and move by EMA when deterministic=False
-  (apply with mutable=["kmeans"]). Balanced clusters: sort by cluster, chunk into windows.
+  (apply with mutable=["kmeans"]). Balanced clusters: each centroid takes its own top-w
+  nearest queries and keys, which attend to each other; half the heads (by default) are
+  local sliding-window heads, as in the paper's models.
 lsh: Kitaev et al., 2020, "Reformer: The Efficient Transformer" (ICLR). Shared-QK
   angular-LSH bucket attention, several hash rounds, fixed seeded random rotations.
 moba: Lu et al., 2025, "MoBA: Mixture of Block Attention for Long-Context LLMs"
@@ -18,7 +20,8 @@ The math is in `attnlab.attention.ops.sparse.routed` and `.block_select` (effici
 forms and materialised references).
 Cost in the default XLA path (the declared `cost` classes, per layer, T tokens; measured
 by tests/attention/test_cost_contract.py; sub-quadratic = compute and memory < T^2):
-  routing  O(T * window) time and memory                          sub-quadratic
+  routing  O(T * C) routing + O(C * w^2) attention (C * w ~ T at the design length) +
+           O(T * local_window) local heads; memory O(T * C)            sub-quadratic
   lsh      O(R * T * chunk) time (+ sorting), memory O(T)           sub-quadratic
   moba     O(T^2 / block + T * top_k * block) time (the gate scores every past block),
            O(T * D) memory plus per-query-tile buffers             quadratic compute
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -66,27 +70,78 @@ def _check_positional(positional, allowed=POSITIONAL):
 
 @dataclasses.dataclass(frozen=True)
 class RoutingConfig(AttentionConfig):
-  """num_clusters: k-means centroids per head (the paper uses ~sqrt(T));
-  window: queries per attention window after sorting by cluster (keys are cut into the
-  same number of windows), cost O(T * window); kmeans_decay: EMA decay of the centroids
-  (lambda in Roy et al., 2021, eq. 8)."""
+  """Routing Transformer (Roy et al., 2021) hyperparameters.
+
+  num_clusters: k-means centroids C per routing head.
+  window: w, the queries and the keys each centroid takes (its own top-w nearest of each);
+    cost O(T * C) to route plus O(C * w^2) to attend. 0: w = ceil(T / C), so that C * w
+    covers the sequence (then O(T^2 / C) at fixed C). The default C * w = 512 covers
+    T = 512; the paper fixes w (256 or 512) and sets C = T / w for its training length
+    (official hparams: enwik8 8k C=16 w=512, wikitext-103 4k C=8 w=512).
+  kmeans_decay: EMA decay lambda of the centroids (eq. 8; official default 0.999).
+  num_local_heads: heads that run local (sliding-window) softmax attention instead of
+    routing; -1 (default): num_heads // 2, the paper's enwik8 and wikitext-103 split
+    (4 of 8, 8 of 16 heads). Routing heads come first, then the local heads.
+  local_window: keys per query of the local heads, its own included (the library's
+    window convention, `variants.base.window_extents`); the paper's local heads see a
+    256-query block plus a 256-token flange.
+  share_qk: the routing heads use the queries as keys (one projection), as the paper's
+    causal language models do (official `share_qk=True` in decoder self-attention);
+    then every routed query sees at least itself. Needs shared_centroids.
+  shared_centroids: one set of centroids routes queries and keys (the paper and the
+    official code); False: separate query and key centroids, centroid c of the queries
+    meeting centroid c of the keys, each moved by its own vectors.
+  """
   num_clusters: int = 8
   window: int = 64
   kmeans_decay: float = 0.999
+  num_local_heads: int = -1
+  local_window: int = 64
+  share_qk: bool = False
+  shared_centroids: bool = True
+
+  POSITIVE_SIZES: ClassVar[tuple[str, ...]] = AttentionConfig.POSITIVE_SIZES + ("num_clusters", "local_window")
+  ZERO_ALLOWED: ClassVar[tuple[str, ...]] = ("window",)
+
+  def __post_init__(self):
+    super().__post_init__()
+    if isinstance(self.num_local_heads, bool) or not isinstance(self.num_local_heads, int) \
+        or not -1 <= self.num_local_heads <= self.num_heads:
+      raise ValueError(f"num_local_heads must be -1 (half the heads) or in [0, num_heads={self.num_heads}], "
+                       f"got {self.num_local_heads!r}")
+    if not 0.0 <= self.kmeans_decay <= 1.0:
+      raise ValueError(f"kmeans_decay must be in [0, 1], got {self.kmeans_decay!r}")
+    if self.share_qk and not self.shared_centroids:
+      raise ValueError("share_qk=True routes queries and keys as one set of vectors: it needs shared_centroids=True")
+
+  @property
+  def local_heads(self) -> int:
+    """The number of local heads (num_local_heads, -1 resolved to num_heads // 2)."""
+    return self.num_heads // 2 if self.num_local_heads < 0 else self.num_local_heads
 
 
 @register("routing", family="routed", config=RoutingConfig, cost=("T*(C+w)", "T"),
           patterns=("causal-self", "noncausal-self", "noncausal-cross"), paper="Roy et al., 2021")
 class RoutingAttention(AttentionModule):
-  """Routing Transformer attention: queries and keys are routed to their nearest k-means
-  centroid (cosine), sorted by cluster and chunked into equal windows; window i of the
-  sorted queries attends to window i of the sorted keys (causal: keys at positions <= the
-  query's; a causal query whose window holds no earlier key outputs zeros).
+  """Routing Transformer attention (Roy et al., 2021, Sec. 4.1): routing heads plus local heads.
 
-  Centroids [H, C, D]: variable ("kmeans", "centroids"), random unit vectors at init.
-  With deterministic=False they take one EMA k-means step from this call's queries and
-  keys (Roy et al., 2021, eq. 8), which needs apply(..., mutable=["kmeans"]). No
-  positional encoding is applied inside (as in the paper, positions enter with the inputs).
+  Routing heads: queries and keys are unit-normalised and compared with k-means centroids
+  (cosine); each centroid takes its own top-w nearest queries and top-w nearest keys
+  (`ops.sparse.routed.routing_select`), and its queries attend to its keys (causal: keys
+  at positions <= the query's). A query taken by several centroids gets the mean of its
+  outputs, a query taken by none (or seeing no key) outputs zeros from the routing heads
+  (`routing_attention`). Every attended pair therefore has both ends among one centroid's
+  top-w. Local heads: sliding-window softmax attention of `local_window` keys through
+  `ops.softmax_attention` (the sliding_window variant's op and mask).
+
+  Centroids [H_routing, C, D] live in the non-param collection "kmeans" ("centroids", or
+  "query_centroids" and "key_centroids" when not shared), random unit vectors at init.
+  With deterministic=False they take one EMA k-means step (eq. 8) from this call's
+  queries and keys, assigned to their nearest centroid, which needs apply(...,
+  mutable=["kmeans"]). Sows ("intermediates", "query_index" / "key_index") [B, H_routing,
+  C, w]. No positional encoding inside (the paper's relative position terms are not
+  implemented); no per-layer `sparsity_skip_first` (use a hybrid stack instead).
+  Cross-attention (noncausal-cross) needs num_local_heads=0 and share_qk=False.
   """
 
   @nn.compact
@@ -96,25 +151,57 @@ class RoutingAttention(AttentionModule):
     cfg = self.cfg
     d_model = x.shape[-1]
     hd = self.head_dim_for(d_model)
+    n_local = cfg.local_heads
+    n_route = cfg.num_heads - n_local
+    if context is not None and (n_local or cfg.share_qk):
+      raise ValueError("variant 'routing' attends to a context only with routing heads and separate keys: "
+                       f"set num_local_heads=0 and share_qk=False (got {cfg.num_local_heads}, {cfg.share_qk})")
     src = x if context is None else context
     q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(src, cfg.num_heads, hd, "key")
     v = self.project_heads(src, cfg.num_heads, hd, "value")
-    if not self.is_initializing() and not self.has_variable("kmeans", "centroids"):
+    if cfg.share_qk:  # routing heads' keys are their queries; only the local heads project keys
+      k_local = self.project_heads(src, n_local, hd, "key") if n_local else None
+      k_route = q[:, :, :n_route]
+    else:
+      k = self.project_heads(src, cfg.num_heads, hd, "key")
+      k_route, k_local = k[:, :, :n_route], k[:, :, n_route:]
+    parts = []
+    if n_route:
+      parts.append(self.route(q[:, :, :n_route], k_route, v[:, :, :n_route], hd, deterministic))
+    if n_local:
+      left, right = window_extents(cfg.local_window, cfg.causal)
+      parts.append(softmax_attention(q[:, :, n_route:], k_local, v[:, :, n_route:],
+                                     mask=M.SlidingWindow(left=left, right=right)))
+    y = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
+    return self.project_out(y, d_model)
+
+  def route(self, q, k, v, hd, deterministic):
+    """The routing heads: q [B, Tq, Hr, D], k, v [B, Tk, Hr, D] -> [B, Tq, Hr, D]."""
+    cfg = self.cfg
+    names = ("centroids",) if cfg.shared_centroids else ("query_centroids", "key_centroids")
+    if not self.is_initializing() and not self.has_variable("kmeans", names[0]):
       raise ValueError("variant 'routing' keeps its k-means centroids in the 'kmeans' collection: "
                        "apply it with the variables from init, including 'kmeans'")
-    centroids = self.variable(
-        "kmeans", "centroids",
-        lambda: R.normalize(jax.random.normal(self.make_rng("params"), (cfg.num_heads, cfg.num_clusters, hd))))
-    c = centroids.value
-    qc, kc = R.kmeans_assign(q, c), R.kmeans_assign(k, c)
+    h = q.shape[2]
+    cents = [self.variable("kmeans", name, lambda: R.normalize(
+        jax.random.normal(self.make_rng("params"), (h, cfg.num_clusters, hd)))) for name in names]
+    cq, ck = cents[0], cents[-1]
+    q_index = R.routing_select(q, cq.value, cfg.window)
+    k_index = q_index if cfg.share_qk else R.routing_select(k, ck.value, cfg.window)
+    self.sow("intermediates", "query_index", q_index)
+    self.sow("intermediates", "key_index", k_index)
     if not deterministic and not self.is_initializing():
       if not self.is_mutable_collection("kmeans"):
         raise ValueError("variant 'routing' updates its k-means centroids when deterministic=False: "
                          "apply with mutable=['kmeans'] (or deterministic=True to freeze them)")
-      centroids.value = R.kmeans_ema_update(c, [q, k], [qc, kc], cfg.kmeans_decay)
-    y = R.routing_attention(q, k, v, qc, kc, window=cfg.window, causal=cfg.causal)
-    return self.project_out(y, d_model)
+      vq = [q] if cfg.share_qk else [q, k]
+      if cfg.shared_centroids:
+        c = cq.value
+        cq.value = R.kmeans_ema_update(c, vq, [R.kmeans_assign(x, c) for x in vq], cfg.kmeans_decay)
+      else:
+        for cent, x in ((cq, q), (ck, k)):
+          cent.value = R.kmeans_ema_update(cent.value, [x], [R.kmeans_assign(x, cent.value)], cfg.kmeans_decay)
+    return R.routing_attention(q, k, v, q_index, k_index, causal=cfg.causal)
 
 
 # ---- LSH (Reformer) ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ array; each `*_reference` builds the dense boolean mask the same decision implie
 runs masked softmax over the full score matrix (the oracle for small shapes).
 
   routing:  Roy et al., 2021, "Efficient Content-Based Sparse Attention with Routing
-            Transformers" (online k-means; sort by cluster and chunk into equal windows).
+            Transformers" (online k-means; each centroid takes its own top-w nearest
+            queries and keys, which attend to each other).
   lsh:      Kitaev et al., 2020, "Reformer: The Efficient Transformer" (shared-QK LSH
             with random rotations, sorted chunks attending to themselves and the
             previous chunk, rounds combined by their logsumexp).
@@ -48,6 +49,13 @@ def _inverse_perm(perm):
 
 
 # ---- Routing Transformer ---------------------------------------------------------------
+#
+# Roy et al., 2021 (TACL), Sec. 4.1, and the official code (google-research
+# routing_transformer/utils.py: `cluster_items`, `gather_cluster_attention_items`,
+# `scatter_cluster_items`): queries and keys are unit-normalised; every centroid takes its
+# own top-w nearest queries and its own top-w nearest keys (balanced clusters, w of each per
+# centroid); the w queries of centroid c attend to the w keys of centroid c; outputs are
+# scattered back and a query taken by several centroids gets the mean of its outputs.
 
 
 def kmeans_assign(x, centroids):
@@ -84,68 +92,103 @@ def kmeans_ema_update(centroids, vectors, assignments, decay):
   return jax.lax.stop_gradient(normalize(new))
 
 
-def _routing_windows(tq, tk, window):
-  """(number of windows n, query window wq, key window wk): queries are chunked into
-  windows of `window`; keys into the same number of (equal) windows."""
-  n = -(-tq // window)
-  return n, window, -(-tk // n)
+def routing_window(length, num_clusters, window):
+  """Members each centroid takes from a sequence of `length`: `window`, or with window=0
+  ceil(length / num_clusters) (so that C * w covers the sequence), at most `length`."""
+  w = window if window else -(-length // num_clusters)
+  return max(1, min(int(w), int(length)))
 
 
-def routing_attention(q, k, v, q_clusters, k_clusters, *, window, causal=False, scale=None, impl="auto"):
-  """Routing attention through the dispatch table (family "sparse.routing"): "xla"
-  (`routing_attention_xla`, sorted windows) or "reference" (the dense mask). Same shapes."""
-  return D.dispatch(ROUTING, impl, q, k, v, q_clusters, k_clusters, window=window, causal=causal, scale=scale)
+def routing_select(x, centroids, window):
+  """The balanced routing decision (Roy et al., 2021, Sec. 4.1; official
+  `gather_cluster_attention_items`): each centroid takes its own top-w vectors by cosine
+  similarity, w = routing_window(T, C, window). A position may be taken by several
+  centroids or by none. Discrete: no gradient flows through it.
 
-
-def routing_attention_xla(q, k, v, q_clusters, k_clusters, *, window, causal=False, scale=None):
-  """Balanced cluster attention (Routing Transformer): queries sorted by (cluster, position)
-  and cut into windows of `window`; keys sorted the same way and cut into the same number
-  of windows; the i-th query window attends to the i-th key window (causal: only keys at
-  positions <= the query's). Memory O(T * window).
-
-  q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv]; q_clusters int [B, Tq, H],
-  k_clusters int [B, Tk, H] -> [B, Tq, H, Dv].
+  x [B, T, H, D], centroids [H, C, D] -> int32 positions [B, H, C, w] (distinct per centroid).
+  Cost O(T * C * D) for the similarities plus a top-w over T per centroid.
   """
+  w = routing_window(x.shape[1], centroids.shape[1], window)
+  xn = normalize(jax.lax.stop_gradient(x))
+  sim = jnp.einsum("bthd,hcd->bhct", xn, jax.lax.stop_gradient(centroids).astype(jnp.float32))
+  return jax.lax.top_k(sim, w)[1].astype(jnp.int32)
+
+
+def _check_routing(q, k, v, q_index, k_index, causal):
+  """Shapes of a routing call; (B, Tq, Tk, H, D). Raises on mismatched heads, indices or a
+  causal call with Tq != Tk."""
   b, tq, tk, h, d = check_equal_heads(q, k, v, "routing_attention")
   if causal and tq != tk:
     raise ValueError(f"causal routing attention needs Tq == Tk, got {tq} and {tk}")
+  if q_index.ndim != 4 or k_index.ndim != 4 or q_index.shape[:3] != (b, h, k_index.shape[2]) \
+      or k_index.shape[:2] != (b, h):
+    raise ValueError(f"routing indices must be [B={b}, H={h}, C, w] for queries and keys with the same C, "
+                     f"got {q_index.shape} and {k_index.shape}")
+  return b, tq, tk, h, d
+
+
+def routing_attention(q, k, v, q_index, k_index, *, causal=False, scale=None, impl="auto"):
+  """Routing attention given the decision, through the dispatch table (family
+  "sparse.routing"): "xla" (`routing_attention_xla`, gathered windows) or "reference"
+  (`routing_attention_reference`, dense per-centroid masks). Same shapes and result."""
+  return D.dispatch(ROUTING, impl, q, k, v, q_index, k_index, causal=causal, scale=scale)
+
+
+def routing_attention_xla(q, k, v, q_index, k_index, *, causal=False, scale=None):
+  """Balanced routing attention (Routing Transformer, Roy et al., 2021, Sec. 4.1).
+
+  Centroid c's queries q_index[..., c, :] attend to its keys k_index[..., c, :] (causal:
+  only keys at positions <= the query's, compared by position, not by slot). Outputs are
+  scattered back to their positions; a query taken by several centroids gets the mean of
+  its outputs over the centroids in which it saw at least one key (the official
+  `scatter_cluster_items` averages: sum / (count + 1e-2); there every row sees a key); a
+  query taken by none, or seeing no key, outputs zeros. Compute O(C * wq * wk), memory
+  O(C * wq * wk + T): no [Tq, Tk] array.
+
+  q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv]; q_index int [B, H, C, wq], k_index
+  int [B, H, C, wk] (from `routing_select`) -> [B, Tq, H, Dv].
+  """
+  b, tq, tk, h, d = _check_routing(q, k, v, q_index, k_index, causal)
   scale = default_scale(d, scale)
-  n, wq, wk = _routing_windows(tq, tk, window)
-  perm_q = _sort_pad(jnp.swapaxes(q_clusters, 1, 2), n * wq)  # [B, H, n*wq] original positions
-  perm_k = _sort_pad(jnp.swapaxes(k_clusters, 1, 2), n * wk)
-  qs = gather_rows(heads_first(q), perm_q, n * wq).reshape(b, h, n, wq, d)
-  ks = gather_rows(heads_first(k), perm_k, n * wk).reshape(b, h, n, wk, d)
-  vs = gather_rows(heads_first(v), perm_k, n * wk).reshape(b, h, n, wk, -1)
-  q_pos = perm_q.reshape(b, h, n, wq, 1)
-  k_pos = perm_k.reshape(b, h, n, 1, wk)
-  ok = k_pos < tk
-  if causal:
-    ok = ok & (k_pos <= q_pos)
-  s = jnp.einsum("bhnqd,bhnkd->bhnqk", qs, ks) * scale
-  p, _ = masked_softmax(s, ok)
-  o = jnp.einsum("bhnqk,bhnkd->bhnqd", p, vs).reshape(b, h, n * wq, -1)
-  o = jnp.take_along_axis(o, _inverse_perm(perm_q)[..., None], axis=2)[:, :, :tq]
-  return jnp.swapaxes(o, 1, 2).astype(q.dtype)
+  qs = gather_rows(heads_first(q), q_index)  # [B, H, C, wq, D]
+  ks = gather_rows(heads_first(k), k_index)  # [B, H, C, wk, D]
+  vs = gather_rows(heads_first(v), k_index)
+  ok = (k_index[..., None, :] <= q_index[..., :, None]) if causal else True
+  s = jnp.einsum("bhcqd,bhckd->bhcqk", qs, ks) * scale
+  p, lse = masked_softmax(s, ok)
+  o = jnp.einsum("bhcqk,bhckd->bhcqd", p, vs)
+  seen = jnp.isfinite(lse).astype(jnp.float32)  # [B, H, C, wq]: the query saw a key here
+  bi = jnp.arange(b)[:, None, None, None]
+  hi = jnp.arange(h)[None, :, None, None]
+  total = jnp.zeros((b, h, tq, o.shape[-1]), jnp.float32).at[bi, hi, q_index].add(o * seen[..., None])
+  count = jnp.zeros((b, h, tq), jnp.float32).at[bi, hi, q_index].add(seen)
+  y = total / jnp.maximum(count, 1.0)[..., None]
+  return jnp.swapaxes(y, 1, 2).astype(q.dtype)
 
 
-def routing_mask(q_clusters, k_clusters, *, window, causal=False):
-  """The dense [B, H, Tq, Tk] bool mask `routing_attention` implies, computed from ranks:
-  query i and key j meet iff rank_q(i) // wq == rank_k(j) // wk, where rank is the index in
-  the stable sort by cluster id."""
-  tq, tk = q_clusters.shape[1], k_clusters.shape[1]
-  n, wq, wk = _routing_windows(tq, tk, window)
-  rank_q = _inverse_perm(jnp.argsort(jnp.swapaxes(q_clusters, 1, 2), axis=-1, stable=True))
-  rank_k = _inverse_perm(jnp.argsort(jnp.swapaxes(k_clusters, 1, 2), axis=-1, stable=True))
-  ok = (rank_q // wq)[..., :, None] == (rank_k // wk)[..., None, :]
+def routing_mask(q_index, k_index, tq, tk, *, causal=False):
+  """The dense per-centroid masks [B, H, C, Tq, Tk] the decision implies: query i meets key
+  j in centroid c iff i is among c's queries and j among c's keys (and j <= i if causal)."""
+  in_q = jnp.any(q_index[..., :, None] == jnp.arange(tq), axis=-2)  # [B, H, C, Tq]
+  in_k = jnp.any(k_index[..., :, None] == jnp.arange(tk), axis=-2)  # [B, H, C, Tk]
+  ok = in_q[..., :, None] & in_k[..., None, :]
   if causal:
     ok = ok & (jnp.arange(tk)[None, :] <= jnp.arange(tq)[:, None])
   return ok
 
 
-def routing_attention_reference(q, k, v, q_clusters, k_clusters, *, window, causal=False, scale=None):
-  """Materialised form of `routing_attention_xla` (dense mask from `routing_mask`)."""
-  ok = routing_mask(q_clusters, k_clusters, window=window, causal=causal)
-  return dense_masked_attention(q, k, v, ok, scale)
+def routing_attention_reference(q, k, v, q_index, k_index, *, causal=False, scale=None):
+  """Materialised form of `routing_attention_xla`: one dense masked softmax per centroid
+  over the full score matrix (`routing_mask`), then the mean over the centroids in which
+  each query saw a key (zeros where none). Same arguments and result."""
+  _, tq, tk, _, d = _check_routing(q, k, v, q_index, k_index, causal)
+  ok = routing_mask(q_index, k_index, tq, tk, causal=causal)
+  s = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * default_scale(d, scale)
+  p, lse = masked_softmax(s[:, :, None], ok)  # [B, H, C, Tq, Tk]
+  o = jnp.einsum("bhcqk,bkhd->bhcqd", p, v.astype(jnp.float32))
+  seen = jnp.isfinite(lse).astype(jnp.float32)  # [B, H, C, Tq]
+  y = jnp.einsum("bhcq,bhcqd->bqhd", seen, o) / jnp.maximum(seen.sum(2), 1.0).transpose(0, 2, 1)[..., None]
+  return y.astype(q.dtype)
 
 
 # ---- Reformer LSH attention --------------------------------------------------------------
@@ -253,5 +296,5 @@ def lsh_attention_reference(qk, v, buckets, *, chunk_size, causal=False, scale=N
 
 
 __all__ = ["kmeans_assign", "kmeans_ema_update", "routing_attention", "routing_attention_reference",
-           "routing_attention_xla", "routing_mask", "lsh_rotations", "lsh_hash", "lsh_attention",
+           "routing_attention_xla", "routing_mask", "routing_select", "routing_window", "lsh_rotations", "lsh_hash", "lsh_attention",
            "lsh_attention_reference", "lsh_attention_xla", "lsh_masks", "masked_softmax", "normalize"]
