@@ -9,7 +9,7 @@ query t with respect to the inputs is nonzero exactly at the positions the windo
 the linear branch, are off). A canary built with window w + 1 must fail the same check.
 
 Hyperparameters that are not sliding windows keep their own names and meanings:
-`routing`'s window (queries per cluster chunk), block_local's / mega's / moba's blocks
+`routing`'s window (members per centroid), block_local's / mega's / moba's blocks
 and chunks (partitions), strided's stride (the Sparse Transformer's A(1) of l + 1 keys).
 """
 
@@ -45,7 +45,7 @@ WINDOWED = {
 SHIFTED_AT_BORDERS = ("neighborhood",)
 WINDOW_FIELDS = ("window", "window_blocks", "local_blocks")
 NOT_SLIDING = {
-    "routing": "window = queries per routing window after sorting by cluster",
+    "routing": "window = queries and keys each centroid takes (its top-w); local_window is a sliding window",
     "window": "Swin's window = the side of non-overlapping partitions",
     "shifted_window": "Swin's window = the side of non-overlapping (shifted) partitions",
 }
