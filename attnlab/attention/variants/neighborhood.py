@@ -23,7 +23,6 @@ and memory are O(T * w^d).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -32,6 +31,7 @@ import numpy as np
 from attnlab.attention import masks as M
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.grid import resolve_grid
 
 NEG_INF = -1e30
 
@@ -58,23 +58,6 @@ class NeighborhoodConfig(AttentionConfig):
       raise ValueError(f"grid must be () or (H, W) with positive sizes or -1, got {self.grid!r}")
     if self.causal_axes and len(self.causal_axes) != max(1, len(self.grid)):
       raise ValueError(f"causal_axes needs one flag per axis ({max(1, len(self.grid))}), got {self.causal_axes!r}")
-
-
-def resolve_grid(grid: tuple, length: int) -> tuple[int, ...]:
-  """The axis sizes for a sequence of `length` tokens: (length,) for grid=(), else (H, W)
-  with -1 entries inferred (both -1: a square); one-line ValueError if they do not fit."""
-  if not grid:
-    return (length,)
-  h, w = grid
-  if h == -1 and w == -1:
-    h = w = math.isqrt(length)
-  elif h == -1:
-    h = length // w
-  elif w == -1:
-    w = length // h
-  if h * w != length:
-    raise ValueError(f"grid {tuple(grid)} does not fit a sequence of {length} tokens (needs H * W = T)")
-  return (h, w)
 
 
 def axis_neighborhood(length: int, window: int, dilation: int = 1, causal: bool = False):

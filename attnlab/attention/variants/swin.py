@@ -26,7 +26,7 @@ import numpy as np
 
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.neighborhood import resolve_grid
+from attnlab.attention.variants.grid import from_windows, relative_index, resolve_grid, to_windows
 
 NEG_INF = -1e30
 
@@ -74,39 +74,6 @@ def region_ids(shape, wins, shifts) -> np.ndarray:
       bounds[n - s:] = 2
     labels = labels * 3 + bounds.reshape([-1 if a == axis else 1 for a in range(len(shape))])
   return labels
-
-
-def to_windows(x, shape, wins):
-  """x [B, T, ...] (T row-major over shape) -> [B, nW, prod(wins), ...]."""
-  b, rest = x.shape[0], x.shape[2:]
-  if len(shape) == 1:
-    return x.reshape(b, shape[0] // wins[0], wins[0], *rest)
-  (h, w), (mh, mw) = shape, wins
-  x = x.reshape(b, h // mh, mh, w // mw, mw, *rest)
-  x = jnp.moveaxis(x, 3, 2)                                        # [B, h/mh, w/mw, mh, mw, ...]
-  return x.reshape(b, (h // mh) * (w // mw), mh * mw, *rest)
-
-
-def from_windows(x, shape, wins):
-  """Inverse of `to_windows`: [B, nW, prod(wins), ...] -> [B, T, ...]."""
-  b, rest = x.shape[0], x.shape[3:]
-  if len(shape) == 1:
-    return x.reshape(b, shape[0], *rest)
-  (h, w), (mh, mw) = shape, wins
-  x = x.reshape(b, h // mh, w // mw, mh, mw, *rest)
-  x = jnp.moveaxis(x, 2, 3)
-  return x.reshape(b, h * w, *rest)
-
-
-def relative_index(wins) -> np.ndarray:
-  """int [K, K] (K = prod(wins)): flattened index of (key - query) offsets into a table of
-  prod(2 m - 1) entries."""
-  coords = np.stack(np.meshgrid(*[np.arange(m) for m in wins], indexing="ij"), -1).reshape(-1, len(wins))
-  rel = coords[None, :, :] - coords[:, None, :] + np.array(wins) - 1  # [K(q), K(k), ndim]
-  index = np.zeros(rel.shape[:2], np.int64)
-  for a, m in enumerate(wins):
-    index = index * (2 * m - 1) + rel[..., a]
-  return index
 
 
 class SwinAttention(AttentionModule):

@@ -1,0 +1,151 @@
+"""Token-grid helpers shared by the 2-D attention variants (neighborhood, Swin, HaloNet, MaxViT, BiFormer).
+
+Tokens of an image live in row-major order on a grid of axis sizes `shape` ((L,) for a
+1-D sequence, (H, W) for an image). The helpers here turn that into static index arrays
+(numpy, built at trace time) for the groups each design attends within, and one op,
+`group_attention`, that gathers the queries and keys of every group and runs softmax
+attention inside it: no [T, T] array is ever built, compute and memory are
+O(T * keys per query).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+NEG_INF = -1e30
+
+
+def resolve_grid(grid: tuple, length: int) -> tuple[int, ...]:
+  """The axis sizes for a sequence of `length` tokens: (length,) for grid=(), else (H, W)
+  with -1 entries inferred (both -1: a square); one-line ValueError if they do not fit."""
+  if not grid:
+    return (length,)
+  h, w = grid
+  if h == -1 and w == -1:
+    h = w = math.isqrt(length)
+  elif h == -1:
+    h = length // w
+  elif w == -1:
+    w = length // h
+  if h * w != length:
+    raise ValueError(f"grid {tuple(grid)} does not fit a sequence of {length} tokens (needs H * W = T)")
+  return (h, w)
+
+
+def to_windows(x, shape, wins):
+  """x [B, T, ...] (T row-major over shape) -> [B, nW, prod(wins), ...]: non-overlapping
+  windows of size `wins` (row-major over the windows, row-major inside each)."""
+  b, rest = x.shape[0], x.shape[2:]
+  if len(shape) == 1:
+    return x.reshape(b, shape[0] // wins[0], wins[0], *rest)
+  (h, w), (mh, mw) = shape, wins
+  x = x.reshape(b, h // mh, mh, w // mw, mw, *rest)
+  x = jnp.moveaxis(x, 3, 2)                                        # [B, h/mh, w/mw, mh, mw, ...]
+  return x.reshape(b, (h // mh) * (w // mw), mh * mw, *rest)
+
+
+def from_windows(x, shape, wins):
+  """Inverse of `to_windows`: [B, nW, prod(wins), ...] -> [B, T, ...]."""
+  b, rest = x.shape[0], x.shape[3:]
+  if len(shape) == 1:
+    return x.reshape(b, shape[0], *rest)
+  (h, w), (mh, mw) = shape, wins
+  x = x.reshape(b, h // mh, w // mw, mh, mw, *rest)
+  x = jnp.moveaxis(x, 2, 3)
+  return x.reshape(b, h * w, *rest)
+
+
+def relative_index(wins) -> np.ndarray:
+  """int [K, K] (K = prod(wins)): flattened index of (key - query) offsets, for tokens in
+  row-major order on a grid of size `wins`, into a table of prod(2 m - 1) entries."""
+  return relative_index_between(wins, wins)
+
+
+def relative_index_between(q_wins, k_wins, k_origin=None) -> np.ndarray:
+  """int [Kq, Kk]: flattened (key - query) offset index into a table of prod(mq + mk - 1)
+  entries, for queries on a grid of size q_wins at the origin and keys on a grid of size
+  k_wins whose corner sits at k_origin (default 0; HaloNet's keys start at -halo)."""
+  k_origin = np.zeros(len(q_wins), np.int64) if k_origin is None else np.asarray(k_origin)
+  qc = _coords(q_wins)
+  kc = _coords(k_wins) + k_origin
+  low = k_origin - (np.asarray(q_wins) - 1)                        # the most negative offset per axis
+  rel = kc[None, :, :] - qc[:, None, :] - low                      # [Kq, Kk, ndim], >= 0
+  index = np.zeros(rel.shape[:2], np.int64)
+  for a, (mq, mk) in enumerate(zip(q_wins, k_wins)):
+    index = index * (mq + mk - 1) + rel[..., a]
+  return index
+
+
+def _coords(shape) -> np.ndarray:
+  """int [prod(shape), ndim]: row-major coordinates of a grid."""
+  return np.stack(np.meshgrid(*[np.arange(m) for m in shape], indexing="ij"), -1).reshape(-1, len(shape))
+
+
+def window_index(shape, wins) -> np.ndarray:
+  """int [nW, K]: the flat token indices of each non-overlapping window of size `wins`
+  (row-major windows, row-major inside), for axis sizes `shape` (multiples of wins)."""
+  ids = np.arange(int(np.prod(shape))).reshape(1, -1)
+  return np.asarray(to_windows(ids, shape, wins))[0]
+
+
+def dilated_index(shape, groups) -> np.ndarray:
+  """int [nG, K] (K = prod(groups)): MaxViT's grid partition. Axis n splits as groups[a]
+  positions spaced n // groups[a] apart: group r holds the tokens whose coordinates
+  are = r (mod n // groups[a]) per axis, its members row-major in their grid position."""
+  strides = [n // g for n, g in zip(shape, groups)]
+  coords = _coords(shape)
+  residue = np.zeros(len(coords), np.int64)
+  member = np.zeros(len(coords), np.int64)
+  for a, (g, s) in enumerate(zip(groups, strides)):
+    residue = residue * s + coords[:, a] % s
+    member = member * g + coords[:, a] // s
+  out = np.zeros((int(np.prod(strides)), int(np.prod(groups))), np.int64)
+  out[residue, member] = np.arange(len(coords))
+  return out
+
+
+def inverse_index(index: np.ndarray) -> np.ndarray:
+  """int [T]: for `index` [G, K] that lists every token once, the position of token t in
+  index.ravel() (so take(out.reshape(B, G*K, ...), inverse) puts rows back in order)."""
+  flat = np.asarray(index).ravel()
+  if not np.array_equal(np.sort(flat), np.arange(flat.size)):
+    raise ValueError("the groups must partition the tokens")
+  return np.argsort(flat)
+
+
+def group_attention(q, k, v, q_index, k_index, allowed=None, bias=None):
+  """Softmax attention inside groups: q [B, T, H, D], k/v [B, S, H, D] -> [B, T, H, D].
+
+  q_index int [G, Kq] partitions the T queries into groups; k_index int [G, Kk] or
+  [B, G, Kk] (per example, e.g. routed) names each group's keys. allowed bool [G, Kq|1, Kk]
+  or [B, G, Kq|1, Kk] masks keys (False = not attended); bias
+  [H, Kq, Kk] or [G, H, Kq, Kk] is added to the scaled scores. Scores are
+  [B, G, H, Kq, Kk]: O(T * Kk), no [T, T] array. A query with no allowed key returns 0.
+  """
+  b, t = q.shape[:2]
+  scale = q.shape[-1] ** -0.5
+  qg = jnp.take(q, jnp.asarray(q_index), axis=1)                   # [B, G, Kq, H, D]
+  if np.ndim(k_index) == 3:
+    bidx = jnp.arange(b)[:, None, None]
+    kg, vg = k[bidx, k_index], v[bidx, k_index]                    # [B, G, Kk, H, D]
+  else:
+    kg, vg = jnp.take(k, jnp.asarray(k_index), axis=1), jnp.take(v, jnp.asarray(k_index), axis=1)
+  s = jnp.einsum("bgqhd,bgkhd->bghqk", qg.astype(jnp.float32) * scale, kg.astype(jnp.float32))
+  if bias is not None:
+    bias = jnp.asarray(bias, jnp.float32)
+    s = s + (bias[None, None] if bias.ndim == 3 else bias[None])
+  if allowed is not None:
+    allowed = jnp.asarray(allowed)
+    allowed = allowed.reshape(allowed.shape[:-2] + (1,) + allowed.shape[-2:])  # a heads axis
+    s = jnp.where(allowed, s, NEG_INF)
+    p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)) * allowed
+    p = p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
+  else:
+    p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
+    p = p / jnp.sum(p, axis=-1, keepdims=True)
+  y = jnp.einsum("bghqk,bgkhd->bgqhd", p, vg.astype(jnp.float32)).astype(q.dtype)
+  y = y.reshape(b, -1, *y.shape[3:])                               # [B, G*Kq, H, D]
+  return jnp.take(y, jnp.asarray(inverse_index(q_index)), axis=1)
