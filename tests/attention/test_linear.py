@@ -155,7 +155,9 @@ def oracle(name, hp, params, x, context=None, causal=True, kv_valid=None):
     a = jnp.einsum("bihd,bjhd->bhij", phi(q), phi(k))
   elif name == "performer":
     d = q.shape[-1]
-    w = fm.orthogonal_random_features(jax.random.key(hp.get("feature_seed", 0)), hp["num_features"], d)
+    # The random projection is the module's decision, taken as data through its public
+    # accessor; its distribution is tested in test_mechanism_helpers.py.
+    w = performer_projection(build(name, **hp).cfg, d)
     phi = lambda z: jnp.exp(z @ w.T * d ** -0.25 - 0.5 * jnp.sum(z * z, -1, keepdims=True) / np.sqrt(d))  # noqa: E731
     a = jnp.einsum("bihd,bjhd->bhij", phi(q), phi(k)) / hp["num_features"]
   elif name == "cosformer":
@@ -249,6 +251,18 @@ def test_oracle_all_forms(case, causal):
     if name != "based":  # based's window branch takes any mask; the linear ones refuse others
       with pytest.raises(ValueError, match="key-padding"):
         build(name, **hp).apply(params, x, mask=M.SlidingWindow(left=2))
+
+
+def test_performer_oracle_bites():
+  """Canary: the oracle built on another draw of the projection (feature_seed 1) rejects
+  the module, so the oracle's agreement is not an accident of the random features."""
+  hp = {**VARIANTS["performer"], "causal": True}
+  x, _ = contract.make_inputs(length=14)
+  _, params = init_params("performer", hp, x)
+  y = jax.jit(build("performer", **hp).apply)(params, x)
+  ok, off = (float(jnp.max(jnp.abs(y - oracle("performer", h, params, x)))) for h in (hp, {**hp, "feature_seed": 1}))
+  print(f"performer: |module - oracle| {ok:.1e}, |module - oracle on another projection| {off:.1e}")
+  assert ok < 2e-5 and off > 1e-3, (ok, off)
 
 
 @pytest.mark.parametrize("name", CROSS)

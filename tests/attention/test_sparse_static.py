@@ -8,8 +8,6 @@ tables; attention is then computed densely from the module's own parameters.
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,8 +15,6 @@ import numpy as np
 import pytest
 
 from attnlab.attention import VARIANTS, build, masks
-from attnlab.attention.ops.sparse.static import bigbird_random_blocks
-from attnlab.attention.positional import alibi_slopes, apply_rope
 from tests.attention import contract
 
 H = 2
@@ -52,9 +48,20 @@ MAIN = {n: cfgs[0][1] for n, cfgs in CONFIGS.items()}
 # ---- the oracle: patterns from the papers' definitions ------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _random_blocks(seed, nh, nb, r, wb, ng, causal):
-  return bigbird_random_blocks(seed, nh, nb, nb, r, wb, ng, causal)
+def _rope(x, pos, base=10000.0):
+  """RoFormer's rotation (Su et al., 2021) in the half-split layout, as complex numbers:
+  z_i = x_i + 1j x_{i + D/2} is multiplied by exp(1j pos base^(-2i/D)). x [B, T, H, D], pos [B, T]."""
+  d = x.shape[-1] // 2
+  z = jax.lax.complex(x[..., :d], x[..., d:])
+  ang = pos[:, :, None, None] * base ** (-2.0 * np.arange(d) / (2 * d))
+  z = z * jnp.exp(1j * ang.astype(np.float32))
+  return jnp.concatenate([jnp.real(z), jnp.imag(z)], -1)
+
+
+def _alibi_slopes(n):
+  """ALiBi slopes for n a power of two (Press et al., 2022, Sec. 3): 2^(-8 h / n), h = 1..n."""
+  assert _pow2(n), n
+  return 2.0 ** (-8.0 * np.arange(1, n + 1) / n)
 
 
 def _pow2(d):
@@ -68,8 +75,12 @@ def _in_window(d, w, causal):
   return -after <= d <= before
 
 
-def oracle_allowed(name, hp, h, i, j, nh, t, causal):
-  """Whether query i may attend to key j in head h (of nh), sequence length t."""
+def oracle_allowed(name, hp, h, i, j, nh, t, causal, rand=None):
+  """Whether query i may attend to key j in head h (of nh), sequence length t.
+
+  rand: bigbird's random key blocks as data, int [nh, num_q_blocks, r] (-1 = none), read
+  from the module (`BigBirdAttention.random_blocks`), never recomputed here: the draw is
+  the module's decision; its definition is tested in test_mechanism_helpers.py."""
   if causal and j > i:
     return False
   d = i - j
@@ -84,9 +95,6 @@ def oracle_allowed(name, hp, h, i, j, nh, t, causal):
   if name == "bigbird":
     b, w, ng = hp["block_size"], hp["window_blocks"], hp["num_global_blocks"]
     bi, bj = i // b, j // b
-    nb = -(-t // b)
-    reach = w - 1 if causal else w // 2  # random blocks are drawn outside |bi - bj| <= reach
-    rand = _random_blocks(hp.get("seed", 0), nh, nb, hp["num_random_blocks"], reach, ng, causal)
     return _in_window(bi - bj, w, causal) or bi < ng or bj < ng or bj in set(rand[h, bi].tolist())
   if name == "strided":
     l, split = hp["stride"], hp.get("head_split", "split")
@@ -113,14 +121,20 @@ def oracle_allowed(name, hp, h, i, j, nh, t, causal):
   raise KeyError(name)
 
 
-def oracle_mask(name, hp, nh, t, causal):
-  """bool [nh, t, t], built pair by pair."""
+def oracle_mask(name, hp, nh, t, causal, rand=None):
+  """bool [nh, t, t], built pair by pair (rand: see oracle_allowed)."""
   out = np.zeros((nh, t, t), bool)
   for h in range(nh):
     for i in range(t):
       for j in range(t):
-        out[h, i, j] = oracle_allowed(name, hp, h, i, j, nh, t, causal)
+        out[h, i, j] = oracle_allowed(name, hp, h, i, j, nh, t, causal, rand)
   return out
+
+
+def module_random_blocks(name, module, nh, t):
+  """bigbird's random-block table as data, through the module's public accessor; None
+  for every other variant."""
+  return np.asarray(module.random_blocks(np.arange(nh), t)) if name == "bigbird" else None
 
 
 def oracle_apply(params, x, allowed, *, positional="rope", key_valid=None):
@@ -137,11 +151,11 @@ def oracle_apply(params, x, allowed, *, positional="rope", key_valid=None):
   k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
   pos = jnp.broadcast_to(jnp.arange(t), (b, t))
   if positional == "rope":
-    q, k = apply_rope(q, pos), apply_rope(k, pos)
+    q, k = _rope(q, pos), _rope(k, pos)
   s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(hd)
   if positional == "alibi":
     idx = np.arange(t)
-    s = s - alibi_slopes(nh)[None, :, None, None] * np.abs(idx[:, None] - idx[None, :])
+    s = s - _alibi_slopes(nh)[None, :, None, None] * np.abs(idx[:, None] - idx[None, :])
   allow = jnp.asarray(allowed)[None]
   if key_valid is not None:
     allow = allow & key_valid[:, None, None, :]
@@ -192,7 +206,7 @@ ORACLE_CASES = [pytest.param(n, cid, hp, causal, k == 0 and causal,
 def test_oracle_forward_and_grad(name, cid, hp, causal, extras):
   more = dict(positional="alibi", num_kv_heads=1, query_chunk=8) if extras else {}
   hp, x, module, params = _setup(name, hp, causal, **more)
-  allowed = oracle_mask(name, hp, hp["num_heads"], T, causal)
+  allowed = oracle_mask(name, hp, hp["num_heads"], T, causal, module_random_blocks(name, module, hp["num_heads"], T))
   assert 0 < allowed.mean() < 1, "pattern must be non-trivial at this length"
   valid = None
   if extras:
@@ -210,6 +224,34 @@ def test_oracle_forward_and_grad(name, cid, hp, causal, extras):
   # comparison (and record) per leaf with that leaf's absolute tolerance.
   for u, w in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
     contract.assert_oracle(name, "grad", u, w, atol=1e-5 * max(1.0, float(jnp.max(jnp.abs(w)))))
+
+
+# Canaries: one wrong pattern per family, each a plausible slip (the window one block or
+# one token off, the random blocks dropped, all heads on one shard, every rate shifted).
+# The module's output must differ from the oracle of the wrong pattern by far more than
+# the oracle tolerance (1e-5), or the oracle test above could not tell them apart.
+# (Three of the seven variants: the oracle is one function; CI time matters.)
+CANARIES = {
+    "longformer": (MAIN["longformer"], dict(MAIN["longformer"], window=5)),
+    "bigbird": (MAIN["bigbird"], {}),  # the module's random-block table replaced by none
+    "s2_attention": (MAIN["s2_attention"], dict(MAIN["s2_attention"], homo_head=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(CANARIES))
+def test_oracle_bites(name):
+  """The oracle of a slightly wrong pattern rejects the module (forward)."""
+  right, wrong = CANARIES[name]
+  hp, x, module, params = _setup(name, right, True)
+  nh = hp["num_heads"]
+  rand = module_random_blocks(name, module, nh, T)
+  good = oracle_mask(name, hp, nh, T, True, rand)
+  bad = oracle_mask(name, {**hp, **wrong}, nh, T, True, None if rand is None else np.full_like(rand, -1))
+  assert (good != bad).any()
+  y = jax.jit(lambda p: module.apply({"params": p}, x))(params)
+  ok, off = (float(jnp.max(jnp.abs(y - oracle_apply(params, x, m)))) for m in (good, bad))
+  print(f"{name}: |module - oracle| {ok:.1e}, |module - wrong-pattern oracle| {off:.1e}")
+  assert ok < 1e-5 and off > 1e-2, (ok, off)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -264,38 +306,6 @@ def test_contract_subquadratic(name):
 
 
 # ---- variant-specific checks ----------------------------------------------------------------
-
-
-def test_bigbird_random_blocks_seeded_and_disjoint():
-  a = bigbird_random_blocks(3, 4, 16, 16, 3, 1, 1, False)
-  np.testing.assert_array_equal(a, bigbird_random_blocks(3, 4, 16, 16, 3, 1, 1, False))
-  assert not np.array_equal(a, bigbird_random_blocks(4, 4, 16, 16, 3, 1, 1, False))
-  assert not np.array_equal(a[0], a[1]), "random blocks are drawn per head"
-  for h in range(4):
-    for i in range(1, 16):
-      row = a[h, i][a[h, i] >= 0]
-      assert len(row) == 3 and len(set(row.tolist())) == 3
-      assert all(abs(i - j) > 1 and j >= 1 for j in row)
-  assert np.all(a[:, 0] == -1), "global query blocks draw no random blocks"
-  # Causal: only earlier blocks, and the choice for a block does not depend on length.
-  c_short = bigbird_random_blocks(0, 2, 8, 8, 2, 1, 1, True)
-  c_long = bigbird_random_blocks(0, 2, 20, 20, 2, 1, 1, True)
-  np.testing.assert_array_equal(c_short, c_long[:, :8])
-  assert all(j < i - 1 for h in range(2) for i in range(20) for j in c_long[h, i] if j >= 0)
-
-
-def test_s2_shards_cover_context():
-  """With vert_stride = num_heads, the heads' shards partition the key blocks."""
-  hp = dict(block_size=2, local_blocks=1, vert_stride=0)
-  t, nh = 40, 4
-  m = oracle_mask("s2_attention", hp, nh, t, True)
-  module = build("s2_attention", **hp, num_heads=nh)
-  blocks = np.arange(t) // 2
-  fn = module.allowed(np.arange(nh), t)
-  got = np.asarray(fn(jnp.arange(t)[None, None, :, None], jnp.arange(t)[None, None, None, :]))[:, 0]
-  np.testing.assert_array_equal(got, m)
-  shard = [(blocks + h + 1) % nh == 0 for h in range(nh)]
-  np.testing.assert_array_equal(np.sum(shard, axis=0), np.ones(t))
 
 
 def test_power_attention_receptive_field_doubles():
