@@ -18,8 +18,14 @@ config.train.protocol == "early_stopping") needs a task with `steps_per_epoch()`
 Writes WORKDIR/config.json, metrics.jsonl (train/loss per epoch, val/<m>, test/<m>),
 results.json (the returned dict) and, if the task has `write_report(workdir,
 predict)`, its report (forecast.png). Returns {"step", "best_epoch", "epochs",
-"val/<m>", "test/<m>", "test/examples", "wall_s"}. Not resumable mid-run: a workdir
-whose results.json exists is reported as is.
+"val/<m>", "test/<m>", "test/examples", "wall_s"}. A workdir whose results.json exists
+is reported as is.
+
+Resumable: after every epoch the state is also saved as WORKDIR/last/checkpoints/<step>
+and the protocol's counters (epoch, best val loss and step, epochs without improvement,
+wall time so far) as WORKDIR/progress.json, so a run killed at any point restarts at the
+epoch after the last completed one. Epoch batches depend only on (seed, epoch) and the
+dropout keys on the step, so the resumed run trains exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -85,6 +91,26 @@ def _check(config: Any, task: Any) -> tuple[int, int]:
   return epochs, patience
 
 
+PROGRESS_FILE = "progress.json"
+
+
+def _read_progress(workdir: str) -> dict | None:
+  """The counters of the last completed epoch (progress.json), or None."""
+  path = os.path.join(workdir, PROGRESS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_progress(workdir: str, progress: dict) -> None:
+  """Writes progress.json atomically (process 0), after the epoch's `last` checkpoint is on disk."""
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, PROGRESS_FILE + ".tmp"), "w") as f:
+      json.dump(progress, f)
+    os.replace(os.path.join(workdir, PROGRESS_FILE + ".tmp"), os.path.join(workdir, PROGRESS_FILE))
+
+
 def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | None = None,
           run: Any = None) -> dict[str, float]:
   """Runs the early-stopping protocol in `workdir`; returns the results (see the module doc)."""
@@ -104,13 +130,26 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
   tx, schedule = make_adam(config.train, spe)
   init_fn = make_init_fn(model, tx, run.input_spec["inputs"], int(config.seed))
   abstract, shardings, _ = abstract_state(init_fn, run.mesh, run.rules)
-  state = init_state(init_fn, shardings, run.rules)
-  mt.log(f"initialised {param_count(abstract):,} params; up to {epochs} epochs of {spe} steps, "
-         f"patience {patience}")
   val_batches, test_batches = task.split_batches("val"), task.split_batches("test")
   checkpointer = Checkpointer(workdir, keep=1, async_save=False)
+  last = Checkpointer(os.path.join(workdir, "last"), keep=1, async_save=False)
+  progress = _read_progress(workdir)
+  if progress and last.latest_step() == progress["step"]:
+    state = last.restore(abstract, step=progress["step"])
+    mt.log(f"resuming after epoch {progress['epoch']} (step {progress['step']}, best epoch "
+           f"{progress['best_epoch']})")
+  else:
+    progress = None
+    state = init_state(init_fn, shardings, run.rules)
+    mt.log(f"initialised {param_count(abstract):,} params; up to {epochs} epochs of {spe} steps, "
+           f"patience {patience}")
+  p = progress or {"epoch": 0, "step": 0, "best": np.inf, "best_step": None, "best_epoch": -1,
+                   "bad_epochs": 0, "best_val": {}, "stopped": False, "wall_s": 0.0}
+  best, best_step, best_epoch, bad_epochs, step, best_val = (p["best"], p["best_step"], p["best_epoch"],
+                                                             p["bad_epochs"], p["step"], p["best_val"])
+  start_time -= p["wall_s"]
   writer = mt.MetricsWriter(workdir)
-  best, best_step, best_epoch, bad_epochs, step, best_val = np.inf, None, -1, 0, 0, {}
+  epoch = p["epoch"] - 1
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       train_step = jit_train_step(make_train_step(model, task.metrics, tx, schedule,
@@ -118,7 +157,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
                                   shardings, run.batch_sharding, run.rules)
       eval_step = jit_eval_step(make_eval_step(model, task.metrics, task.example_count),
                                 shardings.variables(), run.batch_sharding, run.rules)
-      for epoch in range(epochs):
+      for epoch in range(p["epoch"], epochs if not p["stopped"] else p["epoch"]):
         t0, losses = time.perf_counter(), []
         for batch in task.epoch_batches(epoch):
           state, m = train_step(state, shd.put_batch(batch, run.batch_sharding))
@@ -142,9 +181,15 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
           checkpointer.wait()
         else:
           bad_epochs += 1
-          if bad_epochs >= patience:
-            mt.log(f"early stopping after epoch {epoch + 1} (best epoch {best_epoch})")
-            break
+        stopped = bad_epochs >= patience
+        last.save(step, state, None)
+        last.wait()
+        _write_progress(workdir, {"epoch": epoch + 1, "step": step, "best": float(best), "best_step": best_step,
+                                  "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_val": best_val,
+                                  "stopped": stopped, "wall_s": time.perf_counter() - start_time})
+        if stopped:
+          mt.log(f"early stopping after epoch {epoch + 1} (best epoch {best_epoch})")
+          break
       state = checkpointer.restore(abstract, step=best_step)
       test = _run_eval(eval_step, state.variables(), test_batches, run.batch_sharding)
       test = {k.replace("eval/", "test/"): v for k, v in test.items()}
@@ -154,6 +199,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
         task.write_report(workdir, lambda inputs: jax.device_get(apply(state.variables(), inputs)))
   finally:
     checkpointer.close()
+    last.close()
     writer.close()
   result = {"step": int(best_step), "best_epoch": best_epoch, "epochs": epoch + 1, **best_val,
             **test, "wall_s": time.perf_counter() - start_time}

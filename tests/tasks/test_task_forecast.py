@@ -95,3 +95,35 @@ def test_early_stopping_protocol_end_to_end(tmp_path):
   with open(tmp_path / "results.json") as f:
     assert json.load(f)["test/mse"] == result["test/mse"]
   assert early_stopping.train(config, str(tmp_path)) == result  # a finished workdir is reported
+
+
+def test_early_stopping_resumes_a_killed_run_exactly(tmp_path, monkeypatch):
+  """A run killed during epoch 2 restarts after epoch 1 (progress.json + last checkpoint) and
+  ends with the uninterrupted run's results; the canary: without progress.json it starts over."""
+  from attnlab.train import early_stopping, metrics as mt
+  config = smoke("model=itransformer,variant=linear")
+  config.train.epochs, config.train.patience = 2, 3
+  whole = early_stopping.train(config, str(tmp_path / "whole"))
+
+  original, calls = mt.MetricsWriter.write, []
+
+  def dies_in_epoch_2(self, step, record):
+    calls.append(step)
+    if len(calls) == 2:
+      raise KeyboardInterrupt("killed")
+    return original(self, step, record)
+
+  monkeypatch.setattr(mt.MetricsWriter, "write", dies_in_epoch_2)
+  with pytest.raises(KeyboardInterrupt):
+    early_stopping.train(config, str(tmp_path / "killed"))
+  monkeypatch.setattr(mt.MetricsWriter, "write", original)
+  with open(tmp_path / "killed" / "progress.json") as f:
+    assert json.load(f)["epoch"] == 1
+  logs = []
+  monkeypatch.setattr(mt, "log", logs.append)
+  resumed = early_stopping.train(config, str(tmp_path / "killed"))
+  assert any("resuming after epoch 1" in line for line in logs)
+  for key in ("test/mse", "test/mae", "val/mse", "step", "best_epoch", "epochs"):
+    assert resumed[key] == whole[key], key
+  epochs = [r["epoch"] for r in mt.read_metrics(str(tmp_path / "killed")) if "epoch" in r]
+  assert epochs == [1, 2], "each epoch logged once"
