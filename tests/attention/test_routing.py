@@ -184,13 +184,15 @@ def test_ops_xla_equals_reference_fwd_and_grad():
   qi, ki = R.routing_select(q, cents, 9), R.routing_select(k, cents, 9)
   assert qi.shape == (2, 2, 4, 9)
   for causal in (False, True):
-    f = {impl: (lambda q, k, v, impl=impl: R.routing_attention(q, k, v, qi, ki, causal=causal, impl=impl))
-         for impl in ("xla", "reference")}
-    np.testing.assert_allclose(f["xla"](q, k, v), f["reference"](q, k, v), **FWD_TOL)
-    grads = {impl: jax.grad(lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v))), argnums=(0, 1, 2))(q, k, v)
-             for impl, fn in f.items()}
-    for a, b in zip(grads["xla"], grads["reference"]):
+    def value_and_grad(impl):
+      fn = lambda q, k, v: jnp.sum(jnp.sin(R.routing_attention(q, k, v, qi, ki, causal=causal, impl=impl)))  # noqa: E731
+      return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(q, k, v)
+    (fa, ga), (fb, gb) = value_and_grad("xla"), value_and_grad("reference")
+    np.testing.assert_allclose(fa, fb, **FWD_TOL)
+    for a, b in zip(ga, gb):
       np.testing.assert_allclose(a, b, **GRAD_TOL)
+    np.testing.assert_allclose(R.routing_attention(q, k, v, qi, ki, causal=causal, impl="xla"),
+                               R.routing_attention(q, k, v, qi, ki, causal=causal, impl="reference"), **FWD_TOL)
   with pytest.raises(ValueError, match="causal routing attention needs Tq == Tk"):
     R.routing_attention(q, k[:, :40], v[:, :40], qi, R.routing_select(k[:, :40], cents, 9), causal=True)
 

@@ -138,7 +138,9 @@ def routing_attention_xla(q, k, v, q_index, k_index, *, causal=False, scale=None
   """Balanced routing attention (Routing Transformer, Roy et al., 2021, Sec. 4.1).
 
   Centroid c's queries q_index[..., c, :] attend to its keys k_index[..., c, :] (causal:
-  only keys at positions <= the query's, compared by position, not by slot). Outputs are
+  only keys at positions <= the query's, compared by position; the official code masks
+  the lower triangle of the position-sorted slots, the same thing when queries and keys
+  are shared, and a leak of future keys when they are not). Outputs are
   scattered back to their positions; a query taken by several centroids gets the mean of
   its outputs over the centroids in which it saw at least one key (the official
   `scatter_cluster_items` averages: sum / (count + 1e-2); there every row sees a key); a
