@@ -72,13 +72,14 @@ def causal_np(tq, tk, q_offset=0):
   return np.arange(tk)[None, :] <= (np.arange(tq) + q_offset)[:, None]
 
 
-def check_against_oracle(name, module, variables, x, oracle_fn, context=None):
-  """Forward and d(sum sin(y))/d(params, x) of module (variant `name`) vs oracle_fn(params, x, context)."""
-  y = module.apply(variables, x, context=context)
+def check_against_oracle(name, module, variables, x, oracle_fn, context=None, mask=None):
+  """Forward and d(sum sin(y))/d(params, x) of module (variant `name`, called with the extra
+  `mask`) vs oracle_fn(params, x, context). Returns the module's output y."""
+  y = module.apply(variables, x, context=context, mask=mask)
   ref = oracle_fn(variables["params"], x, context)
   contract.assert_oracle(name, "fwd", y, ref, **FWD_TOL)
   rest = {k: v for k, v in variables.items() if k != "params"}
-  loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply({"params": p, **rest}, x, context=context)))  # noqa: E731
+  loss_mod = lambda p, x: jnp.sum(jnp.sin(module.apply({"params": p, **rest}, x, context=context, mask=mask)))  # noqa: E731
   loss_ref = lambda p, x: jnp.sum(jnp.sin(oracle_fn(p, x, context)))  # noqa: E731
   g_mod = jax.jit(jax.grad(loss_mod, argnums=(0, 1)))(variables["params"], x)
   g_ref = jax.jit(jax.grad(loss_ref, argnums=(0, 1)))(variables["params"], x)
@@ -86,6 +87,15 @@ def check_against_oracle(name, module, variables, x, oracle_fn, context=None):
             for a, b in zip(jax.tree.leaves(g_mod), jax.tree.leaves(g_ref)))
   contract.assert_oracle(name, "grad", g_mod, g_ref, **GRAD_TOL)
   print(f"oracle max abs err: fwd {float(np.max(np.abs(np.asarray(y) - np.asarray(ref)))):.2e} grad {err:.2e}")
+  return y
+
+
+def assert_bites(name, y, wrong_ref):
+  """Canary: the oracle of a slightly wrong decision (wrong_ref, same params) differs from
+  the module's output y by far more than the oracle tolerance."""
+  off = float(np.max(np.abs(np.asarray(y) - np.asarray(wrong_ref))))
+  print(f"{name}: |module - wrong-decision oracle| {off:.1e}")
+  assert off > 50 * FWD_TOL["atol"], off
 
 
 # ---- lsh ------------------------------------------------------------------------------------
@@ -114,7 +124,7 @@ def test_lsh_oracle(causal, length, chunk):
   buckets, allowed = lsh_oracle_parts(proj(x, variables["params"], "qk"), rot, chunk, causal)
   np.testing.assert_array_equal(np.asarray(sown), buckets)
 
-  def oracle(p, x, ctx):
+  def oracle(p, x, ctx, allowed=allowed):
     qk, v = proj(x, p, "qk"), proj(x, p, "value")
     kn = qk / jnp.linalg.norm(qk, axis=-1, keepdims=True)
     outs, lses = zip(*[dense_attention(qk, kn, v, allowed[:, :, r], self_score=-1e5)
@@ -122,7 +132,10 @@ def test_lsh_oracle(causal, length, chunk):
     w = jax.nn.softmax(jnp.stack(lses, 0), axis=0)  # round weights from each round's logsumexp
     return out_proj(sum(w[r].transpose(0, 2, 1)[..., None] * outs[r] for r in range(len(outs))), p)
 
-  check_against_oracle("lsh", module, variables, x, oracle)
+  y = check_against_oracle("lsh", module, variables, x, oracle)
+  if chunk < length:  # canary: chunks one position longer than the module's
+    assert_bites("lsh", y, oracle(variables["params"], x, None,
+                                  lsh_oracle_parts(proj(x, variables["params"], "qk"), rot, chunk + 1, causal)[1]))
 
 
 def test_lsh_rotations_seeded_and_self_only_when_alone():
@@ -175,11 +188,14 @@ def test_moba_oracle(length, top_k, positional):
   if top_k >= -(-length // hp["block_size"]):  # reduction: every past block selected -> causal attention
     assert (allowed == causal_np(length, length)).all()
 
-  def oracle(p, x, ctx):
+  def oracle(p, x, ctx, allowed=allowed):
     return out_proj(dense_attention(pe(proj(x, p, "query")), pe(proj(x, p, "key")), proj(x, p, "value"),
                                     allowed)[0], p)
 
-  check_against_oracle("moba", module, variables, x, oracle)
+  y = check_against_oracle("moba", module, variables, x, oracle)
+  if top_k < -(-length // hp["block_size"]):  # canary: one selected block fewer
+    wrong = moba_allowed(pe(proj(x, p0, "query")), pe(proj(x, p0, "key")), hp["block_size"], top_k - 1)
+    assert_bites("moba", y, oracle(p0, x, None, wrong))
 
 
 # ---- topk -------------------------------------------------------------------------------------
@@ -194,16 +210,20 @@ def topk_allowed(q, k, top_k, base):
 
 
 @pytest.mark.parametrize("causal,context_len,top_k,padded", [
-    (True, None, 5, False), (False, None, 3, True), (False, 11, 4, False)])
+    (True, None, 5, False), (False, None, 3, True), (False, 27, 4, False)])
 def test_topk_oracle(causal, context_len, top_k, padded):
+  """Forward and gradients against the oracle at 29 queries and 29 (or 27) keys: four key
+  tiles of block_k = 8, the last one partial (topk has no query tile: all queries at once);
+  the padded case masks example 0's last 9 keys (more than a tile)."""
   hp = {**VARIANTS["topk"], "causal": causal, "top_k": top_k}
-  length = 16
+  length = 29
   x, ctx = contract.make_inputs(length=length, context_len=context_len)
   module, variables, _ = contract.init_apply("topk", hp, x, ctx)
   tk = length if ctx is None else context_len
+  assert -(-tk // hp["block_k"]) >= 3 and tk % hp["block_k"]
   valid = np.ones((2, tk), bool)
   if padded:
-    valid[0, 10:] = False
+    valid[0, 20:] = False
   mask = M.KeyPadding(jnp.asarray(valid)) if padded else None
   qpe = lambda a: rope(a, np.arange(length))  # noqa: E731
   kpe = lambda a: rope(a, np.arange(tk))  # noqa: E731
@@ -215,15 +235,16 @@ def test_topk_oracle(causal, context_len, top_k, padded):
   if top_k >= length:  # reduction: k >= T keeps every allowed key -> plain causal attention
     assert (allowed == base).all()
 
-  def oracle(p, x, ctx):
+  def oracle(p, x, ctx, allowed=allowed):
     src = x if ctx is None else ctx
     return out_proj(dense_attention(qpe(proj(x, p, "query")), kpe(proj(src, p, "key")), proj(src, p, "value"),
                                     allowed)[0], p)
 
-  y = module.apply(variables, x, context=ctx, mask=mask)
-  contract.assert_oracle("topk", "fwd", y, oracle(p0, x, ctx), **FWD_TOL)
-  if mask is None:
-    check_against_oracle("topk", module, variables, x, oracle, ctx)
+  y = check_against_oracle("topk", module, variables, x, oracle, ctx, mask=mask)
+  # Canary: the padded case's oracle without the padding; the others keep one key fewer.
+  wrong_base = base | ~valid[:, None, None] if padded else base
+  wrong = topk_allowed(qpe(proj(x, p0, "query")), kpe(proj(src, p0, "key")), top_k - (not padded), wrong_base)
+  assert_bites("topk", y, oracle(p0, x, ctx, wrong))
 
 
 # ---- duo ---------------------------------------------------------------------------------------
@@ -238,10 +259,11 @@ def test_duo_oracle(alpha, threshold):
     variables = {"params": {**variables["params"], "alpha": jnp.asarray(alpha, jnp.float32)}}
   t = x.shape[1]
   i, j = np.arange(t)[:, None], np.arange(t)[None, :]
-  stream = (j <= i) & ((j >= i - hp["window"] + 1) | (j < hp["num_sinks"]))  # window: w keys incl. itself
+  streaming = lambda w: (j <= i) & ((j >= i - w + 1) | (j < hp["num_sinks"]))  # noqa: E731  (w keys incl. itself)
+  stream = streaming(hp["window"])
   pos = np.arange(t)
 
-  def oracle(p, x, ctx):
+  def oracle(p, x, ctx, stream=stream):
     q, k, v = rope(proj(x, p, "query"), pos), rope(proj(x, p, "key"), pos), proj(x, p, "value")
     a = jnp.clip(p["alpha"], 0, 1)
     if threshold >= 0:
@@ -249,7 +271,9 @@ def test_duo_oracle(alpha, threshold):
     full, strm = dense_attention(q, k, v, causal_np(t, t))[0], dense_attention(q, k, v, stream)[0]
     return out_proj(a[:, None] * full + (1 - a[:, None]) * strm, p)
 
-  check_against_oracle("duo", module, variables, x, oracle)
+  y = check_against_oracle("duo", module, variables, x, oracle)
+  if threshold < 0 and alpha[0] < 1:  # canary: a streaming window one key wider
+    assert_bites("duo", y, oracle(variables["params"], x, None, streaming(hp["window"] + 1)))
 
 
 @pytest.mark.parametrize("alpha,reference", [(1.0, "mha"), (0.0, "sink_window")])
