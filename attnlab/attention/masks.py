@@ -227,6 +227,31 @@ class KeyPadding(Mask):
     return valid[:, None, :] & (q_pos[None] >= 0)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class AtPositions(Mask):
+  """`mask` evaluated at given absolute positions: query i sits at q_positions[i], key j
+  at k_positions[j]; a key slot with a negative position is masked (an empty slot).
+
+  For attention over a gathered or reordered key set whose slots are not at 0..Tk-1,
+  e.g. a decode step over a ring-buffer cache (`variants.base.CacheSlots`). mask: a Mask
+  or None (then only the slot validity applies); q_positions int [Tq], k_positions int
+  [Tk] (numpy or jax, possibly traced). The op must be called with q_offset=0 so that
+  query i is passed as index i; out-of-range indices (tile padding) are masked.
+  """
+  mask: Mask | None
+  q_positions: Any
+  k_positions: Any
+  static = False
+
+  def _allowed(self, q_pos, k_pos):
+    qp = jnp.take(jnp.asarray(self.q_positions), q_pos, mode="clip")
+    kp = jnp.take(jnp.asarray(self.k_positions), k_pos, mode="fill", fill_value=-1)
+    ok = (kp >= 0) & (qp >= 0)
+    if self.mask is None:
+      return ok
+    return ok & self.mask._allowed(qp, jnp.maximum(kp, 0))
+
+
 def combine(*masks: Mask | None) -> Mask | None:
   """And-combines the non-None masks; None when there are none."""
   present = [m for m in masks if m is not None]

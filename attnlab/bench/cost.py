@@ -107,6 +107,39 @@ def variant_program(name: str, length: int, *, batch: int = 1, **overrides):
   return fn, (params, rest, x)
 
 
+def decode_step_program(name: str, cache_len: int, **overrides):
+  """(fn, args) for one single-token decode step of `name` against a cache allocated for
+  `cache_len` positions (causal, the variant's defaults as in `variant_program`):
+  fn(params, cache, token) = module.apply(..., decode=True, mutable=["cache"]); args are
+  ShapeDtypeStructs (params [at a short length], cache [at cache_len], token [1, 1, d])."""
+  hp = variant_hparams(name, cache_len, causal=True, **overrides)
+  module = build(name, **hp)
+  cfg = VARIANTS.get(name).make_config(**hp)
+  d_model = (cfg.head_dim or HEAD_DIM) * cfg.num_heads
+  x = jax.ShapeDtypeStruct((1, cache_len, d_model), jnp.float32)
+  cache = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, decode=True), x)["cache"]
+  x0 = jax.ShapeDtypeStruct((1, min(cache_len, INIT_LENGTH), d_model), jnp.float32)
+  params = nn.unbox(jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x0))
+  params = {k: v for k, v in params.items() if k != "cache"}
+
+  def step(p, c, token):
+    return module.apply({**p, "cache": c}, token, decode=True, mutable=["cache"])
+
+  return step, (params, nn.unbox(cache), jax.ShapeDtypeStruct((1, 1, d_model), jnp.float32))
+
+
+def measure_decode(name: str, cache_lens: Sequence[int] = LENGTHS, **overrides) -> tuple[tuple, float]:
+  """FLOPs of one decode step (counted on the jaxpr, `count_flops`; a `cond` counts its
+  largest branch) at each cache length, and their fitted growth exponent: ~0 for a step
+  whose cost is flat in the cache length (a recurrent state, a windowed cache), ~1 for a
+  step that attends to the whole cache."""
+  flops = []
+  for n in cache_lens:
+    fn, args = decode_step_program(name, n, **overrides)
+    flops.append(count_flops(fn, *args).flops)
+  return tuple(flops), fit_exponent(cache_lens, flops)
+
+
 @dataclasses.dataclass
 class CostMeasurement:
   """Per length: FLOPs (jaxpr count) and compiled temp bytes; fitted exponents."""

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention import VARIANTS, build
+from attnlab.bench.flops import count_flops
 
 D_MODEL = 32
 
@@ -112,29 +113,36 @@ def check_patterns(name, hparams, length=16, context_len=24):
       raise AssertionError(f"{name} does not declare {pattern} but did not raise ValueError")
 
 
-def decode_step_by_step(module, variables, x, chunk=1):
-  """Runs `x` [B, T, d] through the module `chunk` tokens at a time with decode=True."""
-  cache = module.init(jax.random.key(0), x, decode=True)["cache"]
+def decode_step_by_step(module, variables, x, chunk=1, jit=False, **call_kw):
+  """Runs `x` [B, T, d] through the module `chunk` tokens at a time with decode=True
+  (`call_kw`, e.g. mask=, passed to every step). jit=True compiles the step once per
+  step length (faster for long runs; the step must not read the cache index in Python)."""
+  cache = module.init(jax.random.key(0), x, decode=True, **call_kw)["cache"]
   params = {k: v for k, v in variables.items() if k != "cache"}
+  apply = lambda v, xt: module.apply(v, xt, decode=True, mutable=["cache"], **call_kw)  # noqa: E731
+  apply = jax.jit(apply) if jit else apply
   outs = []
   for i in range(0, x.shape[1], chunk):
-    y, mut = module.apply({**params, "cache": cache}, x[:, i:i + chunk], decode=True, mutable=["cache"])
+    y, mut = apply({**params, "cache": cache}, x[:, i:i + chunk])
     cache = mut["cache"]
     outs.append(y)
   return jnp.concatenate(outs, axis=1)
 
 
-def check_decode_matches_full(name, hparams, length=12, atol=2e-5, chunk=1):
-  """Incremental decoding (causal self) equals the full causal pass."""
+def check_decode_matches_full(name, hparams, length=12, atol=2e-5, chunk=1, jit=False, **call_kw):
+  """Incremental decoding (causal self) equals the full causal pass (`call_kw`, e.g. a
+  key-padding mask over the whole sequence, passed to both)."""
   x, _ = make_inputs(length=length)
-  module, variables, full = init_apply(name, {**hparams, "causal": True}, x)
-  inc = decode_step_by_step(module, variables, x, chunk=chunk)
+  module, variables, full = init_apply(name, {**hparams, "causal": True}, x, **call_kw)
+  inc = decode_step_by_step(module, variables, x, chunk=chunk, jit=jit, **call_kw)
   np.testing.assert_allclose(np.asarray(inc), np.asarray(full), atol=atol, rtol=1e-4)
 
 
 def decode_step_flops(name, hparams, cache_len, d_model=64):
-  """XLA's FLOP count of one compiled single-token decode step against a cache of
-  `cache_len` slots (all branches of a lax.cond counted)."""
+  """FLOPs of one single-token decode step against a cache allocated for `cache_len`
+  positions, counted on the jaxpr (`attnlab.bench.flops.count_flops`: loop bodies times
+  their trip counts, a lax.cond as its largest branch). XLA's cost analysis counts a loop
+  body once, so it would miss a blocked kernel's loop over the cache's key tiles."""
   module = build(name, **{**hparams, "causal": True})
   x = jax.ShapeDtypeStruct((1, cache_len, d_model), jnp.float32)
   cache = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, decode=True), x)["cache"]
@@ -144,8 +152,7 @@ def decode_step_flops(name, hparams, cache_len, d_model=64):
     return module.apply({**p, "cache": c}, xt, decode=True, mutable=["cache"])
 
   token = jax.ShapeDtypeStruct((1, 1, d_model), jnp.float32)
-  cost = jax.jit(step).lower(params, cache, token).compile().cost_analysis()
-  return (cost[0] if isinstance(cost, list) else cost)["flops"]
+  return count_flops(step, params, cache, token).flops
 
 
 def check_grads_finite(name, hparams, length=16, pattern="causal-self"):

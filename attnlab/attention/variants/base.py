@@ -14,13 +14,14 @@ when decoding).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 import hashlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnlab.attention import masks as M
 from attnlab.attention.positional import apply_rope
 from attnlab.attention.registry import PATTERNS
 
@@ -89,6 +90,37 @@ def window_extents(window: int, causal: bool) -> tuple[int, int]:
   return window // 2, window - 1 - window // 2
 
 
+class CacheSlots(NamedTuple):
+  """Where a decode step over a windowed cache sits: the absolute positions of its queries
+  and of the key slots it attends (see `AttentionModule.window_cache`).
+
+  q_pos int [Tq]; k_pos int [S] (-1 = an empty slot). The slots are not at 0..S-1, so the
+  step's mask and bias are re-expressed at these positions (`remap`) and the op is called
+  with q_offset=0.
+  """
+  q_pos: Any
+  k_pos: Any
+
+  def remap(self, mask, bias):
+    """(mask, bias, q_offset) for the op: `masks.AtPositions` of `mask` (the empty slots
+    masked), a callable bias (e.g. AlibiBias) evaluated at the slots' positions as an
+    array [1|B, H, Tq, S] (one decode step: Tq * S entries), and q_offset 0."""
+    if bias is not None:
+      if not callable(bias):
+        raise ValueError("a windowed decode cache takes a callable positional bias (bias(q_pos, k_pos)), "
+                         f"not an array of shape {getattr(bias, 'shape', '?')}")
+      bias = bias(self.q_pos, jnp.maximum(self.k_pos, 0))
+    return M.AtPositions(mask, self.q_pos, self.k_pos), bias, 0
+
+
+def remap_cache_slots(q_offset, mask, bias):
+  """(mask, bias, q_offset) unchanged, or re-expressed at the slots' positions when
+  `q_offset` is a `CacheSlots` (a windowed decode step; see `CacheSlots.remap`)."""
+  if isinstance(q_offset, CacheSlots):
+    return q_offset.remap(mask, bias)
+  return mask, bias, q_offset
+
+
 class AttentionModule(nn.Module):
   """Base class: subclasses implement __call__ with the standard signature."""
   cfg: AttentionConfig
@@ -154,6 +186,59 @@ class AttentionModule(nn.Module):
     ci.value = start + k.shape[1]
     return ck.value, cv.value, start
 
+  def cache_window(self) -> tuple[int, int] | None:
+    """(keys kept before the query, sinks) for a windowed decode cache, or None (default:
+    the whole sequence is cached). A variant whose queries see at most `left` keys before
+    their own position, plus the first `sinks` positions, returns (left, sinks); its decode
+    step then costs O(left + sinks) per token, not O(cache length) (`window_cache`)."""
+    return None
+
+  def window_cache(self, k, v, *, left: int, sinks: int = 0):
+    """A ring-buffer KV cache for windowed attention; k, v [B, t, Hkv, D] are this step's.
+
+    The cache holds the last R = max(left, 1) positions in a ring (position p in slot
+    p mod R) and, when sinks > 0, positions 0 .. sinks-1 in a separate sink buffer
+    [B, sinks, Hkv, D] (StreamingLLM's attention sinks; Xiao et al., 2024). A step
+    attends to [sinks, ring (before this step's write), this step's keys]:
+    S = sinks + R + t slots, so its cost does not grow with the sequence. Returns
+    (k_slots [B, S, Hkv, D], v_slots, CacheSlots(q_pos [t], k_pos [S])) with each slot's
+    absolute position (-1 = empty: never written, or a ring slot whose position is a
+    sink's); the mask and the positional bias are evaluated at those positions
+    (`remap_cache_slots`), so the result equals full attention under any mask that hides
+    keys more than `left` before the query (sinks aside). RoPE is applied before caching,
+    at absolute positions. The init call (Flax convention) allocates the buffers and
+    returns (k, v, CacheSlots(arange(t), arange(t))).
+    """
+    b, t = k.shape[:2]
+    ring = max(int(left), 1)
+    is_init = not self.has_variable("cache", "cached_key")
+    ck = self.variable("cache", "cached_key", jnp.zeros, (b, ring) + k.shape[2:], k.dtype)
+    cv = self.variable("cache", "cached_value", jnp.zeros, (b, ring) + v.shape[2:], v.dtype)
+    if sinks:
+      sk = self.variable("cache", "sink_key", jnp.zeros, (b, sinks) + k.shape[2:], k.dtype)
+      sv = self.variable("cache", "sink_value", jnp.zeros, (b, sinks) + v.shape[2:], v.dtype)
+    ci = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if is_init:
+      return k, v, CacheSlots(jnp.arange(t), jnp.arange(t))
+    start = ci.value
+    new_pos = start + jnp.arange(t)
+    # Slot r holds the latest position p < start with p = r (mod R).
+    ring_pos = start - 1 - jnp.mod(start - 1 - jnp.arange(ring), ring)
+    ring_pos = jnp.where(ring_pos >= sinks, ring_pos, -1)
+    keys, values, pos = [ck.value, k.astype(ck.value.dtype)], [cv.value, v.astype(cv.value.dtype)], [ring_pos, new_pos]
+    if sinks:
+      sink_pos = jnp.where(jnp.arange(sinks) < start, jnp.arange(sinks), -1)
+      keys, values, pos = [sk.value] + keys, [sv.value] + values, [sink_pos] + pos
+      sk.value = sk.value.at[:, new_pos].set(k.astype(sk.value.dtype), mode="drop")  # positions < sinks
+      sv.value = sv.value.at[:, new_pos].set(v.astype(sv.value.dtype), mode="drop")
+    keep = min(t, ring)  # only the last R of this step's keys survive in the ring
+    slots = jnp.mod(new_pos[t - keep:], ring)
+    ck.value = ck.value.at[:, slots].set(k[:, t - keep:].astype(ck.value.dtype), unique_indices=True)
+    cv.value = cv.value.at[:, slots].set(v[:, t - keep:].astype(cv.value.dtype), unique_indices=True)
+    ci.value = start + t
+    return (jnp.concatenate(keys, axis=1), jnp.concatenate(values, axis=1),
+            CacheSlots(new_pos, jnp.concatenate(pos)))
+
   def rope_and_cache(self, q, k, v, *, context, positions, decode: bool, rope_base=None):
     """RoPE (when rope_base is not None) and the KV cache, shared by softmax-style variants.
 
@@ -161,7 +246,9 @@ class AttentionModule(nn.Module):
     [B, S, Hk, D] at its own positions (the query's for self-attention, arange(S) for
     cross). In a self-attention decode step k, v are appended to the cache. Returns
     (q, k, v, q_offset): k, v are the whole cache when decoding and q_offset is the
-    absolute position of query 0 (0 outside decoding).
+    absolute position of query 0 (0 outside decoding). A variant whose `cache_window()`
+    is not None decodes with `window_cache` instead: k, v are its slots and q_offset is a
+    `CacheSlots` (pass mask, bias and q_offset through `remap_cache_slots`).
     """
     b, t = q.shape[:2]
     if positions is None:
@@ -171,6 +258,9 @@ class AttentionModule(nn.Module):
       k_pos = positions if context is None else self.default_positions(b, k.shape[1])
       k = apply_rope(k, k_pos, rope_base)
     if decode and context is None:
+      window = self.cache_window()
+      if window is not None:
+        return (q,) + self.window_cache(k, v, left=window[0], sinks=window[1])
       k, v, q_offset = self.kv_cache(k, v)
       return q, k, v, q_offset
     return q, k, v, 0

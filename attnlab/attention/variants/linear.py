@@ -39,7 +39,7 @@ from attnlab.attention.ops.linear import feature_maps as fm
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import apply_rope
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import layer_seed, window_extents
+from attnlab.attention.variants.base import layer_seed, remap_cache_slots, window_extents
 from attnlab.attention.variants.linear_base import LinearAttentionBase, LinearFamilyConfig
 
 
@@ -241,8 +241,8 @@ class BasedAttention(LinearAttentionBase):
   on q, k projected to `feature_dim` per head (v: head_dim), and SWA is RoPE softmax
   attention over the last `window` tokens with its own q/k/v projections. (The paper
   stacks these as separate layers of a hybrid; summing them in one layer is this
-  library's choice, documented here.) Decoding keeps the linear state plus a KV cache
-  for the window branch (allocated at full length, like the softmax variants').
+  library's choice, documented here.) Decoding keeps the linear state plus a ring-buffer KV
+  cache of the window for the window branch (`AttentionModule.window_cache`): O(w) per token.
   """
 
   @nn.compact
@@ -265,11 +265,11 @@ class BasedAttention(LinearAttentionBase):
     qw = apply_rope(self.project_heads(x, h, hd, "window_query"), positions, cfg.rope_base)
     kw = apply_rope(self.project_heads(x, h, hd, "window_key"), positions, cfg.rope_base)
     vw = self.project_heads(x, h, hd, "window_value")
-    q_offset = 0
-    if decode:
-      kw, vw, q_offset = self.kv_cache(kw, vw)  # also advances cache_index
-    y_win = softmax_attention(qw, kw, vw, mask=M.combine(self.window_mask(), mask), impl=cfg.impl,
-                              q_offset=q_offset)
+    win_mask, q_offset = M.combine(self.window_mask(), mask), 0
+    if decode:  # a ring buffer of the window (O(w) per token); also advances cache_index
+      kw, vw, slots = self.window_cache(kw, vw, left=window_extents(cfg.window, cfg.causal)[0])
+      win_mask, _, q_offset = remap_cache_slots(slots, win_mask, None)
+    y_win = softmax_attention(qw, kw, vw, mask=win_mask, impl=cfg.impl, q_offset=q_offset)
     return self.project_out(y_lin.astype(y_win.dtype) + y_win, d_model)
 
   def window_mask(self) -> M.Mask:

@@ -24,11 +24,12 @@ attention within the chunk.
 The EMA (attnlab/attention/ops/linear/mega_ema.py) has three forms selected by `form`:
 "chunked" (default; O(T)), "parallel" (the convolution kernel materialised, FFT
 convolution) and "recurrent" (token by token). Decoding uses the recurrent EMA with its
-state [B, d, n] in the "cache" collection, and a key/value cache for the attention.
+state [B, d, n] in the "cache" collection, and a key/value cache for the attention: with
+chunk_size c > 0 a ring buffer of the c - 1 keys a query's chunk can hold before it, so a
+decode step costs O(c) whatever the sequence length (the whole sequence when c = 0).
 
 Deviations: no dropout, no normalisation inside the layer (the backbone's pre-norm is
-used), softmax attention only (the paper's laplace/relu^2 alternatives are not offered),
-and the decode KV cache holds the whole sequence (a chunk-sized ring buffer would do).
+used), and softmax attention only (the paper's laplace/relu^2 alternatives are not offered).
 Mask: only masks.KeyPadding (padded tokens are zeroed before the EMA, as fairseq does,
 and masked as keys); other masks raise. `positions` must be None (relative positions
 come from the token order).
@@ -232,12 +233,26 @@ class Mega(AttentionModule):
     return o[:, :, 0]
 
   def _attend_cached(self, q, k, v, table, mask):
-    """Decode step: attends over the KV cache with Causal (& Chunked) masks. Returns [B, t, v]."""
+    """Decode step, q, k [B, t, z], v [B, t, v] -> [B, t, v]: softmax attention with the
+    relative bias under Causal (& Chunked) masks.
+
+    Mega-chunk (chunk_size c > 0): a query sees only the keys of its own chunk, at most
+    c - 1 before it, so the cache is a ring buffer of c - 1 slots
+    (`AttentionModule.window_cache`) and a step costs O(c), not O(cache length); the
+    mask and the bias are evaluated at the slots' absolute positions. Full attention
+    (chunk_size 0) caches the whole sequence."""
     cfg = self.cfg
-    k_all, v_all, start = self.kv_cache(k[:, :, None], v[:, :, None])
-    t, tk = q.shape[1], k_all.shape[1]
     structure = M.Causal() if not cfg.chunk_size else M.Causal() & M.Chunked(cfg.chunk_size)
-    bias = relative_bias(table, start + jnp.arange(t), jnp.arange(tk), self.span())
-    o = softmax_attention(q[:, :, None], k_all, v_all, mask=M.combine(structure, mask), bias=bias,
+    mask = M.combine(structure, mask)
+    if cfg.chunk_size:
+      k_all, v_all, slots = self.window_cache(k[:, :, None], v[:, :, None], left=cfg.chunk_size - 1)
+      q_pos, k_pos = slots
+      mask = M.AtPositions(mask, q_pos, k_pos)
+      start = 0
+    else:
+      k_all, v_all, start = self.kv_cache(k[:, :, None], v[:, :, None])
+      q_pos, k_pos = start + jnp.arange(q.shape[1]), jnp.arange(k_all.shape[1])
+    bias = relative_bias(table, q_pos, k_pos, self.span())
+    o = softmax_attention(q[:, :, None], k_all, v_all, mask=mask, bias=bias,
                           scale=q.shape[-1] ** -0.5, impl=cfg.impl, q_offset=start)
     return o[:, :, 0]

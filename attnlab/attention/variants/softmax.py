@@ -35,6 +35,10 @@ class SlidingWindowAttention(SoftmaxAttention):
     left, right = window_extents(self.cfg.window, self.cfg.causal)
     return M.SlidingWindow(left=left, right=right)
 
+  def cache_window(self):
+    """Decode keeps the window's `left` keys in a ring buffer: O(w) per token."""
+    return window_extents(self.cfg.window, self.cfg.causal)[0], 0
+
 
 @register("sink_window", family="local", config=SinkWindowConfig, cost=("T*(w+s)", "T"),
           patterns=("causal-self", "decode"), paper="Xiao et al., 2024 (StreamingLLM)")
@@ -44,3 +48,7 @@ class SinkWindowAttention(SoftmaxAttention):
   def structure_mask(self):
     left, _ = window_extents(self.cfg.window, True)
     return (M.SlidingWindow(left=left, right=0) | M.Sinks(self.cfg.num_sinks)) & M.Causal()
+
+  def cache_window(self):
+    """Decode keeps the window in a ring buffer and the sinks apart: O(w + s) per token."""
+    return window_extents(self.cfg.window, True)[0], self.cfg.num_sinks

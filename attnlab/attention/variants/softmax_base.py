@@ -14,7 +14,7 @@ import flax.linen as nn
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import AlibiBias
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule, remap_cache_slots
 from attnlab.attention.variants.common import POSITIONAL
 
 
@@ -46,7 +46,9 @@ class SinkWindowConfig(WindowConfig):
 class SoftmaxAttention(AttentionModule):
   """Multi-head softmax attention with optional KV-head sharing, RoPE or ALiBi and a KV cache.
 
-  Subclasses change only `structure_mask` (the positions each query may see).
+  Subclasses change only `structure_mask` (the positions each query may see) and, when
+  that mask is a window, `cache_window` (decode then keeps a ring buffer of the window,
+  `AttentionModule.window_cache`, instead of the whole sequence).
   """
 
   def structure_mask(self) -> M.Mask | None:
@@ -70,7 +72,8 @@ class SoftmaxAttention(AttentionModule):
     q, k, v, q_offset = self.rope_and_cache(q, k, v, context=context, positions=positions,
                                             decode=decode, rope_base=rope_base)
     bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
-    y = self.attend(q, k, v, mask=M.combine(self.structure_mask(), mask), bias=bias, q_offset=q_offset)
+    mask, bias, q_offset = remap_cache_slots(q_offset, M.combine(self.structure_mask(), mask), bias)
+    y = self.attend(q, k, v, mask=mask, bias=bias, q_offset=q_offset)
     return self.project_out(y, d_model)
 
   def attend(self, q, k, v, *, mask, bias, q_offset):
