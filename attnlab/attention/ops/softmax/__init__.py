@@ -3,13 +3,15 @@
   reference.py      the fp32 oracle (and `masked_softmax`, `dense_bias`)
   blocked.py        the "xla" implementation: blocked online softmax, skips masked tiles
   cudnn.py          the "cudnn" implementation and its unsupported-reason function
+  pallas.py         the "pallas" implementation: attnlab masks -> kernels_pallas' block-sparse kernel
   api.py            `softmax_attention(..., impl=)`, the family's entry point
   common.py         shared pieces of the row-wise ops (scores, query tiling)
   sigmoid.py, signed.py, sink.py, talking_heads.py   row-wise ops (reference + query tiles)
   scalable.py, differential.py                       ops built from softmax_attention calls
 
 Importing this package registers every implementation in `ops.dispatch` (reference at
-priority -1, xla at 0, cudnn at 1, so "auto" prefers cudnn, then xla).
+priority -1, xla at 0, cudnn at 1, pallas at 1 after cudnn, so "auto" prefers cudnn, then
+the Pallas kernel where it can run (GPU), then xla).
 """
 
 from attnlab.attention.ops import dispatch as D
@@ -58,6 +60,10 @@ for _module, _reference, _via, _qkv in (
   D.register_impl(_module.FAMILY, "xla", _via("xla"), priority=XLA)
   D.register_impl(_module.FAMILY, "cudnn", _via("cudnn"), unsupported=_cudnn_reason_at(*_qkv), priority=CUDNN)
 del _module, _reference, _ref, _xla, _via, _qkv
+
+# impl="pallas": the block-sparse flash kernel (kernels_pallas); on CPU only in interpret mode.
+from attnlab.attention.ops.softmax.pallas import pallas_unsupported_reason, softmax_attention_pallas  # noqa: E402
+D.register_impl(FAMILY, "pallas", softmax_attention_pallas, unsupported=pallas_unsupported_reason, priority=CUDNN)
 
 __all__ = ["differential_attention", "resolve_impl", "scalable_softmax_attention", "sigmoid_attention",
            "signed_softmax_attention", "sink_softmax_attention", "softmax_attention",

@@ -4,8 +4,8 @@ impl (registered in `ops/softmax/__init__.py`):
   "reference"  fp32, materialises the scores (the oracle; reference.py)
   "xla"        blocked online softmax in pure JAX, skips masked-out tiles (blocked.py)
   "cudnn"      cuDNN flash attention via jax.nn.dot_product_attention (GPU; cudnn.py)
-  "pallas"     whatever `kernels_pallas/` registers; none yet: ValueError
-  "auto"       cudnn where it can run these arguments, else xla (the reason is logged once)
+  "pallas"     kernels_pallas' block-sparse flash kernel (GPU; CPU in interpret mode only; pallas.py)
+  "auto"       cudnn where it can run these arguments, else pallas, else xla (reasons logged once)
 """
 
 from __future__ import annotations
