@@ -1,11 +1,16 @@
-"""softmax_attention implementations against the reference oracle, forward and gradients.
+"""softmax_attention implementations against an independent oracle, forward and gradients.
 
-The xla (blocked) implementation runs with small tiles (8 x 16) so that every case has
-several tiles, EMPTY/FULL/PARTIAL ones, and lengths that do not divide the tile.
+The oracle (`oracle`, `DEFINITIONS`) builds each case's mask from its definition in numpy
+(causal j <= i, window i - left <= j <= i + right, ...) and its ALiBi bias from Press et
+al. (2022), importing neither `masks` nor the ops; both the reference and the blocked
+(xla) implementations are compared with it. The xla implementation runs with small
+tiles (8 x 16): at T = 37 that is 5 query tiles by 3 key tiles, the last ones partial,
+with EMPTY/FULL/PARTIAL tiles among them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import jax
@@ -65,6 +70,66 @@ CASES = {
 }
 
 
+# name -> (allowed(b, i, j) with absolute query positions i [Tq, 1] and keys j [1, Tk] ->
+# bool broadcastable to [B, Tq, Tk], whether the bias is ALiBi): the cases' masks from
+# their definitions.
+_b = np.arange(B)[:, None, None]
+DEFINITIONS = {
+    "none": (lambda b, i, j: np.ones_like(i + j, bool), False),
+    "causal": (lambda b, i, j: j <= i, False),
+    "window_left": (lambda b, i, j: (i - 5 <= j) & (j <= i), False),
+    "window_left_right": (lambda b, i, j: (i - 4 <= j) & (j <= i + 9), False),
+    "chunked": (lambda b, i, j: i // 8 == j // 8, False),
+    "prefix_lm": (lambda b, i, j: (j <= i) | (j < 11), False),
+    "prefix_lm_per_example": (lambda b, i, j: (j <= i) | (j < np.array([3, 20])[b]), False),
+    "segment_ids_causal": (lambda b, i, j: (_SEG[b, i] == _SEG[b, j]) & (j <= i), False),
+    "key_padding": (lambda b, i, j: _PAD[b, j], False),
+    "sink_or_window": (lambda b, i, j: ((i - 6 <= j) | (j < 3)) & (j <= i), False),
+    "gqa_causal": (lambda b, i, j: j <= i, False),
+    "mqa_window": (lambda b, i, j: (i - 7 <= j) & (j <= i), False),
+    "cross": (lambda b, i, j: np.ones_like(i + j, bool), False),
+    "cross_key_padding": (lambda b, i, j: _PAD[b, j] & (i >= 0), False),
+    "q_offset_causal": (lambda b, i, j: j <= i, False),
+    "q_offset_window": (lambda b, i, j: (i - 10 <= j) & (j <= i), False),
+    "alibi_causal": (lambda b, i, j: j <= i, True),
+    "alibi_gqa_window": (lambda b, i, j: (i - 9 <= j) & (j <= i), True),
+    "array_bias_full": (lambda b, i, j: j <= i, False),
+    "array_bias_gqa": (lambda b, i, j: i // 8 == j // 8, False),
+    "array_bias_broadcast": (lambda b, i, j: (j <= i) | (j < 9), False),
+    "empty_rows": (lambda b, i, j: (i - 2 <= j) & (j <= i) & _HOLES[b, j], False),
+    "sink_window_padding_gqa": (lambda b, i, j: ((i - 4 <= j) | (j < 2)) & (j <= i) & _PAD[b, j], False),
+}
+assert set(DEFINITIONS) == set(CASES)
+
+
+def oracle(q, k, v, allowed, bias=None, alibi=False, q_offset=0):
+  """softmax(q k^T / sqrt(D) + bias) v over `allowed` (bool [B|1, Tq, Tk]), written out:
+  query head h reads kv head h // (Hq / Hkv); ALiBi adds -2^(-8 (h + 1) / H) |i - j|
+  (Press et al., 2022, Sec. 3; H a power of two); a row with no allowed key is 0."""
+  hq, hkv = q.shape[2], k.shape[2]
+  k, v = (jnp.take(a, np.arange(hq) // (hq // hkv), axis=2) for a in (k, v))
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  if alibi:
+    i, j = q_offset + np.arange(q.shape[1]), np.arange(k.shape[1])
+    slopes = 2.0 ** (-8.0 * np.arange(1, hq + 1) / hq)
+    s = s - slopes[:, None, None] * np.abs(i[:, None] - j[None, :])
+  elif bias is not None:
+    s = s + bias
+  allowed = np.broadcast_to(np.asarray(allowed)[:, None], s.shape)
+  row = allowed.any(-1, keepdims=True)
+  m = jnp.where(row, jnp.max(jnp.where(allowed, s, -np.inf), -1, keepdims=True, initial=-np.inf), 0.0)
+  p = jnp.exp(jnp.where(allowed, s - jax.lax.stop_gradient(m), -np.inf))  # masked: exactly 0
+  w = p / jnp.where(row, p.sum(-1, keepdims=True), 1.0)
+  return jnp.einsum("bhqk,bkhd->bqhd", w, v)
+
+
+def oracle_allowed(name, tq, tk, q_offset):
+  """The case's mask from its definition: bool [B|1, tq, tk]."""
+  fn = DEFINITIONS[name][0]
+  i, j = q_offset + np.arange(tq)[None, :, None], np.arange(tk)[None, None, :]
+  return np.asarray(fn(_b, i, j))
+
+
 def _qkv(hq, hkv, tq, tk, seed=0):
   kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
   return (jax.random.normal(kq, (B, tq, hq, D)), jax.random.normal(kk, (B, tk, hkv, D)),
@@ -80,38 +145,73 @@ def _out_and_grads(fn, q, k, v, **kw):
   return jax.jit(run)(q, k, v)
 
 
-def _check_against_reference(fn, name):
+def _case(name):
+  """(q, k, v, the op's keyword arguments, the oracle as fn(q, k, v)) of a case."""
   mask, make_bias, hq, hkv, tq, tk, q_offset = CASES[name]
   q, k, v = _qkv(hq, hkv, tq, tk)
-  kw = dict(mask=mask, bias=None if make_bias is None else make_bias(hq, tq, tk), q_offset=q_offset)
-  want, g_want = _out_and_grads(softmax_attention_reference, q, k, v, **kw)
-  got, g_got = _out_and_grads(fn, q, k, v, **kw)
-  np.testing.assert_allclose(got, want, **TOL, err_msg=f"{name}: forward")
-  for n, a, b in zip("qkv", g_got, g_want):
-    np.testing.assert_allclose(a, b, **TOL, err_msg=f"{name}: d{n}")
+  bias = None if make_bias is None else make_bias(hq, tq, tk)
+  alibi = DEFINITIONS[name][1]
+  allowed = oracle_allowed(name, tq, tk, q_offset)
+
+  def ref(q, k, v, allowed=allowed):
+    return oracle(q, k, v, allowed, bias=None if alibi else bias, alibi=alibi, q_offset=q_offset)
+  return q, k, v, dict(mask=mask, bias=bias, q_offset=q_offset), ref
+
+
+def _check_against_reference(fns, name):
+  """Each fn(q, k, v, **kw) in `fns` equals the oracle, forward and d(q, k, v)."""
+  q, k, v, kw, ref = _case(name)
+  want, g_want = _out_and_grads(lambda q, k, v: ref(q, k, v), q, k, v)
+  for fn in fns:
+    got, g_got = _out_and_grads(fn, q, k, v, **kw)
+    np.testing.assert_allclose(got, want, **TOL, err_msg=f"{name}: forward")
+    for n, a, b in zip("qkv", g_got, g_want):
+      np.testing.assert_allclose(a, b, **TOL, err_msg=f"{name}: d{n}")
+
+
+def _blocked(q, k, v, **kw):
+  return softmax_attention_blocked(q, k, v, **BLOCKS, **kw)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_xla_matches_reference(name):
-  fn = lambda q, k, v, **kw: softmax_attention_blocked(q, k, v, **BLOCKS, **kw)
-  _check_against_reference(fn, name)
+  """The blocked op (tiles 8 x 16) and the reference both equal the oracle."""
+  _check_against_reference((_blocked, softmax_attention_reference), name)
+
+
+@pytest.mark.parametrize("name,wrong", [("window_left", lambda b, i, j: (i - 6 <= j) & (j <= i)),
+                                        ("key_padding", lambda b, i, j: np.ones_like(b + i + j, bool)),
+                                        ("alibi_causal", None)])
+def test_oracle_bites(name, wrong):
+  """Canaries: the oracle of a window one key wider, of the padded case without its
+  padding, and of ALiBi without the bias reject the blocked op's output."""
+  q, k, v, kw, ref = _case(name)
+  _, _, hq, hkv, tq, tk, q_offset = CASES[name]
+  got = jax.jit(lambda q, k, v: _blocked(q, k, v, **kw))(q, k, v)
+  if wrong is None:
+    bad = oracle(q, k, v, oracle_allowed(name, tq, tk, q_offset))
+  else:
+    bad = ref(q, k, v, allowed=np.asarray(wrong(_b, q_offset + np.arange(tq)[None, :, None], np.arange(tk)[None, None])))
+  ok, off = float(jnp.max(jnp.abs(got - ref(q, k, v)))), float(jnp.max(jnp.abs(got - bad)))
+  print(f"{name}: |blocked - oracle| {ok:.1e}, |blocked - wrong oracle| {off:.1e}")
+  assert ok < TOL["atol"] * 10 and off > 1e-2, (ok, off)
 
 
 @pytest.mark.parametrize("name", ["causal", "gqa_causal", "q_offset_window", "alibi_causal", "array_bias_full"])
 def test_dispatch_impls_match_reference(name):
   """Through the public dispatch (default tiles for xla)."""
-  for impl in ("reference", "xla"):
-    _check_against_reference(lambda q, k, v, **kw: softmax_attention(q, k, v, impl=impl, **kw), name)
+  _check_against_reference([functools.partial(softmax_attention, impl=impl) for impl in ("reference", "xla")], name)
 
 
 def test_xla_bias_gradient():
-  """The array-bias cotangent (full and broadcast shapes) matches the reference."""
+  """The array-bias cotangent (full and broadcast shapes) matches the oracle's."""
   q, k, v = _qkv(4, 2, T, T)
+  causal = oracle_allowed("causal", T, T, 0)
   for shape in ((B, 4, T, T), (4, 1, T), (1, 1, T, 1)):
     bias = jax.random.normal(jax.random.key(5), shape)
     f = lambda fn: jax.jit(jax.grad(lambda b: jnp.sum(fn(q, k, v, mask=M.Causal(), bias=b) ** 2)))(bias)
-    np.testing.assert_allclose(f(lambda *a, **kw: softmax_attention_blocked(*a, **BLOCKS, **kw)),
-                               f(softmax_attention_reference), **TOL, err_msg=str(shape))
+    np.testing.assert_allclose(f(_blocked), f(lambda q, k, v, mask, bias: oracle(q, k, v, causal, bias=bias)),
+                               **TOL, err_msg=str(shape))
 
 
 def test_xla_traced_q_offset_decode():
@@ -200,7 +300,8 @@ def test_unknown_impl_lists_valid_ones():
 
 def test_pallas_is_a_clear_error():
   q, k, v = _qkv(4, 4, 8, 8)
-  with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'softmax'"):
+  # One line naming why: no kernel registered, or (since kernels_pallas registers one) no GPU here.
+  with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'softmax'|pallas kernels need a GPU"):
     softmax_attention(q, k, v, impl="pallas")
 
 
