@@ -51,12 +51,26 @@ class Mask:
     """Static tile states `[ceil(q_len/bq), ceil(kv_len/bk)]` in {EMPTY, PARTIAL, FULL}.
 
     Padding positions past the end count as masked (a tile that only has padding
-    beyond its valid part still reports the state of its valid part).
+    beyond its valid part still reports the state of its valid part). Computed from the
+    tile bounds by the mask's analytic rule (`_tile_states`, O(nq * nk) work, no
+    [T, T] array); a static mask without one is evaluated per block row (`_static_block_map`).
     """
+    tiles = Tiles(q_len, kv_len, block_q, block_k, q_offset)
     if not self.static:
-      nq, nk = -(-q_len // block_q), -(-kv_len // block_k)
-      return np.full((nq, nk), PARTIAL, np.int8)
-    return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+      return np.full(tiles.shape, PARTIAL, np.int8)
+    states = self._tile_states(tiles)
+    return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset) if states is None else states
+
+  def _boxes(self):
+    """This mask as a union of `Box`es (exact), or None when it is not one."""
+    return None
+
+  def _tile_states(self, tiles: "Tiles"):
+    """int8 [nq, nk] tile states from the tile bounds, or None (no analytic rule).
+
+    Default: exact from `_boxes` when the mask has them."""
+    boxes = self._boxes()
+    return None if boxes is None else boxes_tile_states(boxes, tiles)
 
   def __and__(self, other: "Mask") -> "Mask":
     return And(self, other)
@@ -82,6 +96,148 @@ def _static_block_map(mask: Mask, q_len, kv_len, block_q, block_k, q_offset) -> 
   return out
 
 
+_INF = 1 << 40  # an unbounded side of a Box (positions are far below it; sums cannot overflow int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+  """The tile grid of a block map and each tile's valid position bounds (inclusive).
+
+  Query tile i covers positions q_offset + i*bq .. q_offset + min((i+1)*bq, q_len) - 1,
+  key tile j covers j*bk .. min((j+1)*bk, kv_len) - 1 (the padding past the end is not
+  part of a tile). Bounds are int64 `q_lo, q_hi` [nq, 1] and `k_lo, k_hi` [1, nk], so a
+  rule combining them broadcasts to [nq, nk] and never touches single positions.
+  """
+  q_len: int
+  kv_len: int
+  block_q: int
+  block_k: int
+  q_offset: int = 0
+
+  @property
+  def shape(self):
+    return -(-self.q_len // self.block_q), -(-self.kv_len // self.block_k)
+
+  def _bounds(self, n, block, length, offset):
+    lo = np.arange(n, dtype=np.int64) * block
+    return lo + offset, np.minimum(lo + block, length) - 1 + offset
+
+  @property
+  def q_bounds(self):
+    lo, hi = self._bounds(self.shape[0], self.block_q, self.q_len, int(self.q_offset))
+    return lo[:, None], hi[:, None]
+
+  @property
+  def k_bounds(self):
+    lo, hi = self._bounds(self.shape[1], self.block_k, self.kv_len, 0)
+    return lo[None, :], hi[None, :]
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+  """The pairs with q in [q_lo, q_hi], k in [k_lo, k_hi] and k - q in [d_lo, d_hi]
+  (inclusive; +-_INF = unbounded). Causal is Box(d_hi=0), a window Box(d_lo=-left,
+  d_hi=right), sinks Box(k_hi=s-1, q_lo=0). Boxes are closed under intersection, so an
+  `&` of box masks is a box and an `|` a union of boxes: their block maps are exact."""
+  d_lo: int = -_INF
+  d_hi: int = _INF
+  k_lo: int = -_INF
+  k_hi: int = _INF
+  q_lo: int = -_INF
+  q_hi: int = _INF
+
+  def __and__(self, other: "Box") -> "Box":
+    return Box(max(self.d_lo, other.d_lo), min(self.d_hi, other.d_hi), max(self.k_lo, other.k_lo),
+               min(self.k_hi, other.k_hi), max(self.q_lo, other.q_lo), min(self.q_hi, other.q_hi))
+
+  def complement(self) -> list["Box"]:
+    """Boxes whose union is the pairs outside this box (one per bounded side)."""
+    out = []
+    for lo, hi in (("d_lo", "d_hi"), ("k_lo", "k_hi"), ("q_lo", "q_hi")):
+      if getattr(self, lo) > -_INF:
+        out.append(dataclasses.replace(Box(), **{hi: getattr(self, lo) - 1}))
+      if getattr(self, hi) < _INF:
+        out.append(dataclasses.replace(Box(), **{lo: getattr(self, hi) + 1}))
+    return out
+
+  def is_empty(self) -> bool:
+    return self.d_lo > self.d_hi or self.k_lo > self.k_hi or self.q_lo > self.q_hi
+
+  def within(self, other: "Box") -> bool:
+    """Each of this box's ranges lies inside `other`'s (so the box is a subset)."""
+    return (other.d_lo <= self.d_lo and self.d_hi <= other.d_hi and other.k_lo <= self.k_lo
+            and self.k_hi <= other.k_hi and other.q_lo <= self.q_lo and self.q_hi <= other.q_hi)
+
+  def meets(self, tiles: Tiles):
+    """bool [nq, nk]: some valid pair of the tile is in the box. Exact: with q and k
+    clipped to the box's ranges, the differences k - q fill [k_lo - q_hi, k_hi - q_lo]."""
+    (qa, qb), (ka, kb) = tiles.q_bounds, tiles.k_bounds
+    q1, q2 = np.maximum(qa, self.q_lo), np.minimum(qb, self.q_hi)
+    k1, k2 = np.maximum(ka, self.k_lo), np.minimum(kb, self.k_hi)
+    if self.d_lo > self.d_hi:
+      return np.zeros(tiles.shape, bool)
+    return (q1 <= q2) & (k1 <= k2) & (k1 <= q2 + self.d_hi) & (k2 >= q1 + self.d_lo)
+
+  def covers(self, tiles: Tiles):
+    """bool [nq, nk]: every valid pair of the tile is in the box."""
+    (qa, qb), (ka, kb) = tiles.q_bounds, tiles.k_bounds
+    return ((qa >= self.q_lo) & (qb <= self.q_hi) & (ka >= self.k_lo) & (kb <= self.k_hi)
+            & (ka >= qb + self.d_lo) & (kb <= qa + self.d_hi))
+
+
+MAX_BOXES = 64  # larger unions (or their complements) fall back to the min/max rule
+
+
+def prune_boxes(boxes: list[Box]) -> list[Box]:
+  """The same union without empty boxes, duplicates and boxes inside another box."""
+  out: list[Box] = []
+  for box in sorted({b for b in boxes if not b.is_empty()}, key=lambda b: dataclasses.astuple(b)):
+    if not any(box.within(o) for o in out):
+      out = [o for o in out if not o.within(box)] + [box]
+  return out
+
+
+def boxes_tile_states(boxes: list[Box], tiles: Tiles) -> np.ndarray | None:
+  """Exact tile states of the union of `boxes`: a tile is non-empty when it meets a box
+  and FULL when it meets no box of the complement (the intersection over boxes of their
+  complements, expanded into a union of boxes). None when that expansion exceeds MAX_BOXES."""
+  meets = np.zeros(tiles.shape, bool)
+  full = np.zeros(tiles.shape, bool)
+  for box in boxes:
+    meets |= box.meets(tiles)
+    full |= box.covers(tiles)
+  outside = [Box()]  # pairs in no box: the intersection of the complements
+  for box in boxes:
+    outside = prune_boxes([a & b for a in outside for b in box.complement()])
+    if len(outside) > MAX_BOXES:
+      return None
+  if not full.all():
+    any_outside = np.zeros(tiles.shape, bool)
+    for box in outside:
+      any_outside |= box.meets(tiles)
+    full |= ~any_outside
+  return _states(meets, full)
+
+
+def _states(meets, full) -> np.ndarray:
+  """int8 tile states from bool [nq, nk] `meets` (some pair allowed) and `full` (every
+  pair allowed), without a wider temporary."""
+  out = meets.astype(np.int8)  # EMPTY 0 / PARTIAL 1
+  out[full & meets] = FULL
+  return out
+
+
+def _child_states(mask: Mask, tiles: Tiles) -> np.ndarray:
+  """A sub-mask's tile states for a combination: its analytic rule, else (a dynamic mask)
+  all PARTIAL, else (a static mask with no rule) the per-row evaluation."""
+  if not mask.static:
+    return np.full(tiles.shape, PARTIAL, np.int8)
+  states = mask._tile_states(tiles)
+  if states is None:
+    states = _static_block_map(mask, tiles.q_len, tiles.kv_len, tiles.block_q, tiles.block_k, tiles.q_offset)
+  return states
+
+
 @dataclasses.dataclass(frozen=True)
 class And(Mask):
   """Both masks allow the pair."""
@@ -95,12 +251,26 @@ class And(Mask):
   def _allowed(self, q_pos, k_pos):
     return self.a._allowed(q_pos, k_pos) & self.b._allowed(q_pos, k_pos)
 
+  def _boxes(self):
+    a, b = self.a._boxes(), self.b._boxes()
+    if a is None or b is None or len(a) * len(b) > MAX_BOXES:
+      return None
+    return prune_boxes([x & y for x in a for y in b])
+
   def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
+    """See `Mask.block_map`. Static: `_tile_states`. With a dynamic side: the min rule."""
     if self.static:
-      return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset)
-    # Tile state of a conjunction: empty if either is empty, full only if both are full.
-    return np.minimum(self.a.block_map(q_len, kv_len, block_q, block_k, q_offset),
-                      self.b.block_map(q_len, kv_len, block_q, block_k, q_offset))
+      return Mask.block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+    return self._tile_states(Tiles(q_len, kv_len, block_q, block_k, q_offset))
+
+  def _tile_states(self, tiles):
+    """Exact for box masks (`_boxes`); else min of the two sides' states. min is safe:
+    EMPTY if either side is, FULL only if both are, the other side's state where one is
+    FULL; two PARTIAL sides give PARTIAL even where their intersection is empty."""
+    exact = Mask._tile_states(self, tiles)
+    if exact is not None:
+      return exact
+    return np.minimum(_child_states(self.a, tiles), _child_states(self.b, tiles))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +286,24 @@ class Or(Mask):
   def _allowed(self, q_pos, k_pos):
     return self.a._allowed(q_pos, k_pos) | self.b._allowed(q_pos, k_pos)
 
+  def _boxes(self):
+    a, b = self.a._boxes(), self.b._boxes()
+    return None if a is None or b is None or len(a) + len(b) > MAX_BOXES else prune_boxes(a + b)
+
   def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
+    """See `Mask.block_map`. Static: `_tile_states`. With a dynamic side: the max rule."""
     if self.static:
-      return _static_block_map(self, q_len, kv_len, block_q, block_k, q_offset)
-    return np.maximum(self.a.block_map(q_len, kv_len, block_q, block_k, q_offset),
-                      self.b.block_map(q_len, kv_len, block_q, block_k, q_offset))
+      return Mask.block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+    return self._tile_states(Tiles(q_len, kv_len, block_q, block_k, q_offset))
+
+  def _tile_states(self, tiles):
+    """Exact for box masks (`_boxes`); else max of the two sides' states. max is safe:
+    FULL if either side is, EMPTY only if both are; two PARTIAL sides give PARTIAL even
+    where their union covers the tile."""
+    exact = Mask._tile_states(self, tiles)
+    if exact is not None:
+      return exact
+    return np.maximum(_child_states(self.a, tiles), _child_states(self.b, tiles))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +313,9 @@ class Full(Mask):
   def _allowed(self, q_pos, k_pos):
     return (q_pos >= 0) | (k_pos >= 0)
 
+  def _boxes(self):
+    return [Box()]  # key positions are >= 0, so (q >= 0) | (k >= 0) holds on every tile
+
 
 @dataclasses.dataclass(frozen=True)
 class Causal(Mask):
@@ -137,6 +323,9 @@ class Causal(Mask):
 
   def _allowed(self, q_pos, k_pos):
     return k_pos <= q_pos
+
+  def _boxes(self):
+    return [Box(d_hi=0)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +344,9 @@ class SlidingWindow(Mask):
   def _allowed(self, q_pos, k_pos):
     return (k_pos >= q_pos - self.left) & (k_pos <= q_pos + self.right)
 
+  def _boxes(self):
+    return [Box(d_lo=-int(self.left), d_hi=int(self.right))]
+
 
 @dataclasses.dataclass(frozen=True)
 class Chunked(Mask):
@@ -168,6 +360,16 @@ class Chunked(Mask):
   def _allowed(self, q_pos, k_pos):
     return (q_pos // self.chunk_size) == (k_pos // self.chunk_size)
 
+  def _tile_states(self, tiles):
+    """Chunk ids are contiguous over a tile's positions: the tile meets the chunk-diagonal
+    when its query and key chunk ranges overlap, and is FULL when all four bounds share
+    one chunk."""
+    c = self.chunk_size
+    (qa, qb), (ka, kb) = (b // c for b in tiles.q_bounds), (b // c for b in tiles.k_bounds)
+    meets = (qa <= kb) & (ka <= qb)
+    full = (qa == qb) & (ka == kb) & (qa == ka)
+    return _states(meets, full)
+
 
 @dataclasses.dataclass(frozen=True)
 class Sinks(Mask):
@@ -176,6 +378,9 @@ class Sinks(Mask):
 
   def _allowed(self, q_pos, k_pos):
     return (k_pos < self.num_sinks) & (q_pos >= 0)
+
+  def _boxes(self):
+    return [Box(k_hi=int(self.num_sinks) - 1, q_lo=0)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +400,9 @@ class PrefixLM(Mask):
       return (k_pos <= q_pos) | (k_pos < self.prefix_len)
     prefix = jnp.asarray(self.prefix_len)[:, None, None]
     return (k_pos <= q_pos) | (k_pos < prefix)
+
+  def _boxes(self):
+    return [Box(d_hi=0), Box(k_hi=int(self.prefix_len) - 1)] if self.static else None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
