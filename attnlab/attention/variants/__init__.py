@@ -1,11 +1,14 @@
 """Attention variants, one file per family; importing this package registers them all."""
 
 from attnlab.attention.variants import (  # noqa: F401  (each import registers its variants)
+    biformer,
     decay,
     gated,
+    halo,
     heads,
     linear,
     lowrank,
+    maxvit,
     mega,
     neighborhood,
     routed,

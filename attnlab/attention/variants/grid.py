@@ -87,8 +87,12 @@ def _coords(shape) -> np.ndarray:
 def window_index(shape, wins) -> np.ndarray:
   """int [nW, K]: the flat token indices of each non-overlapping window of size `wins`
   (row-major windows, row-major inside), for axis sizes `shape` (multiples of wins)."""
-  ids = np.arange(int(np.prod(shape))).reshape(1, -1)
-  return np.asarray(to_windows(ids, shape, wins))[0]
+  ids = np.arange(int(np.prod(shape)))
+  if len(shape) == 1:
+    return ids.reshape(shape[0] // wins[0], wins[0])
+  (h, w), (mh, mw) = shape, wins
+  ids = np.moveaxis(ids.reshape(h // mh, mh, w // mw, mw), 2, 1)  # numpy: static under jit
+  return ids.reshape((h // mh) * (w // mw), mh * mw)
 
 
 def dilated_index(shape, groups) -> np.ndarray:

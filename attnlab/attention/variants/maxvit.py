@@ -1,0 +1,107 @@
+"""MaxViT multi-axis attention: `maxvit` (Tu et al., 2022, "MaxViT: Multi-Axis Vision Transformer").
+
+Tokens on a row-major grid (grid=(H, W); () = a 1-D sequence). Two sparse patterns:
+
+- block attention (even layers, layer_index 0, 2, ...): the image is cut into
+  non-overlapping P x P windows (P = `block_size`) and each token attends to its window;
+- grid attention (odd layers): a fixed G x G grid (G = `grid_size`) covers the whole image
+  sparsely: the image is viewed as [G, H/G, G, W/G] and token (i, j) attends to the G x G
+  tokens (i', j') with i' = i (mod H/G) and j' = j (mod W/G) (MaxViT's `grid_partition`,
+  x.view(B, G, H/G, G, W/G, C).permute(0, 2, 4, 1, 3, 5)): dilated, global mixing.
+
+In MaxViT a block is MBConv -> block attention -> FFN -> grid attention -> FFN, each
+attention with its own residual and FFN. One attention module per backbone layer matches
+that by alternating on layer_index (as `shifted_window` alternates its shift): layer
+2l is block attention and layer 2l + 1 grid attention, each followed by the backbone's
+FFN; two consecutive layers reach every token when P >= H/G per axis (as with P = G and
+H = P * G; the paper's P = G = 7 at 224 px). MBConv is left out (the backbone has no
+convolution). Per axis, an axis of at most P (resp. G) tokens is one window (resp. one
+grid group) of the whole axis, otherwise its length must be a multiple of P (resp. G).
+
+With rel_pos_bias each layer has a learned relative position bias per head over the
+positions inside its window or grid group ((2P - 1)^nd or (2G - 1)^nd entries), as MaxViT
+uses in both. Defaults P = G = 8 (the paper uses 7; 8 divides the power-of-two lengths of
+the cost test).
+
+Shapes: groups [B, T / K, K, H, D] with K = P^nd or G^nd, scores [B, T / K, H, K, K]:
+compute and memory O(T * K), no [T, T] array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from attnlab.attention.registry import register
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.grid import (dilated_index, group_attention, relative_index, resolve_grid,
+                                             window_index)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxViTConfig(AttentionConfig):
+  """block_size: P, window side of block attention (even layers); grid_size: G, grid side of
+  grid attention (odd layers); grid: () or (H, W) (-1 entries inferred, as in
+  `neighborhood`); rel_pos_bias: the learned relative position bias inside each group."""
+  block_size: int = 8
+  grid_size: int = 8
+  grid: tuple = ()
+  rel_pos_bias: bool = True
+  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("grid_size",)
+
+  def __post_init__(self):
+    super().__post_init__()
+    object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+    if len(self.grid) not in (0, 2):
+      raise ValueError(f"grid must be () or (H, W), got {self.grid!r}")
+
+
+def group_sizes(shape: tuple[int, ...], size: int, what: str) -> tuple[int, ...]:
+  """Per axis: `size`, or the whole axis when it is at most `size` long."""
+  out = []
+  for n in shape:
+    if n > size and n % size:
+      raise ValueError(f"maxvit {what} attention: axis length {n} is not a multiple of {size}")
+    out.append(min(n, size))
+  return tuple(out)
+
+
+def maxvit_layout(shape: tuple[int, ...], block: int, grid: int, grid_layer: bool):
+  """(index int [G, K], sizes): the token groups of a block layer (P-windows) or of a grid
+  layer (G x G dilated groups), and the group's size per axis."""
+  if grid_layer:
+    sizes = group_sizes(shape, grid, "grid")
+    return dilated_index(shape, sizes), sizes
+  sizes = group_sizes(shape, block, "block")
+  return window_index(shape, sizes), sizes
+
+
+@register("maxvit", family="local2d", config=MaxViTConfig, cost=("T*w", "T*w"),
+          patterns=("noncausal-self",), paper="Tu et al., 2022 (MaxViT)")
+class MaxViTAttention(AttentionModule):
+  """Block attention on even layers, grid attention on odd layers (see the module docstring)."""
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    cfg = self.cfg
+    self.check_pattern(context, decode)
+    if mask is not None:
+      raise ValueError(f"variant {self.variant!r} takes no extra mask (set model.key_padding=False)")
+    b, t, d_model = x.shape
+    shape = resolve_grid(cfg.grid, t)
+    index, sizes = maxvit_layout(shape, cfg.block_size, cfg.grid_size, cfg.layer_index % 2 == 1)
+    hd = self.head_dim_for(d_model)
+    q = self.project_heads(x, cfg.num_heads, hd, "query")
+    k = self.project_heads(x, cfg.num_heads, hd, "key")
+    v = self.project_heads(x, cfg.num_heads, hd, "value")
+    bias = None
+    if cfg.rel_pos_bias:
+      table = self.param("rel_pos_bias", nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                                      ("heads", None)),
+                         (cfg.num_heads, int(np.prod([2 * m - 1 for m in sizes]))))
+      bias = jnp.take(table, jnp.asarray(relative_index(sizes)), axis=1)  # [H, K, K]
+    y = group_attention(q, k, v, index, index, None, bias)
+    return self.project_out(y, d_model)
