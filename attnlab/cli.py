@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
   bench_attention.register_cli(bench_sub)
   from attnlab.bench import cost as bench_cost
   bench_cost.register_cli(bench_sub)
+  from attnlab.bench import kernels as bench_kernels
+  bench_kernels.register_cli(bench_sub)
   return parser
 
 

@@ -495,7 +495,8 @@ def unsupported_reason(q, k, v, *, block_q: int, block_k: int, interpret: bool) 
 
 def block_sparse_flash_attention(q, k, v, meta: BlockSparseMeta, *, scale: float | None = None,
                                  q_segment_ids=None, kv_segment_ids=None, kv_valid=None, block_indices=None,
-                                 interpret: bool | None = None, num_warps: int = 4, num_stages: int = 2):
+                                 interpret: bool | None = None, num_warps: int | None = None,
+                                 num_stages: int = 2):
   """Block-sparse softmax attention: softmax(q k^T * scale, masked) v over meta's tiles.
 
   q [B, Tq, Hq, D], k [B, Tk, Hkv, D], v [B, Tk, Hkv, Dv] (Hq % Hkv == 0) -> [B, Tq, Hq, Dv]
@@ -507,7 +508,7 @@ def block_sparse_flash_attention(q, k, v, meta: BlockSparseMeta, *, scale: float
   EMPTY in meta are dropped), which then replace meta's row lists. A query row with no
   allowed key outputs zeros. scale defaults to D ** -0.5. interpret: run the kernels as
   JAX ops (CPU tests); None = `runtime.interpret_enabled()`. num_warps, num_stages: Triton
-  launch parameters (GPU). Differentiable in q, k, v (custom_vjp, FlashAttention-2 backward).
+  launch parameters (GPU; num_warps defaults to 4, or 8 for tiles of more than 64 x 128). Differentiable in q, k, v (custom_vjp, FlashAttention-2 backward).
   """
   interpret = runtime.interpret_enabled() if interpret is None else interpret
   bsz, tq, hq, d = q.shape
@@ -548,6 +549,8 @@ def block_sparse_flash_attention(q, k, v, meta: BlockSparseMeta, *, scale: float
     sel_b, sel_h = block_indices.shape[0] > 1, block_indices.shape[1] > 1
   lists = tuple(jnp.asarray(x, jnp.int32) for x in lists)
 
+  if num_warps is None:
+    num_warps = 4 if max(bq, bk) * max(d, v.shape[-1]) <= 64 * 128 else 8
   cfg = _Cfg(bq, bk, scale, hq // hkv, sel_b, sel_h, q_segment_ids is not None, kv_valid is not None,
              bool(interpret), num_warps, num_stages)
   kind_rows = np.full((meta.nq, _next_pow2(meta.nk)), EMPTY_TILE, np.int32)  # for the (b, h, i) kernels

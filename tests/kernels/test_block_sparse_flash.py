@@ -124,22 +124,44 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_forward_and_gradients_match_the_dense_oracle(name):
+def _check_case(name, *, interpret=True, dtype=jnp.float32, fwd_tol=FWD_TOL, grad_tol=GRAD_TOL):
+  """Runs CASES[name] through the kernel and the oracle (fp32, on the same rounded inputs)."""
   mask, tq, tk, hq, hkv, d, q_offset, dynamic = CASES[name]
-  q, k, v, ct = _qkv(tq, tk, hq, hkv, d)
+  q, k, v, ct = (x.astype(dtype) for x in _qkv(tq, tk, hq, hkv, d))
   static, kwargs, masks = mask, {}, [] if mask is None else [mask]
   if dynamic is not None:
     dyn_mask, kwargs = dynamic()
     masks.append(dyn_mask)
   meta = build_block_metadata(static, tq, tk, BLOCK, BLOCK, q_offset)
   assert min(meta.nq, meta.nk) >= 2 and max(meta.nq, meta.nk) >= 3
-  kernel = functools.partial(block_sparse_flash_attention, meta=meta, interpret=True, **kwargs)
-  out, grads = _fwd_bwd(lambda q, k, v: kernel(q, k, v), q, k, v, ct, FAST_COMPILE)
-  want_out, want_grads = _oracle_fwd_bwd(q, k, v, ct, masks, q_offset, kwargs.get("block_indices"))
-  _assert_close(out, want_out, FWD_TOL, f"{name} output")
+  kernel = functools.partial(block_sparse_flash_attention, meta=meta, interpret=interpret, **kwargs)
+  out, grads = _fwd_bwd(lambda q, k, v: kernel(q, k, v), q, k, v, ct, FAST_COMPILE if interpret else None)
+  f32 = lambda x: x.astype(jnp.float32)
+  want_out, want_grads = _oracle_fwd_bwd(f32(q), f32(k), f32(v), f32(ct), masks, q_offset,
+                                         kwargs.get("block_indices"))
+  _assert_close(f32(out), want_out, fwd_tol, f"{name} output")
   for label, g, w in zip(("dq", "dk", "dv"), grads, want_grads):
-    _assert_close(g, w, GRAD_TOL, f"{name} {label}")
+    _assert_close(f32(g), w, grad_tol, f"{name} {label}")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_and_gradients_match_the_dense_oracle(name):
+  _check_case(name)
+
+
+# The compiled Triton kernel (GPU only; scripts/gpu_kernel_check.sh runs it). fp32 dots may
+# run in TF32 there, hence the looser fp32 bound; bf16 inputs are compared with the fp32
+# oracle on the same bf16-rounded inputs.
+COMPILED_TOL = {"float32": dict(atol=5e-3, rtol=5e-3), "bfloat16": dict(atol=3e-2, rtol=3e-2)}
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu",
+                    reason="the compiled (Triton) kernel needs a GPU; interpret mode covers it on CPU above")
+@pytest.mark.parametrize("dtype", list(COMPILED_TOL))
+@pytest.mark.parametrize("name", list(CASES))
+def test_compiled_kernel_on_gpu(name, dtype):
+  tol = COMPILED_TOL[dtype]
+  _check_case(name, interpret=False, dtype=jnp.dtype(dtype), fwd_tol=tol, grad_tol=tol)
 
 
 def test_canary_a_dropped_nonempty_block_fails_the_comparison():

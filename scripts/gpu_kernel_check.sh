@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One-shot GPU check of kernels_pallas (issue 13), for a session that is lent a GPU.
+#
+# Run once through the device tool from the repo root, e.g.
+#   run(command="bash scripts/gpu_kernel_check.sh", timeout_s=600)        (carry [".whl"] if wheels travel)
+# It needs no registry: attnlab comes from the working tree (PYTHONPATH), optional peers
+# (tokamax, ...) from wheels in .whl/ if present (see the device README). Everything lands in
+# $OUT: gpu.txt (device, jax), tests.txt (pytest: interpret-mode and compiled Triton kernel
+# tests), bench_T.json / bench_T.txt per length, summary.md (the table for the closing note).
+# The whole run keeps within BUDGET_S seconds (default 540): each step gets what is left.
+set -u
+OUT=${OUT:-/tmp/gpu_kernel_check}
+BUDGET_S=${BUDGET_S:-540}
+START=$(date +%s)
+left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
+mkdir -p "$OUT"
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+export PYTHONWARNINGS=${PYTHONWARNINGS:-default::DeprecationWarning}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import jax; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/gpu.txt"
+
+# 1. Kernel tests: interpret mode (as on CPU) and the compiled Triton kernel (fp32, bf16).
+timeout $(( $(left) < 200 ? $(left) : 200 )) \
+  python3 -m pytest tests/kernels/test_block_sparse_flash.py -q -p no:cacheprovider -ra -W default 2>&1 \
+  | tee "$OUT/tests.txt" | tail -30
+
+# 2. Benchmark at bf16, D=128, H=16: the target length (16k) early, the rest as time allows.
+for T in 1024 4096 16384 8192 32768 2048; do
+  budget=$(left)
+  if [ "$budget" -lt 30 ]; then echo "out of time before T=$T" | tee -a "$OUT/summary.md"; break; fi
+  impls=pallas,jax_cudnn,tokamax
+  [ "$T" -le 4096 ] && impls=xla,pallas,jax_xla,jax_cudnn,tokamax
+  timeout $(( budget < 100 ? budget : 100 )) python3 -m attnlab.bench.kernels --seq "$T" --heads 16 --head-dim 128 \
+    --dtype bfloat16 --patterns full,causal,band --density 0.1 --impls "$impls" --repeats 5 \
+    --json "$OUT/bench_$T.json" > "$OUT/bench_$T.txt" 2>&1
+  echo "T=$T rc=$? ($(left)s left)"; grep "impl=pallas" "$OUT/bench_$T.txt" | head -3
+done
+
+# 3. One markdown table from the JSON files.
+python3 - "$OUT" <<'PY' | tee -a "$OUT/summary.md"
+import glob, json, sys
+rows, env = [], {}
+for path in sorted(glob.glob(f"{sys.argv[1]}/bench_*.json")):
+  data = json.load(open(path)); env = data["environment"]; rows += data["rows"]
+print(f"device: {env.get('device')}  jax {env.get('jax')}  (bf16, D=128, H=16, B=1)\n")
+print("| T | pattern | impl | fwd ms | f+b ms | fwd TF/s | f+b TF/s | fwd/peer | f+b/peer | f+b/dense(full peer) | note |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+f = lambda x, d=2: "" if x is None else f"{x:.{d}f}"
+for r in sorted(rows, key=lambda r: (r["seq"], r["pattern"], r["impl"])):
+  print(f"| {r['seq']} | {r['pattern']} | {r['impl']} | {f(r.get('fwd_ms'))} | {f(r.get('fwdbwd_ms'))} | "
+        f"{f(r.get('fwd_tflops'), 1)} | {f(r.get('fwdbwd_tflops'), 1)} | {f(r.get('fwd_vs_peer'))} | "
+        f"{f(r.get('fwdbwd_vs_peer'))} | {f(r.get('fwdbwd_vs_dense'))} | {r.get('note', '')[:80]} |")
+PY
+echo "done in $(( $(date +%s) - START ))s"
