@@ -15,6 +15,9 @@ decisions themselves are checked here:
 * S2-Attention's shards (Lin et al., 2024; the DKernel / Phi-3-small pattern): head h
   sees the key blocks j with (j + h * max(1, v // H) + 1) % v == 0, and the heads'
   shards together with the local window cover every earlier position.
+* Reformer's angular LSH (Kitaev et al., 2020, Sec. 2): Gaussian rotations, buckets used
+  about equally, collisions more frequent at smaller angles (lsh's oracle in
+  test_routed.py reads the module's sown rotations as data).
 
 Each property check has a canary: a table, projection or pattern with the slip it
 guards against, which the same check rejects.
@@ -32,6 +35,7 @@ import scipy.stats
 
 from attnlab.attention import build
 from attnlab.attention.ops.linear.feature_maps import orthogonal_random_features
+from attnlab.attention.ops.sparse.routed import lsh_hash, lsh_rotations
 from attnlab.attention.ops.sparse.static import bigbird_random_blocks
 
 # ---- BigBird random blocks ------------------------------------------------------------------
@@ -251,3 +255,47 @@ def test_s2_shards_follow_the_formula_and_cover_the_context(nh, vert_stride, hom
     assert not covered[np.tril_indices(t)].all(), "one shared shard cannot cover the context"
   else:
     assert covered[np.tril_indices(t)].all(), "the heads' shards must cover every earlier key"
+
+
+# ---- Reformer's angular LSH --------------------------------------------------------------------
+
+
+def test_lsh_rotations_hash_by_angle():
+  """Angular LSH (Kitaev et al., 2020, Sec. 2; Andoni et al., 2015): with R Gaussian,
+  h(x) = argmax([xR; -xR]) puts random directions in every bucket about equally often, and two
+  vectors collide more often the smaller their angle. Checked over 256 independent
+  rotations (heads x rounds) from `lsh_rotations`, with `lsh_hash` as the hash; canary:
+  hashing the second vector under other rotations loses the locality."""
+  d, nb = 16, 8
+  rot = np.asarray(lsh_rotations(0, 64, 4, d, nb))  # [H, R, D, nb/2]
+  assert rot.shape == (64, 4, d, nb // 2)
+  assert scipy.stats.kstest(rot.ravel(), "norm").pvalue > 1e-3
+  assert not np.allclose(rot[:, 0], rot[:, 1]), "every round draws its own rotation"
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 512, 1, d))
+  buckets = np.asarray(lsh_hash(jnp.asarray(np.broadcast_to(x, (1, 512, 64, d)), jnp.float32), rot))  # [1, H, R, T]
+  counts = np.bincount(buckets.ravel(), minlength=nb)
+  # (Not a multinomial: the same 512 points under each rotation; every bucket within 6%.)
+  assert np.abs(counts / counts.mean() - 1).max() < 0.06, counts
+  u = x[0, :, 0] / np.linalg.norm(x[0, :, 0], axis=-1, keepdims=True)
+  w = rng.normal(size=u.shape)
+  w -= np.sum(w * u, -1, keepdims=True) * u
+  w /= np.linalg.norm(w, axis=-1, keepdims=True)
+
+  def hashes(points, rotations):  # points [T, D] under every (head, round) rotation -> [H, R, T]
+    return np.asarray(lsh_hash(jnp.asarray(np.broadcast_to(points[None, :, None], (1, len(points), 64, d)),
+                                           jnp.float32), jnp.asarray(rotations)))[0]
+
+  def collision_rates(rot_y):
+    hx = hashes(u, rot)
+    return [float((hx == hashes(np.cos(a) * u + np.sin(a) * w, rot_y)).mean()) for a in (0.2, 0.8, 1.6)]
+
+  def local(rate):
+    return rate[0] > rate[1] + 0.1 > rate[2] + 0.2
+
+  rate = collision_rates(rot)
+  print(f"collision rate at angles 0.2 / 0.8 / 1.6 rad: {rate}; bucket counts {counts.tolist()}")
+  assert local(rate), rate
+  # Canary: y hashed under other rotations than x (no shared hash): no locality left.
+  other = collision_rates(np.asarray(lsh_rotations(1, 64, 4, d, nb)))
+  assert not local(other), other
