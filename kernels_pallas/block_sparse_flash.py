@@ -226,8 +226,13 @@ class _Cfg:
 
 
 def _dot(a, b, contract=(1, 1)):
-  """a @ b contracting a's dim contract[0] with b's dim contract[1], fp32 accumulation."""
-  return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())), preferred_element_type=jnp.float32)
+  """a @ b contracting a's dim contract[0] with b's dim contract[1], fp32 accumulation.
+
+  fp32 operands get Precision.HIGHEST (Triton's IEEE input precision; DEFAULT would be
+  TF32 there), so an fp32 call is fp32 on GPU too; bf16/fp16 use the tensor cores as is."""
+  precision = lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
+  return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())), precision=precision,
+                         preferred_element_type=jnp.float32)
 
 
 def _mask_tile(cfg: _Cfg, s, kind, pm_ref, dyn):
