@@ -2,7 +2,8 @@
 
 The sliding-window family (sliding_window, sink_window, based's window branch) and
 Mega-chunk keep a ring buffer of the keys a query can still see
-(`AttentionModule.window_cache`) instead of the whole sequence. Checked here:
+(`AttentionModule.window_cache`) instead of the whole sequence; longformer's and
+bigbird's global query rows (causal) read only the cache prefix they can see. Checked here:
 * one decode step's FLOPs (XLA's count of the compiled step) at a 4096-slot cache stay
   within 1.5x of those at 512; the canaries are dense `mha` and `sliding_window` with
   its windowed cache switched off (the old whole-cache path), which grow ~8x;
@@ -27,6 +28,9 @@ FLAT = {
     "sink_window": dict(num_heads=2, window=16, num_sinks=4),
     "based": dict(num_heads=2, window=16, feature_dim=4),
     "mega": dict(num_heads=1, chunk_size=16),
+    # global rows: a step holding one attends only to the cache prefix before it (causal)
+    "longformer": dict(num_heads=2, window=16, num_global=2, block_size=16),
+    "bigbird": dict(num_heads=2, block_size=8, window_blocks=3, num_global_blocks=1, num_random_blocks=2),
 }
 SHORT, LONG = 512, 4096  # cache slots; attending the whole cache costs 8x more at LONG
 
@@ -63,6 +67,8 @@ EXACT = [  # (variant, hyperparameters, tokens per step)
     ("based", dict(num_heads=2, window=3, feature_dim=4), 3),
     ("mega", dict(num_heads=1, chunk_size=4), 1),
     ("mega", dict(num_heads=1, chunk_size=5), 3),
+    ("longformer", dict(num_heads=2, window=3, global_indices=(5, 9), block_size=4), 3),
+    ("bigbird", dict(num_heads=2, block_size=4, window_blocks=2, num_global_blocks=1, num_random_blocks=2), 3),
 ]
 _ID = lambda v: v if isinstance(v, (str, int)) else "-".join(f"{k}{v}" for k, v in v.items() if k != "num_heads")  # noqa: E731
 
@@ -70,7 +76,8 @@ _ID = lambda v: v if isinstance(v, (str, int)) else "-".join(f"{k}{v}" for k, v 
 @pytest.mark.parametrize("name,hparams,chunk", EXACT, ids=_ID)
 def test_ring_buffer_decode_matches_full(name, hparams, chunk):
   """14 tokens through a ring of window-1 (or chunk-1) slots: it wraps several times;
-  3-token steps straddle windows and chunk boundaries and outnumber small rings."""
+  3-token steps straddle windows and chunk boundaries and outnumber small rings (and,
+  for longformer/bigbird, mix global and local query rows)."""
   contract.check_decode_matches_full(name, hparams, length=14, chunk=chunk, jit=True)
 
 

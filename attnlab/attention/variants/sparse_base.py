@@ -171,14 +171,16 @@ class StaticSparseAttention(AttentionModule):
     y = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
     return y if order == list(range(h)) else y[:, :, np.argsort(order)]
 
-  def _dense_rows(self, q, k, v, mask, **where):
-    """Queries that see every key (global rows): all heads against the whole key set.
-    `where`: q_positions=[R] or q_offset (gather_sparse_attention's query placement)."""
+  def _dense_rows(self, q, k, v, mask, pattern_len=None, **where):
+    """Queries that see every key (global rows): all heads against the whole key set k.
+    `where`: q_positions=[R] or q_offset (gather_sparse_attention's query placement);
+    pattern_len: the sequence length the pattern is drawn for (default k's length; a
+    decode step passes the cache's when k is only its prefix)."""
     h, tk = self.cfg.num_heads, k.shape[1]
     heads = np.arange(h)
     return sparse_attention(
         q, k, v, lambda qb: jnp.arange(tk)[None, None], block_q=self._dense_block(q.shape[1], tk),
-        allowed=self.allowed(heads, tk), mask=mask, bias=self._bias(heads),
+        allowed=self.allowed(heads, pattern_len or tk), mask=mask, bias=self._bias(heads),
         query_chunk=self.cfg.query_chunk, impl=self.cfg.impl, **where)
 
   def _sparse_forward(self, q, k, v, mask):
@@ -194,12 +196,19 @@ class StaticSparseAttention(AttentionModule):
     """A decode step against the cache k, v [B, S, Hkv, D]: each new query gathers only its
     block's key table, O(K) per token for K table slots, not O(S). A query at a global-row
     position sees every cached key (lax.cond picks that branch at run time); a multi-token
-    step of a pattern with global rows takes the whole cache for all its queries."""
+    step of a pattern with global rows takes the whole cache for all its queries, unless
+    causal: a step holding a global row then sits before max(rows) + t, so its queries'
+    keys are the cache's first max(rows) + t slots and the step costs O(K + max(rows)),
+    flat in the cache length (any step length: the branch is picked per step)."""
     t, tk = q.shape[1], k.shape[1]
     sparse = lambda: self._gathered(q, k, v, mask, self.key_plans(tk, tk), q_offset=q_offset)  # noqa: E731
     rows = self.global_rows(tk, tk)
     if rows is None or not len(rows):
       return sparse()
+    if self.cfg.causal:
+      n = min(tk, int(np.max(rows)) + t)
+      dense = lambda: self._dense_rows(q, k[:, :n], v[:, :n], mask, pattern_len=tk, q_offset=q_offset)  # noqa: E731
+      return jax.lax.cond(jnp.any(jnp.isin(q_offset + jnp.arange(t), jnp.asarray(rows))), dense, sparse)
     dense = lambda: self._dense_rows(q, k, v, mask, q_offset=q_offset)  # noqa: E731
     if t != 1:
       return dense()
