@@ -3,7 +3,8 @@
 Each variant declares a class (`attention.complexity.CostClass`); this module measures it.
 
     attnlab bench cost [--variants all|a,b] [--lengths 2048,8192,32768] \
-        [--out experiments/zoo/cost_table.md] [--notes experiments/zoo/cost_changes.json]
+        [--out experiments/zoo/cost_table.md] [--notes experiments/zoo/cost_changes.json] \
+        [--from-json rows.json [--measure-decode]]
 
 For a variant at its defaults (batch 1, head_dim 64: d_model = 64 * num_heads) the program
 is the forward + backward `jax.grad(sum(module(x)))` w.r.t. x and the params, built at
@@ -18,6 +19,11 @@ abstract shapes (`jax.ShapeDtypeStruct`; traced and compiled, never run) at each
   custom_jvp / remat sub-jaxprs recursed. XLA's own cost analysis counts a loop body once,
   which is why it is not used.
 * memory is the compiled program's `memory_analysis().temp_size_in_bytes`.
+* decode (variants that declare it): the FLOPs of one single-token decode step against a
+  cache allocated for T positions (`measure_decode`, counted the same way), and their
+  exponent: ~0 when the step is flat in the cache length (a recurrent state, a windowed
+  cache), ~1 when it attends to the whole cache. Reported, not checked here (the flat-decode
+  test is tests/attention/test_flat_decode.py).
 
 The growth exponent is the least-squares slope of log(value) on log(T) over the lengths;
 the slope of the last segment (8k -> 32k) is checked as well, since lower-order terms
@@ -257,7 +263,7 @@ def cost_rows(names: Sequence[str], lengths: Sequence[int] = LENGTHS, log=print)
     spec = VARIANTS.get(name)
     m = measure(name, lengths)
     verdict = check(m, spec.cost)
-    rows.append(dict(
+    rows.append(decode_columns(name, lengths) | dict(
         variant=name, lengths=list(m.lengths), compute=spec.cost.compute, memory=spec.cost.memory,
         subquadratic=spec.cost.subquadratic, flops=list(m.flops), temp_bytes=list(m.temp_bytes),
         flop_exponent=m.flop_exponent, flop_segments=m.segments("flops"),
@@ -266,6 +272,15 @@ def cost_rows(names: Sequence[str], lengths: Sequence[int] = LENGTHS, log=print)
     log(f"{name}: FLOPs T^{m.flop_exponent:.2f}, temp T^{m.memory_exponent:.2f} "
         f"({'ok' if verdict.ok else 'FAIL'}; {m.seconds:.1f} s)")
   return rows
+
+
+def decode_columns(name: str, lengths: Sequence[int] = LENGTHS) -> dict[str, Any]:
+  """{"decode_flops": [per length] or None, "decode_exponent": float or None} (None for a
+  variant that does not declare decode)."""
+  if "decode" not in VARIANTS.get(name).patterns:
+    return {"decode_flops": None, "decode_exponent": None}
+  flops, exponent = measure_decode(name, lengths)
+  return {"decode_flops": list(flops), "decode_exponent": exponent}
 
 
 def markdown_table(rows: Sequence[Mapping], lengths: Sequence[int] = LENGTHS,
@@ -285,10 +300,16 @@ def markdown_table(rows: Sequence[Mapping], lengths: Sequence[int] = LENGTHS,
       "--notes experiments/zoo/cost_changes.json`; re-render only: add `--from-json experiments/zoo/cost_rows.json`.",
       "Every variant declares its class at registration (`register(..., cost=(compute, memory))`); "
       "sub-quadratic = both exponents below 2. The last column names the labels and defaults that changed.",
+      f"Decode exponent: FLOPs of one single-token decode step against a cache of T = {span} positions "
+      "(jaxpr count; a `cond` counts its largest branch), fitted slope, and MFLOP per step at "
+      f"{lengths[-1] // 1024}k in brackets: ~0 = flat in the cache length, ~1 = attends to the whole cache; "
+      "- = no decode. Re-measure only this column: `attnlab bench cost --from-json experiments/zoo/cost_rows.json "
+      "--measure-decode --json experiments/zoo/cost_rows.json --out experiments/zoo/cost_table.md "
+      "--notes experiments/zoo/cost_changes.json`.",
       "",
       "| variant | compute | memory | sub-quadratic | FLOP exponent | temp-memory exponent | "
-      f"GFLOP at {lengths[-1] // 1024}k | temp MiB at {lengths[-1] // 1024}k | check | what changed |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      f"GFLOP at {lengths[-1] // 1024}k | temp MiB at {lengths[-1] // 1024}k | decode exponent | check | what changed |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     seg_f = ", ".join(f"{s:.2f}" for s in r["flop_segments"])
@@ -296,9 +317,16 @@ def markdown_table(rows: Sequence[Mapping], lengths: Sequence[int] = LENGTHS,
     lines.append(
         f"| {r['variant']} | `{r['compute']}` | `{r['memory']}` | {'yes' if r['subquadratic'] else 'no'} | "
         f"{r['flop_exponent']:.2f} [{seg_f}] | {r['memory_exponent']:.2f} [{seg_m}] | "
-        f"{r['flops'][-1] / 1e9:.1f} | {r['temp_bytes'][-1] / 2**20:.1f} | "
+        f"{r['flops'][-1] / 1e9:.1f} | {r['temp_bytes'][-1] / 2**20:.1f} | {_decode_cell(r)} | "
         f"{'pass' if r['ok'] else 'FAIL'} | {notes.get(r['variant'], '')} |")
   return "\n".join(lines) + "\n"
+
+
+def _decode_cell(row: Mapping) -> str:
+  if row.get("decode_exponent") is None:
+    return "-"
+  exponent = row["decode_exponent"] + 0.0 if abs(row["decode_exponent"]) >= 0.005 else 0.0  # no "-0.00"
+  return f"{exponent:.2f} [{row['decode_flops'][-1] / 1e6:.2f}]"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -310,6 +338,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--json", default=None, help="write the rows as JSON here")
   p.add_argument("--from-json", default=None,
                  help="render the table from rows an earlier --json wrote (no measuring)")
+  p.add_argument("--measure-decode", action="store_true",
+                 help="with --from-json: re-measure only the decode column of those rows (seconds per variant)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -320,6 +350,8 @@ def main(args: argparse.Namespace) -> int:
     rows = [r for r in json.loads(pathlib.Path(args.from_json).read_text())
             if args.variants == "all" or r["variant"] in names]
     lengths = rows[0].get("lengths", lengths) if rows else lengths
+    if args.measure_decode:
+      rows = [r | decode_columns(r["variant"], lengths) for r in rows]
   else:
     rows = cost_rows(names, lengths)
   notes = json.loads(pathlib.Path(args.notes).read_text()) if args.notes else {}

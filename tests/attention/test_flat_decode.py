@@ -95,3 +95,15 @@ def test_ring_cache_size_does_not_depend_on_the_sequence():
     x = jax.ShapeDtypeStruct((1, n, 32), jnp.float32)
     cache = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, decode=True), x)["cache"]
     assert cache["cached_key"].shape[1] == FLAT["sliding_window"]["window"] - 1
+
+
+def test_cost_table_decode_exponent():
+  """The cost table's "decode exponent" (`bench.cost.measure_decode`): ~0 for a windowed
+  cache, ~1 for mha (the canary), "-" for a variant without decode."""
+  from attnlab.bench.cost import decode_columns, measure_decode
+  lengths = (1024, 4096, 16384)
+  _, flat = measure_decode("sliding_window", lengths, window=64)
+  _, dense = measure_decode("mha", lengths)
+  print(f"decode exponent: sliding_window {flat:.2f}, mha {dense:.2f}")
+  assert abs(flat) < 0.05 and dense > 0.75
+  assert decode_columns("linformer", lengths) == {"decode_flops": None, "decode_exponent": None}
