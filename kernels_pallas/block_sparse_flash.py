@@ -36,9 +36,11 @@ block list, which is exactly what `interpret=True` executes on CPU, so the code 
 here is the code compiled there, and (3) jax 0.11 only deprecates the Triton backend (the
 GPU machine's 0.11.2 still lowers it, with a DeprecationWarning); a Mosaic GPU port is
 the migration path once it is removed. On GPU the loop over a query block's key-block
-list runs inside the kernel (no scalar prefetch on GPU). TPU (Mosaic TPU,
-PrefetchScalarGridSpec over the flattened list) is not built yet. Triton needs power-of-two
-block sizes and head dims (`unsupported_reason` checks them); interpret mode does not.
+list runs inside the kernel (no scalar prefetch on GPU). TPU: `block_sparse_flash_tpu`
+runs the same algorithm with the lists as scalar-prefetch operands of the grid
+(`backend="tpu"`), tested under `pltpu.force_tpu_interpret_mode()`, not yet on a TPU.
+Triton needs power-of-two block sizes and head dims (`unsupported_reason` checks them);
+interpret mode does not.
 """
 
 from __future__ import annotations
@@ -457,20 +459,22 @@ def _backward(cfg, lists, meta_arrays, q, k, v, dyn, o, lse, do):
   return dq, dk, dv_
 
 
-def _make_core(cfg: _Cfg, meta_arrays):
-  """custom_vjp over heads-first padded q, k, v (the lists and dynamic arrays are not differentiated)."""
+def _make_core(forward_fn, backward_fn):
+  """custom_vjp over heads-first padded q, k, v (the lists and dynamic arrays are not
+  differentiated). forward_fn(lists, q, k, v, dyn) -> (o, lse);
+  backward_fn(lists, q, k, v, dyn, o, lse, do) -> (dq, dk, dv)."""
 
   @jax.custom_vjp
   def core(q, k, v, lists, dyn):
-    return _forward(cfg, lists, meta_arrays, q, k, v, dyn)[0]
+    return forward_fn(lists, q, k, v, dyn)[0]
 
   def fwd(q, k, v, lists, dyn):
-    o, lse = _forward(cfg, lists, meta_arrays, q, k, v, dyn)
+    o, lse = forward_fn(lists, q, k, v, dyn)
     return o, (q, k, v, lists, dyn, o, lse)
 
   def bwd(res, do):
     q, k, v, lists, dyn, o, lse = res
-    dq, dk, dv = _backward(cfg, lists, meta_arrays, q, k, v, dyn, o, lse, do)
+    dq, dk, dv = backward_fn(lists, q, k, v, dyn, o, lse, do)
     return dq, dk, dv, None, None
 
   core.defvjp(fwd, bwd)
@@ -500,8 +504,8 @@ def unsupported_reason(q, k, v, *, block_q: int, block_k: int, interpret: bool) 
 
 def block_sparse_flash_attention(q, k, v, meta: BlockSparseMeta, *, scale: float | None = None,
                                  q_segment_ids=None, kv_segment_ids=None, kv_valid=None, block_indices=None,
-                                 interpret: bool | None = None, num_warps: int | None = None,
-                                 num_stages: int = 2):
+                                 interpret: bool | None = None, backend: str | None = None,
+                                 num_warps: int | None = None, num_stages: int = 2):
   """Block-sparse softmax attention: softmax(q k^T * scale, masked) v over meta's tiles.
 
   q [B, Tq, Hq, D], k [B, Tk, Hkv, D], v [B, Tk, Hkv, Dv] (Hq % Hkv == 0) -> [B, Tq, Hq, Dv]
@@ -512,13 +516,20 @@ def block_sparse_flash_attention(q, k, v, meta: BlockSparseMeta, *, scale: float
   selected key blocks per query block (-1 = unused; ids out of range, duplicates and tiles
   EMPTY in meta are dropped), which then replace meta's row lists. A query row with no
   allowed key outputs zeros. scale defaults to D ** -0.5. interpret: run the kernels as
-  JAX ops (CPU tests); None = `runtime.interpret_enabled()`. num_warps, num_stages: Triton
+  JAX ops (CPU tests); None = `runtime.interpret_enabled()`. backend: "triton" (GPU) or
+  "tpu" (Mosaic, scalar-prefetch grid; `block_sparse_flash_tpu`; interpret mode runs it
+  under `pltpu.force_tpu_interpret_mode()`); None = "tpu" on a TPU, else "triton".
+  num_warps, num_stages: Triton
   launch parameters (GPU; num_warps defaults to 4, or 8 for tiles of more than 64 x 128). Differentiable in q, k, v (custom_vjp, FlashAttention-2 backward).
   """
   interpret = runtime.interpret_enabled() if interpret is None else interpret
+  backend = backend or ("tpu" if jax.default_backend() == "tpu" else "triton")
+  if backend not in ("triton", "tpu"):
+    raise ValueError(f"backend must be 'triton' or 'tpu', got {backend!r}")
   bsz, tq, hq, d = q.shape
   tk, hkv = k.shape[1], k.shape[2]
-  reason = unsupported_reason(q, k, v, block_q=meta.block_q, block_k=meta.block_k, interpret=interpret)
+  reason = unsupported_reason(q, k, v, block_q=meta.block_q, block_k=meta.block_k,
+                              interpret=interpret or backend == "tpu")
   if reason:
     raise ValueError(reason)
   if (meta.tq, meta.tk) != (tq, tk):
@@ -558,15 +569,24 @@ def block_sparse_flash_attention(q, k, v, meta: BlockSparseMeta, *, scale: float
     num_warps = 4 if max(bq, bk) * max(d, v.shape[-1]) <= 64 * 128 else 8
   cfg = _Cfg(bq, bk, scale, hq // hkv, sel_b, sel_h, q_segment_ids is not None, kv_valid is not None,
              bool(interpret), num_warps, num_stages)
-  kind_rows = np.full((meta.nq, _next_pow2(meta.nk)), EMPTY_TILE, np.int32)  # for the (b, h, i) kernels
-  kind_rows[:, :meta.nk] = meta.tile_kind
-  kind_cols = np.full((meta.nk, _next_pow2(meta.nq)), EMPTY_TILE, np.int32)  # for the (b, hkv, j) kernel
-  kind_cols[:, :meta.nq] = meta.tile_kind.T
-  meta_arrays = (jnp.asarray(kind_rows), jnp.asarray(kind_cols), jnp.asarray(meta.partial_masks))
+  pm = jnp.asarray(meta.partial_masks)
+  if backend == "tpu":
+    from kernels_pallas import block_sparse_flash_tpu as tpu  # noqa: PLC0415  (imports pallas.tpu)
+    kind = jnp.asarray(meta.tile_kind)
+    core = _make_core(lambda lists, *a: tpu.forward(cfg, lists, kind, pm, *a),
+                      lambda lists, *a: tpu.backward(cfg, lists, kind, pm, *a))
+  else:
+    kind_rows = np.full((meta.nq, _next_pow2(meta.nk)), EMPTY_TILE, np.int32)  # for the (b, h, i) kernels
+    kind_rows[:, :meta.nk] = meta.tile_kind
+    kind_cols = np.full((meta.nk, _next_pow2(meta.nq)), EMPTY_TILE, np.int32)  # for the (b, hkv, j) kernel
+    kind_cols[:, :meta.nq] = meta.tile_kind.T
+    meta_arrays = (jnp.asarray(kind_rows), jnp.asarray(kind_cols), pm)
+    core = _make_core(lambda lists, *a: _forward(cfg, lists, meta_arrays, *a),
+                      lambda lists, *a: _backward(cfg, lists, meta_arrays, *a))
 
   heads_first = lambda x, t_pad: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, t_pad - x.shape[1]), (0, 0)))
   qh, kh, vh = heads_first(q, tq_pad), heads_first(k, tk_pad), heads_first(v.astype(q.dtype), tk_pad)
-  out = _make_core(cfg, meta_arrays)(qh, kh.astype(q.dtype), vh, lists, tuple(dyn))
+  out = core(qh, kh.astype(q.dtype), vh, lists, tuple(dyn))
   return jnp.swapaxes(out[:, :, :tq], 1, 2)
 
 

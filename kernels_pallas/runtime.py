@@ -51,7 +51,9 @@ def unsupported_backend() -> str | None:
   if backend == "gpu":
     return None
   if backend == "tpu":
-    return "the pallas block-sparse kernel has no TPU (Mosaic) build yet; use impl='xla'"
+    return ("the pallas block-sparse kernel's TPU (Mosaic) form is tested in interpret mode only, so dispatch "
+            "does not pick it yet (call kernels_pallas.block_sparse_flash.block_sparse_flash_attention("
+            "backend='tpu')); use impl='xla'")
   return (f"pallas kernels need a GPU backend (backend is {backend}; interpret mode only under "
           f"{ENV_VAR}=1 or kernels_pallas.runtime.interpret_mode())")
 

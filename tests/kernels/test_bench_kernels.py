@@ -5,7 +5,6 @@ import json
 import numpy as np
 
 from attnlab import cli
-from attnlab.attention import masks as M
 from attnlab.bench import kernels as K
 
 

@@ -125,8 +125,9 @@ CASES = {
 }
 
 
-def _check_case(name, *, interpret=True, dtype=jnp.float32, fwd_tol=FWD_TOL, grad_tol=GRAD_TOL):
-  """Runs CASES[name] through the kernel and the oracle (fp32, on the same rounded inputs)."""
+def _check_case(name, *, interpret=True, dtype=jnp.float32, fwd_tol=FWD_TOL, grad_tol=GRAD_TOL, backend="triton"):
+  """Runs CASES[name] through the kernel (backend "triton" or "tpu") and the oracle (fp32,
+  on the same rounded inputs)."""
   mask, tq, tk, hq, hkv, d, q_offset, dynamic = CASES[name]
   q, k, v, ct = (x.astype(dtype) for x in _qkv(tq, tk, hq, hkv, d))
   static, kwargs, masks = mask, {}, [] if mask is None else [mask]
@@ -135,7 +136,8 @@ def _check_case(name, *, interpret=True, dtype=jnp.float32, fwd_tol=FWD_TOL, gra
     masks.append(dyn_mask)
   meta = build_block_metadata(static, tq, tk, BLOCK, BLOCK, q_offset)
   assert min(meta.nq, meta.nk) >= 2 and max(meta.nq, meta.nk) >= 3
-  kernel = functools.partial(block_sparse_flash_attention, meta=meta, interpret=interpret, **kwargs)
+  kernel = functools.partial(block_sparse_flash_attention, meta=meta, interpret=interpret, backend=backend,
+                             **kwargs)
   out, grads = _fwd_bwd(lambda q, k, v: kernel(q, k, v), q, k, v, ct, FAST_COMPILE if interpret else None)
   f32 = lambda x: x.astype(jnp.float32)
   want_out, want_grads = _oracle_fwd_bwd(f32(q), f32(k), f32(v), f32(ct), masks, q_offset,
