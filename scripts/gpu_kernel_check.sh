@@ -42,6 +42,14 @@ for T in 1024 4096 16384 8192 32768 2048; do
   echo "T=$T rc=$? ($(left)s left)"; grep "impl=pallas" "$OUT/bench_$T.txt" | head -3
 done
 
+# 2b. The Pallas kernel's other tile size at the target length (default: 64 at D=128).
+if [ "$(left)" -gt 40 ]; then
+  timeout $(( $(left) < 60 ? $(left) : 60 )) python3 -m attnlab.bench.kernels --seq 16384 --heads 16 --head-dim 128 \
+    --dtype bfloat16 --patterns causal,band --impls pallas --pallas-block 128 --repeats 5 \
+    --json "$OUT/bench_16384_block128.json" > "$OUT/bench_16384_block128.txt" 2>&1
+  echo "block 128 at 16k: rc=$?"; grep "impl=pallas" "$OUT/bench_16384_block128.txt" | head -2
+fi
+
 # 3. One markdown table from the JSON files.
 python3 - "$OUT" <<'PY' | tee -a "$OUT/summary.md"
 import glob, json, sys

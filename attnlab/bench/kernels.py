@@ -103,8 +103,9 @@ def _peer_fn(impl: str, pattern: str, seq: int, window: int, density: float):
   return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=implementation, **kwargs)
 
 
-def _attnlab_fn(impl: str, q, k, v, mask):
-  """softmax_attention(impl=...) for the mask, or a reason string (from the dispatch table)."""
+def _attnlab_fn(impl: str, q, k, v, mask, pallas_block: int | None = None):
+  """softmax_attention(impl=...) for the mask, or a reason string (from the dispatch table).
+  pallas_block: the Pallas kernel's tile edge (None: its default)."""
   if impl == "reference" and q.shape[0] * q.shape[2] * q.shape[1] * k.shape[1] * 4 > REFERENCE_MAX_SCORE_BYTES:
     return f"reference not run: its [B, H, T, T] scores exceed {REFERENCE_MAX_SCORE_BYTES / 2 ** 30:.0f} GiB"
   try:
@@ -114,6 +115,8 @@ def _attnlab_fn(impl: str, q, k, v, mask):
     if impl == "pallas" and "GPU backend" in reason:
       return f"needs GPU/TPU (backend is {jax.default_backend()}; interpret mode is for tests)"
     return reason
+  if impl == "pallas" and pallas_block:
+    return lambda q, k, v: D.dispatch(FAMILY, impl, q, k, v, mask=mask, block_q=pallas_block, block_k=pallas_block)
   return lambda q, k, v: softmax_attention(q, k, v, mask=mask, impl=impl)
 
 
@@ -129,7 +132,8 @@ def _programs(fn, ct):
 def run_kernel_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, kv_heads: int | None = None,
                      head_dim: int = 128, dtype: str = "auto", patterns: Sequence[str] = PATTERNS,
                      impls: Sequence[str] = IMPLS, window: int = 1024, density: float = 0.1, repeats: int = 5,
-                     max_memory_mb: float | None = None, log=print) -> list[dict[str, Any]]:
+                     max_memory_mb: float | None = None, pallas_block: int | None = None,
+                     log=print) -> list[dict[str, Any]]:
   """Times every impl on every (pattern, length); returns one dict per row (see the module docstring)."""
   kv_heads = kv_heads or heads
   if dtype == "auto":
@@ -147,8 +151,10 @@ def run_kernel_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, kv
       mask = pattern_mask(pattern, seq, window, density)
       flops = unmasked_flops(pattern, seq, batch, heads, head_dim, window, density)
       for impl in impls:
-        fn = _attnlab_fn(impl, q, k, v, mask) if impl in ATTNLAB_IMPLS else _peer_fn(impl, pattern, seq, window,
-                                                                                      density)
+        if impl in ATTNLAB_IMPLS:
+          fn = _attnlab_fn(impl, q, k, v, mask, pallas_block)
+        else:
+          fn = _peer_fn(impl, pattern, seq, window, density)
         row: dict[str, Any] = {"pattern": pattern, "impl": impl, "seq": seq, "batch": batch, "heads": heads,
                                "kv_heads": kv_heads, "head_dim": head_dim, "dtype": dtype,
                                "density": allowed_pairs(pattern, seq, window, density) / seq ** 2}
@@ -238,6 +244,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--window", type=int, default=1024, help="keys per query of the `window` pattern")
   p.add_argument("--density", type=float, default=0.1, help="fraction of the score matrix the `band` pattern keeps")
   p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
+  p.add_argument("--pallas-block", type=int, default=None, help="the Pallas kernel's tile edge (default: its own)")
   p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
   p.add_argument("--max-memory-gb", type=float, default=None,
                  help="do not run programs whose compiled peak exceeds this (default 60%% of RAM)")
@@ -255,6 +262,7 @@ def main(args) -> int:
     rows = run_kernel_bench(args.seq, batch=args.batch, heads=args.heads, kv_heads=args.kv_heads,
                             head_dim=args.head_dim, dtype=args.dtype, patterns=args.patterns, impls=args.impls,
                             window=args.window, density=args.density, repeats=args.repeats,
+                            pallas_block=args.pallas_block,
                             max_memory_mb=None if args.max_memory_gb is None else args.max_memory_gb * 1024)
   print_table(rows)
   if args.json:

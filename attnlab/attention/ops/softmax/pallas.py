@@ -43,9 +43,12 @@ def split_mask(mask):
   return static, segments, paddings, None
 
 
-def default_block(length: int) -> int:
-  """Tile edge: DEFAULT_BLOCK, or the next power of two >= length (at least 16) when shorter."""
-  return min(K.DEFAULT_BLOCK, max(16, 1 << max(0, length - 1).bit_length()))
+def default_block(length: int, head_dim: int = 64) -> int:
+  """Tile edge: DEFAULT_BLOCK (128; 64 for head_dim > 64, where the dk/dv kernel's two
+  [block, head_dim] fp32 accumulators would spill at 128), or the next power of two >= length
+  (at least 16) when shorter."""
+  target = K.DEFAULT_BLOCK if head_dim <= 64 else K.DEFAULT_BLOCK // 2
+  return min(target, max(16, 1 << max(0, length - 1).bit_length()))
 
 
 def pallas_unsupported_reason(q, k, v, *, mask=None, bias=None, q_offset=0, block_q=None, block_k=None,
@@ -61,8 +64,8 @@ def pallas_unsupported_reason(q, k, v, *, mask=None, bias=None, q_offset=0, bloc
   reason = split_mask(mask)[3]
   if reason:
     return reason
-  return K.unsupported_reason(q, k, v, block_q=block_q or default_block(q.shape[1]),
-                              block_k=block_k or default_block(k.shape[1]),
+  return K.unsupported_reason(q, k, v, block_q=block_q or default_block(q.shape[1], q.shape[-1]),
+                              block_k=block_k or default_block(k.shape[1], q.shape[-1]),
                               interpret=runtime.interpret_enabled())
 
 
@@ -82,7 +85,8 @@ def softmax_attention_pallas(q, k, v, *, mask=None, bias=None, scale=None, q_off
     raise ValueError(reason)
   tq, tk = q.shape[1], k.shape[1]
   static, segments, paddings, _ = split_mask(mask)
-  meta = K.build_block_metadata(static, tq, tk, block_q or default_block(tq), block_k or default_block(tk),
+  d = q.shape[-1]
+  meta = K.build_block_metadata(static, tq, tk, block_q or default_block(tq, d), block_k or default_block(tk, d),
                                 int(q_offset))
   q_seg = kv_seg = kv_valid = None
   if segments is not None:
