@@ -1,5 +1,12 @@
 """Pallas kernels (GPU and TPU) for attnlab's sparse and linear paths.
 
 Each kernel sits beside a custom_vjp wrapper and is tested against its reference in
-interpret mode. This package depends on jax only.
+interpret mode. This package depends on jax only (attnlab's masks are translated in
+`attnlab/attention/ops/softmax/pallas.py`, which registers impl="pallas").
+
+  block_sparse_flash.py      block-sparse flash attention: host-built block lists, the
+                             Triton (GPU) forward / dq / dk-dv kernels, the custom_vjp
+  block_sparse_flash_tpu.py  the same kernels for TPU (Mosaic, scalar-prefetch grid)
+  runtime.py                 backend checks and the interpret-mode switch
+                             (ATTNLAB_PALLAS_INTERPRET=1, `runtime.interpret_mode()`)
 """
