@@ -224,6 +224,9 @@ def test_empty_tiles_are_never_read():
   out = jax.jit(lambda q, k, v: block_sparse_flash_attention(q, k, v, meta, interpret=True)).lower(
       q, k_bad, v_bad).compile(FAST_COMPILE)(q, k_bad, v_bad)
   assert np.all(np.isfinite(np.asarray(out)))
+  # Canary: a computation that reads every tile, masking after the fact (the reference), is poisoned.
+  dense = jax.jit(lambda q, k, v: D.dispatch("softmax", "reference", q, k, v, mask=M.Causal()))(q, k_bad, v_bad)
+  assert not np.all(np.isfinite(np.asarray(dense)))
   k_ok, v_ok = (jnp.asarray(np.asarray(x)[:, :32]) for x in (k, v))
   _assert_close(out, _oracle_out(q, k_ok, v_ok, [M.Causal()]), FWD_TOL, "poisoned")
 
