@@ -46,7 +46,8 @@ def test_every_family_registers_reference_and_xla():
     impls = D.implementations(fam)
     assert "reference" in impls and "xla" in impls, (fam, impls)
     assert impls[-1] == "reference", (fam, impls)  # the oracle is auto's last resort
-  assert D.implementations("softmax")[:2] == ("cudnn", "xla")  # auto prefers cudnn, then xla
+  # auto prefers cudnn, then the Pallas kernel (GPU), then xla
+  assert D.implementations("softmax")[:3] == ("cudnn", "pallas", "xla")
 
 
 def test_ops_package_exposes_the_api():
@@ -135,8 +136,8 @@ def test_unsupported_explicit_combination_is_a_one_line_value_error():
 
 def test_unregistered_impls_raise():
   q, k, v = _qkv()
-  with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'softmax'"):
-    softmax_attention(q, k, v, impl="pallas")
+  with pytest.raises(ValueError, match="softmax impl='pallas' cannot run these arguments: pallas kernels need a GPU"):
+    softmax_attention(q, k, v, impl="pallas")  # registered, but not on CPU without interpret mode
   with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'linear'"):
     linear_attention(q, k, v, impl="pallas")
   with pytest.raises(ValueError, match="impl 'cudnn' is not registered for this family; registered: xla, reference"):
