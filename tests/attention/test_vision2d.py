@@ -292,3 +292,121 @@ def test_biformer_auto_regions_patterns_and_errors():
   assert VARIANTS.get("biformer").subquadratic
   with pytest.raises(ValueError, match="does not divide"):
     build("biformer", regions=3, grid=(4, 4), causal=False).init(jax.random.key(0), jnp.zeros((1, 16, D)))
+
+
+# ---- hilo -----------------------------------------------------------------------------
+
+
+def hilo_oracle(params, x, shape, s, lo, lo_first=False):
+  """HiLo from the definition: window id of a token = its coordinates // s per axis; the
+  Hi-Fi heads attend to the tokens of their window (dense mask), the Lo-Fi heads to the
+  window means of k and v (pooling matrix P [windows, T] of 1/|window|); the last `lo`
+  heads are Lo-Fi (the first with lo_first: the canary)."""
+  q, k, v = project(params, x)
+  h = q.shape[2]
+  sizes = [min(n, s) for n in shape]
+  wid = np.array([int(np.ravel_multi_index([c // m for c, m in zip(cc, sizes)], [n // m for n, m in zip(shape, sizes)]))
+                  for cc in coords_of(shape)])
+  same = wid[:, None] == wid[None, :]
+  pool = (np.arange(wid.max() + 1)[:, None] == wid[None, :]).astype(np.float32)
+  pool = pool / pool.sum(1, keepdims=True)
+  lo_heads = np.arange(h) < lo if lo_first else np.arange(h) >= h - lo
+  outs = []
+  for head in range(h):
+    qh, kh, vh = q[:, :, head], k[:, :, head], v[:, :, head]
+    if lo_heads[head]:
+      kh, vh = jnp.einsum("wt,btd->bwd", pool, kh), jnp.einsum("wt,btd->bwd", pool, vh)
+    sc = jnp.einsum("bqd,bkd->bqk", qh, kh) * qh.shape[-1] ** -0.5
+    if not lo_heads[head]:
+      sc = jnp.where(same[None], sc, -jnp.inf)
+    outs.append(jnp.einsum("bqk,bkd->bqd", jax.nn.softmax(sc, -1), vh))
+  return jnp.einsum("bthk,hkd->btd", jnp.stack(outs, 2), params["out"]["kernel"])
+
+
+@pytest.mark.parametrize("shape,s,alpha,lo", [((12, 12), 3, 0.5, 2), ((8, 12), 2, 0.9, 3), ((12,), 3, 0.5, 2)])
+def test_hilo_matches_oracle(shape, s, alpha, lo):
+  t = int(np.prod(shape))
+  x = jax.random.normal(jax.random.key(1), (2, t, D))
+  module = build("hilo", num_heads=4, window_size=s, alpha=alpha, grid=shape if len(shape) == 2 else (),
+                 causal=False)
+  assert module.lo_heads() == lo
+  params = init_params(module, x)
+  compare("hilo", module, params, x, jax.jit(lambda p, x: hilo_oracle(p, x, shape, s, lo)))
+  # canary: the same heads split the other way round (Lo-Fi first) is rejected
+  wrong = hilo_oracle(params, x, shape, s, lo, lo_first=True)
+  assert np.abs(np.asarray(module.apply({"params": params}, x) - wrong)).max() > 1e-2
+
+
+def test_hilo_patterns_and_errors():
+  check_patterns("hilo", {"window_size": 2, "num_heads": 2, "alpha": 0.5}, length=16)
+  assert not VARIANTS.get("hilo").subquadratic   # Lo-Fi is dense over T / s^2 pooled keys
+  with pytest.raises(ValueError, match="not a multiple"):
+    build("hilo", window_size=3, grid=(4, 4), causal=False).init(jax.random.key(0), jnp.zeros((1, 16, D)))
+  with pytest.raises(ValueError, match="alpha"):
+    build("hilo", alpha=1.5)
+
+
+# ---- twins ----------------------------------------------------------------------------
+
+
+def twins_gsa_oracle(params, x, shape, r, column_major=False):
+  """GSA from the definition: the sub-sampled token of cell c (coordinates // r) is the
+  conv of kernel r, stride r at c (the features of the cell's r^nd pixels, row-major in
+  the cell, times the "sr" kernel, plus its bias), then LayerNorm (eps 1e-6), then the
+  key / value projections; every query attends to all sub-sampled tokens. column_major:
+  the canary that flattens each cell's pixels in the wrong order."""
+  b, t, d = x.shape
+  cells = {}
+  for ti, cc in enumerate(coords_of(shape)):
+    cell = tuple(c // r for c in cc)
+    inner = tuple(c % r for c in cc)
+    cells.setdefault(cell, {})[inner[::-1] if column_major else inner] = ti
+  order = [[members[key] for key in sorted(members)] for _, members in sorted(cells.items())]
+  patches = x[:, np.array(order)].reshape(b, len(order), -1)        # [B, cells, r^nd * d]
+  z = patches @ params["sr"]["kernel"] + params["sr"]["bias"]
+  mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
+  z = (z - mu) / jnp.sqrt(var + 1e-6) * params["sr_norm"]["scale"] + params["sr_norm"]["bias"]
+  q = jnp.einsum("btd,dhk->bthk", x, params["query"]["kernel"])
+  k = jnp.einsum("bsd,dhk->bshk", z, params["key"]["kernel"])
+  v = jnp.einsum("bsd,dhk->bshk", z, params["value"]["kernel"])
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * q.shape[-1] ** -0.5
+  y = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, -1), v)
+  return jnp.einsum("bthk,hkd->btd", y, params["out"]["kernel"])
+
+
+def window_mask(shape, s):
+  """bool [T, T]: same s-window per axis (coordinates // s equal)."""
+  coords = coords_of(shape)
+  return np.array([[all(a // s == c // s for a, c in zip(qc, kc)) for kc in coords] for qc in coords])
+
+
+@pytest.mark.parametrize("shape,s,r", [((12, 12), 4, 3), ((8,), 2, 4)])
+def test_twins_lsa_and_gsa_match_oracles(shape, s, r):
+  t = int(np.prod(shape))
+  x = jax.random.normal(jax.random.key(1), (2, t, D))
+  grid = shape if len(shape) == 2 else ()
+  lsa = build("twins", num_heads=2, window_size=s, sr_ratio=r, grid=grid, causal=False, layer_index=0, num_layers=2)
+  params = init_params(lsa, x)
+  compare("twins", lsa, params, x, jax.jit(lambda p, x: dense_attention(p, x, window_mask(shape, s))))
+  wrong = dense_attention(params, x, window_mask(shape, 2 * s))     # canary: a window twice as wide
+  assert np.abs(np.asarray(lsa.apply({"params": params}, x) - wrong)).max() > 1e-2
+  gsa = build("twins", num_heads=2, window_size=s, sr_ratio=r, grid=grid, causal=False, layer_index=1, num_layers=2)
+  params = init_params(gsa, x)
+  params = dict(params, sr_norm={"scale": 1 + jax.random.normal(jax.random.key(5), (D,)),
+                                 "bias": jax.random.normal(jax.random.key(6), (D,))})
+  compare("twins", gsa, params, x, jax.jit(lambda p, x: twins_gsa_oracle(p, x, shape, r)), atol=5e-5)
+  if len(shape) == 2:  # canary: the cell's pixels flattened column-major
+    wrong = twins_gsa_oracle(params, x, shape, r, column_major=True)
+    assert np.abs(np.asarray(gsa.apply({"params": params}, x) - wrong)).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_twins_gsa_layer_within_declared_class():
+  from attnlab.bench import cost as C
+  C.assert_cost(C.measure("twins", layer_index=1, num_layers=2), VARIANTS.get("twins").cost)
+
+
+def test_twins_patterns_and_errors():
+  check_patterns("twins", {"window_size": 4, "sr_ratio": 2, "num_heads": 2}, length=16)
+  with pytest.raises(ValueError, match="not a multiple"):
+    build("twins", window_size=3, grid=(4, 4), causal=False).init(jax.random.key(0), jnp.zeros((1, 16, D)))

@@ -6,6 +6,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     gated,
     halo,
     heads,
+    hilo,
     linear,
     lowrank,
     maxvit,
@@ -17,4 +18,5 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     sparse_patterns,
     sparse_static,
     swin,
+    twins,
 )

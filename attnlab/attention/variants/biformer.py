@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.grid import group_attention, resolve_grid, window_index
+from attnlab.attention.variants.base import AttentionConfig
+from attnlab.attention.variants.grid import GridAttentionModule, group_attention, window_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,26 +85,18 @@ def region_counts(shape: tuple[int, ...], regions: int) -> tuple[int, ...]:
           cost=("T^1.33", "T^1.33", "auto regions: ~T^(2/3) regions of ~T^(1/3) tokens; "
                 "routing S^4 and gathered attention T*topk*T/S^2 are both T^(4/3)"),
           patterns=("noncausal-self",), paper="Zhu et al., 2023 (BiFormer)")
-class BiFormerAttention(AttentionModule):
+class BiFormerAttention(GridAttentionModule):
   """Bi-level routing attention over a 1-D sequence or a 2-D grid (see the module docstring)."""
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
-    self.check_pattern(context, decode)
-    if mask is not None:
-      raise ValueError(f"variant {self.variant!r} takes no extra mask (set model.key_padding=False)")
-    b, t, d_model = x.shape
-    shape = resolve_grid(cfg.grid, t)
+    shape, q, k, v = self.grid_qkv(x, context, mask, decode)
+    b = x.shape[0]
     counts = region_counts(shape, cfg.regions)
-    sizes = tuple(n // s for n, s in zip(shape, counts))
-    regions = window_index(shape, sizes)                           # [S^2, r] static
+    regions = window_index(shape, tuple(n // s for n, s in zip(shape, counts)))  # [S^2, r] static
     n_reg, r = regions.shape
     topk = min(cfg.topk, n_reg)
-    hd = self.head_dim_for(d_model)
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(x, cfg.num_heads, hd, "key")
-    v = self.project_heads(x, cfg.num_heads, hd, "value")
     # 1. region routing on the region means (all heads together); the choice has no gradient
     qr = jnp.mean(jnp.take(q, jnp.asarray(regions), axis=1), axis=2).reshape(b, n_reg, -1)
     kr = jnp.mean(jnp.take(k, jnp.asarray(regions), axis=1), axis=2).reshape(b, n_reg, -1)
@@ -115,7 +107,7 @@ class BiFormerAttention(AttentionModule):
     y = group_attention(q, k, v, regions, k_index)
     if cfg.lce:
       y = y + self.local_context(v, shape).astype(y.dtype)
-    return self.project_out(y, d_model)
+    return self.project_out(y, x.shape[-1])
 
   def local_context(self, v, shape):
     """BiFormer's LCE: a depthwise conv of v [B, T, H, D] over the token grid (kernel

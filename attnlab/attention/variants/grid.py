@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+
+from attnlab.attention.variants.base import AttentionModule
 
 NEG_INF = -1e30
 
@@ -153,3 +156,33 @@ def group_attention(q, k, v, q_index, k_index, allowed=None, bias=None):
   y = jnp.einsum("bghqk,bgkhd->bgqhd", p, vg.astype(jnp.float32)).astype(q.dtype)
   y = y.reshape(b, -1, *y.shape[3:])                               # [B, G*Kq, H, D]
   return jnp.take(y, jnp.asarray(inverse_index(q_index)), axis=1)
+
+
+class GridAttentionModule(AttentionModule):
+  """Base of the gather-based 2-D variants (halo, maxvit, biformer): the shared preamble."""
+
+  def grid_qkv(self, x, context, mask, decode):
+    """Checks the call (declared pattern, no extra mask), resolves cfg.grid for x [B, T, d]
+    and projects: -> (shape, q, k, v) with q, k, v [B, T, heads, head_dim]."""
+    self.check_call(context, mask, decode)
+    shape = self.grid_shape(x)
+    hd = self.head_dim_for(x.shape[-1])
+    q, k, v = (self.project_heads(x, self.cfg.num_heads, hd, name) for name in ("query", "key", "value"))
+    return shape, q, k, v
+
+  def check_call(self, context, mask, decode) -> None:
+    """ValueError unless the call is a declared pattern without an extra mask."""
+    self.check_pattern(context, decode)
+    if mask is not None:
+      raise ValueError(f"variant {self.variant!r} takes no extra mask (set model.key_padding=False)")
+
+  def grid_shape(self, x) -> tuple[int, ...]:
+    """The axis sizes of cfg.grid for x [B, T, d] (`resolve_grid`)."""
+    return resolve_grid(self.cfg.grid, x.shape[1])
+
+  def rel_bias(self, index: np.ndarray, size: int):
+    """A learned relative-position bias table [heads, size] (param "rel_pos_bias"), read at
+    the static int `index` [...]: -> [heads, ...]."""
+    table = self.param("rel_pos_bias", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("heads", None)),
+                       (self.cfg.num_heads, size))
+    return jnp.take(table, jnp.asarray(index), axis=1)

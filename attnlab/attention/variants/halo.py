@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.grid import (group_attention, relative_index_between, resolve_grid,
+from attnlab.attention.variants.base import AttentionConfig
+from attnlab.attention.variants.grid import (GridAttentionModule, group_attention, relative_index_between,
                                              window_index)
 
 
@@ -89,30 +89,18 @@ def halo_layout(shape: tuple[int, ...], block: int, halo: int):
 
 @register("halo", family="local2d", config=HaloConfig, cost=("T*w", "T*w"),
           patterns=("noncausal-self",), paper="Vaswani et al., 2021 (HaloNet)")
-class HaloAttention(AttentionModule):
+class HaloAttention(GridAttentionModule):
   """Multi-head blocked local attention with a halo, over a 1-D sequence or a 2-D grid."""
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
-    self.check_pattern(context, decode)
-    if mask is not None:
-      raise ValueError(f"variant {self.variant!r} takes no extra mask (set model.key_padding=False)")
-    b, t, d_model = x.shape
-    shape = resolve_grid(cfg.grid, t)
+    shape, q, k, v = self.grid_qkv(x, context, mask, decode)
     q_index, k_index, valid, rel, blocks = halo_layout(shape, cfg.block_size, cfg.halo)
-    hd = self.head_dim_for(d_model)
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(x, cfg.num_heads, hd, "key")
-    v = self.project_heads(x, cfg.num_heads, hd, "value")
     pad = jnp.zeros_like(k[:, :1])
     k, v = jnp.concatenate([k, pad], axis=1), jnp.concatenate([v, pad], axis=1)  # slot T: padding
     bias = None
-    if cfg.rel_pos_bias:
-      size = int(np.prod([2 * bb + 2 * cfg.halo - 1 for bb in blocks]))
-      table = self.param("rel_pos_bias", nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                      ("heads", None)),
-                         (cfg.num_heads, size))
-      bias = jnp.take(table, jnp.asarray(rel), axis=1)            # [H, b^nd, (b+2h)^nd]
+    if cfg.rel_pos_bias:                                           # [H, b^nd, (b+2h)^nd]
+      bias = self.rel_bias(rel, int(np.prod([2 * bb + 2 * cfg.halo - 1 for bb in blocks])))
     y = group_attention(q, k, v, q_index, k_index, valid[:, None, :], bias)
-    return self.project_out(y, d_model)
+    return self.project_out(y, x.shape[-1])

@@ -32,12 +32,11 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.grid import (dilated_index, group_attention, relative_index, resolve_grid,
+from attnlab.attention.variants.base import AttentionConfig
+from attnlab.attention.variants.grid import (GridAttentionModule, dilated_index, group_attention, relative_index,
                                              window_index)
 
 
@@ -81,27 +80,16 @@ def maxvit_layout(shape: tuple[int, ...], block: int, grid: int, grid_layer: boo
 
 @register("maxvit", family="local2d", config=MaxViTConfig, cost=("T*w", "T*w"),
           patterns=("noncausal-self",), paper="Tu et al., 2022 (MaxViT)")
-class MaxViTAttention(AttentionModule):
+class MaxViTAttention(GridAttentionModule):
   """Block attention on even layers, grid attention on odd layers (see the module docstring)."""
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
-    self.check_pattern(context, decode)
-    if mask is not None:
-      raise ValueError(f"variant {self.variant!r} takes no extra mask (set model.key_padding=False)")
-    b, t, d_model = x.shape
-    shape = resolve_grid(cfg.grid, t)
+    shape, q, k, v = self.grid_qkv(x, context, mask, decode)
     index, sizes = maxvit_layout(shape, cfg.block_size, cfg.grid_size, cfg.layer_index % 2 == 1)
-    hd = self.head_dim_for(d_model)
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(x, cfg.num_heads, hd, "key")
-    v = self.project_heads(x, cfg.num_heads, hd, "value")
     bias = None
-    if cfg.rel_pos_bias:
-      table = self.param("rel_pos_bias", nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                      ("heads", None)),
-                         (cfg.num_heads, int(np.prod([2 * m - 1 for m in sizes]))))
-      bias = jnp.take(table, jnp.asarray(relative_index(sizes)), axis=1)  # [H, K, K]
+    if cfg.rel_pos_bias:                                           # [H, K, K]
+      bias = self.rel_bias(relative_index(sizes), int(np.prod([2 * m - 1 for m in sizes])))
     y = group_attention(q, k, v, index, index, None, bias)
-    return self.project_out(y, d_model)
+    return self.project_out(y, x.shape[-1])
