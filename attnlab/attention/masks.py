@@ -7,7 +7,11 @@ A mask is a predicate over (query position, key position) pairs, combined with `
   for the reference implementation and for tests;
 * `block_map(q_len, kv_len, block_q, block_k)`: a static numpy array `[nq, nk]` with
   EMPTY / PARTIAL / FULL per tile, for blocked implementations and kernels, so they can
-  skip empty tiles and skip mask arithmetic on full ones.
+  skip empty tiles and skip mask arithmetic on full ones. Static maps are computed from
+  the tile bounds alone (O(nq * nk), no [T, T] array): causal, window, sinks, prefix and
+  full masks are unions of `Box`es, exact under `&` and `|`; `Chunked` has its own rule;
+  other combinations take min (`&`) / max (`|`) of their sides' states, which is safe
+  (it may say PARTIAL where a tile is EMPTY or FULL, never the reverse).
 
 Positions are absolute: query i of a call sits at `q_offset + i` (a decode step's
 query sits at the cache index), key j at j. Masks that depend on data (segment ids,
