@@ -410,3 +410,98 @@ def test_twins_patterns_and_errors():
   check_patterns("twins", {"window_size": 4, "sr_ratio": 2, "num_heads": 2}, length=16)
   with pytest.raises(ValueError, match="not a multiple"):
     build("twins", window_size=3, grid=(4, 4), causal=False).init(jax.random.key(0), jnp.zeros((1, 16, D)))
+
+
+# ---- channel (DaViT) ------------------------------------------------------------------
+
+
+def channel_oracle(params, x, roles=("key", "value", "query")):
+  """DaViT channel attention as plain softmax attention on the transposed arrays: per
+  head, the "tokens" are the C_g channels; queries' = k^T, keys' = v^T, values' = q^T
+  ([C_g, T] each, the T tokens as features), scale C_g^-0.5; the result transposed back.
+  `roles` names which projection plays queries', keys', values' (a permutation: canary)."""
+  proj = dict(zip(("query", "key", "value"), project(params, x)))
+  qt, kt, vt = (jnp.transpose(proj[r], (0, 2, 3, 1)) for r in roles)  # [B, heads, C_g, T]
+  s = jnp.einsum("bhit,bhjt->bhij", qt, kt) * qt.shape[2] ** -0.5
+  y = jnp.transpose(jnp.einsum("bhij,bhjt->bhit", jax.nn.softmax(s, -1), vt), (0, 3, 1, 2))  # [B, T, heads, C_g]
+  return jnp.einsum("bthk,hkd->btd", y, params["out"]["kernel"])
+
+
+def test_channel_matches_transposed_attention_oracle():
+  x = jax.random.normal(jax.random.key(1), (2, 36, D)) * 0.5
+  module = build("channel", num_heads=2, causal=False)
+  params = init_params(module, x)
+  compare("channel", module, params, x, jax.jit(channel_oracle))
+  # canary: the paper's naming taken literally (softmax(q^T k) applied to v) is a different map
+  wrong = channel_oracle(params, x, roles=("query", "key", "value"))
+  assert np.abs(np.asarray(module.apply({"params": params}, x) - wrong)).max() > 1e-2
+  check_patterns("channel", {"num_heads": 2}, length=16)
+  assert VARIANTS.get("channel").subquadratic
+
+
+# ---- inline ---------------------------------------------------------------------------
+
+
+def inline_weights(q, k):
+  """InLine's [B, H, T, T] weights from the definition: (scale/T)(q_i.k_j - q_i.mean_s k_s) + 1/T."""
+  t, d = k.shape[1], q.shape[-1]
+  qk = jnp.einsum("bihd,bjhd->bhij", q, k)
+  return (d ** -0.5 / t) * (qk - qk.mean(-1, keepdims=True)) + 1.0 / t
+
+
+def inline_oracle(params, x, shape, size, tap_major=False):
+  """Dense InLine weights times v, plus the local residual: per example, per channel
+  kernels from mean_t x (head-wise linear, exact GELU, head-wise linear; channel c's k^nd
+  taps contiguous, or tap-major for the canary) applied by lax's depthwise SAME conv."""
+  q, k, v = project(params, x)
+  b, t, h, d = q.shape
+  y = jnp.einsum("bhij,bjhd->bihd", inline_weights(q, k), v)
+  if size:
+    nd, taps = len(shape), size ** len(shape)
+    xm = x.mean(1).reshape(b, h, -1)
+    hid = jax.nn.gelu(jnp.einsum("bhi,hio->bho", xm, params["residual_1"]) + params["residual_1_bias"], approximate=False)
+    out = jnp.einsum("bhi,hio->bho", hid, params["residual_2"]) + params["residual_2_bias"]
+    w = out.reshape(b, taps, h * d).swapaxes(1, 2) if tap_major else out.reshape(b, h * d, taps)
+    spatial = "HW" if nd == 2 else "W"
+    res = []
+    for bi in range(b):
+      kern = w[bi].T.reshape(*(size,) * nd, 1, h * d)
+      res.append(jax.lax.conv_general_dilated(v[bi:bi + 1].reshape(1, *shape, h * d), kern, (1,) * nd, "SAME",
+                                              feature_group_count=h * d,
+                                              dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")))
+    y = y + jnp.concatenate(res).reshape(b, t, h, d)
+  return jnp.einsum("bthk,hkd->btd", y, params["out"]["kernel"])
+
+
+@pytest.mark.parametrize("shape,local", [((6, 6), 3), ((12,), 3), ((6, 6), 0)])
+def test_inline_matches_dense_oracle(shape, local):
+  t = int(np.prod(shape))
+  x = jax.random.normal(jax.random.key(1), (2, t, D))
+  module = build("inline", num_heads=2, local=local, grid=shape if len(shape) == 2 else (), causal=False)
+  params = init_params(module, x)
+  for i, name in enumerate([n for n in params if n.endswith("_bias")]):
+    params = dict(params, **{name: 0.3 * jax.random.normal(jax.random.key(10 + i), params[name].shape)})
+  compare("inline", module, params, x, jax.jit(lambda p, x: inline_oracle(p, x, shape, local)), atol=5e-5)
+  if local:  # canary: the predicted taps read tap-major instead of channel-major
+    wrong = inline_oracle(params, x, shape, local, tap_major=True)
+    assert np.abs(np.asarray(module.apply({"params": params}, x) - wrong)).max() > 1e-3
+
+
+def test_inline_is_injective_where_relu_linear_attention_is_not():
+  q = jax.random.normal(jax.random.key(0), (1, 1, 1, 8))
+  k = jax.random.normal(jax.random.key(1), (1, 10, 1, 8))
+
+  def relu_linear(q):  # normalised weights of ReLU linear attention
+    s = jnp.einsum("bihd,bjhd->bhij", jax.nn.relu(q), jax.nn.relu(k))
+    return s / s.sum(-1, keepdims=True)
+  np.testing.assert_allclose(relu_linear(q), relu_linear(3.0 * q), rtol=1e-6)   # q and 3q: the same weights
+  w1, w3 = inline_weights(q, k), inline_weights(3.0 * q, k)
+  np.testing.assert_allclose(w1.sum(-1), 1.0, rtol=1e-6)
+  assert np.abs(np.asarray(w1 - w3)).max() > 1e-3                               # InLine tells them apart
+  # and the module computes these weights: its attention output equals w @ v without the residual
+  from attnlab.attention.variants.inline import inline_attention
+  v = jax.random.normal(jax.random.key(2), (1, 10, 1, 8))
+  for c in (1.0, 3.0):
+    want = jnp.einsum("bhij,bjhd->bihd", inline_weights(c * q, k), v)
+    np.testing.assert_allclose(inline_attention(jnp.broadcast_to(c * q, (1, 10, 1, 8)), k, v)[:, :1], want, atol=1e-5)
+  check_patterns("inline", {"num_heads": 2}, length=16)

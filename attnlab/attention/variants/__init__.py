@@ -2,11 +2,13 @@
 
 from attnlab.attention.variants import (  # noqa: F401  (each import registers its variants)
     biformer,
+    channel,
     decay,
     gated,
     halo,
     heads,
     hilo,
+    inline,
     linear,
     lowrank,
     maxvit,

@@ -10,13 +10,14 @@ O(T * keys per query).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from attnlab.attention.variants.base import AttentionModule
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 
 NEG_INF = -1e30
 
@@ -36,6 +37,30 @@ def resolve_grid(grid: tuple, length: int) -> tuple[int, ...]:
   if h * w != length:
     raise ValueError(f"grid {tuple(grid)} does not fit a sequence of {length} tokens (needs H * W = T)")
   return (h, w)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig(AttentionConfig):
+  """Base of the 2-D variants' hyperparameters. grid: () for 1-D over the sequence, (H, W)
+  for a row-major 2-D grid (an entry -1 is inferred from T; (-1, -1) is a square)."""
+  grid: tuple = ()
+
+  def __post_init__(self):
+    super().__post_init__()
+    object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+    if len(self.grid) not in (0, 2) or any(g == 0 or g < -1 for g in self.grid):
+      raise ValueError(f"grid must be () or (H, W) with positive sizes or -1, got {self.grid!r}")
+
+
+def clipped_sizes(shape: tuple[int, ...], size: int, what: str) -> tuple[int, ...]:
+  """Per axis: `size`, or the whole axis when it is at most `size` long (Swin's rule);
+  one-line ValueError naming `what` when a longer axis is not a multiple of `size`."""
+  out = []
+  for n in shape:
+    if n > size and n % size:
+      raise ValueError(f"{what}: axis length {n} is not a multiple of {size}")
+    out.append(min(n, size))
+  return tuple(out)
 
 
 def to_windows(x, shape, wins):
@@ -112,6 +137,25 @@ def dilated_index(shape, groups) -> np.ndarray:
   out = np.zeros((int(np.prod(strides)), int(np.prod(groups))), np.int64)
   out[residue, member] = np.arange(len(coords))
   return out
+
+
+def depthwise_same(x, shape, kernel, bias=None):
+  """A depthwise convolution of x [B, T, C] over its token grid `shape` with 'same' zero
+  padding as lax's SAME ((k-1)//2 before, k//2 after per axis): kernel [k]*nd + [C]
+  (shared) or [B] + [k]*nd + [C] (per example); bias [C]. Written as a sum of k^nd
+  shifted slices (XLA's grouped convolution is far slower on CPU at these sizes).
+  -> [B, T, C]."""
+  b, t, c = x.shape
+  nd = len(shape)
+  size = kernel.shape[-2]
+  per_example = kernel.ndim == nd + 2
+  img = jnp.pad(x.reshape(b, *shape, c), [(0, 0)] + [((size - 1) // 2, size // 2)] * nd + [(0, 0)])
+  out = jnp.zeros((b, *shape, c), x.dtype) if bias is None else jnp.broadcast_to(bias.astype(x.dtype), (b, *shape, c))
+  for off in np.ndindex(*(size,) * nd):
+    w = kernel[(slice(None),) + off] if per_example else kernel[off]   # [B, C] or [C]
+    w = w.reshape((b,) + (1,) * nd + (c,)) if per_example else w
+    out = out + img[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(off, shape))] * w
+  return out.reshape(b, t, c)
 
 
 def inverse_index(index: np.ndarray) -> np.ndarray:

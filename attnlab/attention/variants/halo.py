@@ -29,29 +29,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig
-from attnlab.attention.variants.grid import (GridAttentionModule, group_attention, relative_index_between,
-                                             window_index)
+from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, group_attention,
+                                             relative_index_between, window_index)
 
 
 @dataclasses.dataclass(frozen=True)
-class HaloConfig(AttentionConfig):
+class HaloConfig(GridConfig):
   """block_size: b, query block side (HaloNet's default 8); halo: h >= 0 extra key rows and
   columns around each block (default 3: a 14 x 14 key window); grid: () for 1-D over the
   sequence, (H, W) for a row-major 2-D grid (-1 entries inferred, as in `neighborhood`);
   rel_pos_bias: the learned relative position bias."""
   block_size: int = 8
   halo: int = 3
-  grid: tuple = ()
   rel_pos_bias: bool = True
 
   def __post_init__(self):
     super().__post_init__()
-    object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
     if isinstance(self.halo, bool) or not isinstance(self.halo, int) or self.halo < 0:
       raise ValueError(f"halo must be an integer >= 0, got {self.halo!r}")
-    if len(self.grid) not in (0, 2):
-      raise ValueError(f"grid must be () or (H, W), got {self.grid!r}")
 
 
 def halo_layout(shape: tuple[int, ...], block: int, halo: int):
@@ -60,11 +55,7 @@ def halo_layout(shape: tuple[int, ...], block: int, halo: int):
 
   k_index names the key window of each block (positions outside the image point at T, a
   padding slot, with valid False); rel indexes the flattened relative-bias table."""
-  blocks = []
-  for n in shape:
-    if n > block and n % block:
-      raise ValueError(f"halo attention: axis length {n} is not a multiple of block_size {block}")
-    blocks.append(min(n, block))
+  blocks = clipped_sizes(shape, block, "halo attention block_size")
   t = int(np.prod(shape))
   q_index = window_index(shape, blocks)
   corners = []  # per axis: the first coordinate of each block, [n // b]
@@ -84,7 +75,7 @@ def halo_layout(shape: tuple[int, ...], block: int, halo: int):
     g = ph.shape[0] * pw.shape[0]
     k_index, valid = np.where(ok, flat, t).reshape(g, -1), ok.reshape(g, -1)
   rel = relative_index_between(blocks, [bb + 2 * halo for bb in blocks], [-halo] * len(shape))
-  return q_index, k_index, valid, rel, tuple(blocks)
+  return q_index, k_index, valid, rel, blocks
 
 
 @register("halo", family="local2d", config=HaloConfig, cost=("T*w", "T*w"),

@@ -30,37 +30,23 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig
-from attnlab.attention.variants.grid import GridAttentionModule, group_attention, to_windows, window_index
+from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, group_attention,
+                                             to_windows, window_index)
 
 
 @dataclasses.dataclass(frozen=True)
-class HiLoConfig(AttentionConfig):
+class HiLoConfig(GridConfig):
   """window_size: s, the Hi-Fi window side and the Lo-Fi pooling size (LITv2's default 2);
   alpha: fraction of heads that are Lo-Fi (l_heads = int(num_heads * alpha); default 0.9
   as in LITv2); grid: () or (H, W) (-1 entries inferred, as in `neighborhood`)."""
   window_size: int = 2
   alpha: float = 0.9
-  grid: tuple = ()
-  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("window_size",)
+  POSITIVE_SIZES = GridConfig.POSITIVE_SIZES + ("window_size",)
 
   def __post_init__(self):
     super().__post_init__()
-    object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
     if not 0.0 <= float(self.alpha) <= 1.0:
       raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
-    if len(self.grid) not in (0, 2):
-      raise ValueError(f"grid must be () or (H, W), got {self.grid!r}")
-
-
-def window_sizes(shape: tuple[int, ...], window: int) -> tuple[int, ...]:
-  """Per axis: `window`, or the whole axis when it is at most `window` long."""
-  out = []
-  for n in shape:
-    if n > window and n % window:
-      raise ValueError(f"hilo attention: axis length {n} is not a multiple of window {window}")
-    out.append(min(n, window))
-  return tuple(out)
 
 
 @register("hilo", family="local2d", config=HiLoConfig, cost=("T^2/b", "T^2/b"),
@@ -76,7 +62,7 @@ class HiLoAttention(GridAttentionModule):
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
     shape, q, k, v = self.grid_qkv(x, context, mask, decode)
-    wins = window_sizes(shape, cfg.window_size)
+    wins = clipped_sizes(shape, cfg.window_size, "hilo attention window_size")
     hi = cfg.num_heads - self.lo_heads()
     outs = []
     if hi:                                                         # Hi-Fi: window attention

@@ -35,46 +35,28 @@ import flax.linen as nn
 import numpy as np
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig
-from attnlab.attention.variants.grid import (GridAttentionModule, dilated_index, group_attention, relative_index,
-                                             window_index)
+from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, dilated_index,
+                                             group_attention, relative_index, window_index)
 
 
 @dataclasses.dataclass(frozen=True)
-class MaxViTConfig(AttentionConfig):
+class MaxViTConfig(GridConfig):
   """block_size: P, window side of block attention (even layers); grid_size: G, grid side of
   grid attention (odd layers); grid: () or (H, W) (-1 entries inferred, as in
   `neighborhood`); rel_pos_bias: the learned relative position bias inside each group."""
   block_size: int = 8
   grid_size: int = 8
-  grid: tuple = ()
   rel_pos_bias: bool = True
-  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("grid_size",)
-
-  def __post_init__(self):
-    super().__post_init__()
-    object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
-    if len(self.grid) not in (0, 2):
-      raise ValueError(f"grid must be () or (H, W), got {self.grid!r}")
-
-
-def group_sizes(shape: tuple[int, ...], size: int, what: str) -> tuple[int, ...]:
-  """Per axis: `size`, or the whole axis when it is at most `size` long."""
-  out = []
-  for n in shape:
-    if n > size and n % size:
-      raise ValueError(f"maxvit {what} attention: axis length {n} is not a multiple of {size}")
-    out.append(min(n, size))
-  return tuple(out)
+  POSITIVE_SIZES = GridConfig.POSITIVE_SIZES + ("grid_size",)
 
 
 def maxvit_layout(shape: tuple[int, ...], block: int, grid: int, grid_layer: bool):
   """(index int [G, K], sizes): the token groups of a block layer (P-windows) or of a grid
   layer (G x G dilated groups), and the group's size per axis."""
   if grid_layer:
-    sizes = group_sizes(shape, grid, "grid")
+    sizes = clipped_sizes(shape, grid, "maxvit grid attention")
     return dilated_index(shape, sizes), sizes
-  sizes = group_sizes(shape, block, "block")
+  sizes = clipped_sizes(shape, block, "maxvit block attention")
   return window_index(shape, sizes), sizes
 
 

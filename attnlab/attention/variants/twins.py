@@ -31,35 +31,18 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig
-from attnlab.attention.variants.grid import GridAttentionModule, group_attention, to_windows, window_index
+from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, group_attention,
+                                             to_windows, window_index)
 
 
 @dataclasses.dataclass(frozen=True)
-class TwinsConfig(AttentionConfig):
+class TwinsConfig(GridConfig):
   """window_size: s, the LSA window side (Twins uses 7; 8 divides the cost test's
   power-of-two lengths); sr_ratio: r, GSA's sub-sampling (Twins-SVT: 8, 4, 2, 1 by stage;
   default 4); grid: () or (H, W) (-1 entries inferred, as in `neighborhood`)."""
   window_size: int = 8
   sr_ratio: int = 4
-  grid: tuple = ()
-  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("window_size", "sr_ratio")
-
-  def __post_init__(self):
-    super().__post_init__()
-    object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
-    if len(self.grid) not in (0, 2):
-      raise ValueError(f"grid must be () or (H, W), got {self.grid!r}")
-
-
-def clipped_sizes(shape: tuple[int, ...], size: int, what: str) -> tuple[int, ...]:
-  """Per axis: `size`, or the whole axis when it is at most `size` long."""
-  out = []
-  for n in shape:
-    if n > size and n % size:
-      raise ValueError(f"twins {what}: axis length {n} is not a multiple of {size}")
-    out.append(min(n, size))
-  return tuple(out)
+  POSITIVE_SIZES = GridConfig.POSITIVE_SIZES + ("window_size", "sr_ratio")
 
 
 @register("twins", family="local2d", config=TwinsConfig, cost=("T^2/b", "T^2/b"),
@@ -73,12 +56,12 @@ class TwinsAttention(GridAttentionModule):
     d_model = x.shape[-1]
     if cfg.layer_index % 2 == 0:                                   # LSA
       shape, q, k, v = self.grid_qkv(x, context, mask, decode)
-      index = window_index(shape, clipped_sizes(shape, cfg.window_size, "window_size"))
+      index = window_index(shape, clipped_sizes(shape, cfg.window_size, "twins window_size"))
       return self.project_out(group_attention(q, k, v, index, index), d_model)
     self.check_call(context, mask, decode)                         # GSA
     b = x.shape[0]
     shape = self.grid_shape(x)
-    patch = clipped_sizes(shape, cfg.sr_ratio, "sr_ratio")
+    patch = clipped_sizes(shape, cfg.sr_ratio, "twins sr_ratio")
     hd = self.head_dim_for(d_model)
     q = self.project_heads(x, cfg.num_heads, hd, "query")
     sub = to_windows(x, shape, patch)                              # [B, T/r^2, r^2, d]
