@@ -143,16 +143,14 @@ def assert_module_matches(hp, variables, module, x, ctx, oracle):
 CASES = {  # lengths span several windows and are not multiples of w
     # C*w = 24 < 37: some queries are taken by no centroid (zeros from the routing heads)
     "causal-mixed": dict(num_heads=4, num_local_heads=2, num_clusters=3, window=8, local_window=5, causal=True),
-    # C*w = 40 > 29: windows overlap, queries taken by several centroids; shared QK
-    "noncausal-shared-qk": dict(num_heads=2, num_local_heads=1, num_clusters=4, window=10, local_window=4,
+    # window 0: w = ceil(29 / 4) = 8, C*w = 32 > 29: queries taken by several centroids; shared QK
+    "noncausal-shared-qk": dict(num_heads=2, num_local_heads=1, num_clusters=4, window=0, local_window=4,
                                 causal=False, share_qk=True),
-    # window 0: w = ceil(30 / 4) = 8; separate query and key centroids; routing heads only
-    "causal-separate-centroids": dict(num_heads=2, num_local_heads=0, num_clusters=4, window=0, causal=True,
-                                      shared_centroids=False),
-    "noncausal-cross": dict(num_heads=2, num_local_heads=0, num_clusters=3, window=7, causal=False),
+    # separate query and key centroids; routing heads only; C*w = 21 < 27 keys
+    "noncausal-cross": dict(num_heads=2, num_local_heads=0, num_clusters=3, window=7, causal=False,
+                            shared_centroids=False),
 }
-LENGTHS = {"causal-mixed": (37, None), "noncausal-shared-qk": (29, None), "causal-separate-centroids": (30, None),
-           "noncausal-cross": (20, 27)}
+LENGTHS = {"causal-mixed": (37, None), "noncausal-shared-qk": (29, None), "noncausal-cross": (20, 27)}
 
 
 @pytest.mark.parametrize("case", list(CASES))
