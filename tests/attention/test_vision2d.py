@@ -505,3 +505,37 @@ def test_inline_is_injective_where_relu_linear_attention_is_not():
     want = jnp.einsum("bhij,bjhd->bihd", inline_weights(c * q, k), v)
     np.testing.assert_allclose(inline_attention(jnp.broadcast_to(c * q, (1, 10, 1, 8)), k, v)[:, :1], want, atol=1e-5)
   check_patterns("inline", {"num_heads": 2}, length=16)
+
+
+# ---- shvit ----------------------------------------------------------------------------
+
+
+def shvit_oracle(params, x, p, from_end=False):
+  """SHSA from the definition: the first p channels (the last p with from_end: the canary)
+  normalised over all their T x p entries per example (eps 1e-5, per-channel affine),
+  one softmax head with scale qk_dim^-0.5, concatenated with the untouched channels,
+  ReLU, the output linear map."""
+  d = x.shape[-1]
+  x1, x2 = (x[..., d - p:], x[..., :d - p]) if from_end else (x[..., :p], x[..., p:])
+  z = (x1 - x1.mean((1, 2), keepdims=True)) / jnp.sqrt(x1.var((1, 2), keepdims=True) + 1e-5)
+  z = z * params["pre_norm_scale"] + params["pre_norm_bias"]
+  q = z @ params["query"]["kernel"][:, 0]
+  k = z @ params["key"]["kernel"][:, 0]
+  v = z @ params["value"]["kernel"][:, 0]
+  a = jax.nn.softmax(q @ jnp.swapaxes(k, 1, 2) / np.sqrt(q.shape[-1]), -1)
+  y = jax.nn.relu(jnp.concatenate([a @ v, x2], -1))
+  return y @ params["out"]["kernel"][0]
+
+
+def test_shvit_matches_oracle_and_is_single_head():
+  x = jax.random.normal(jax.random.key(1), (2, 20, D)) + 0.5
+  module = build("shvit", partial=0.25, qk_dim=8, causal=False)
+  params = init_params(module, x)
+  params = dict(params, pre_norm_scale=1 + jax.random.normal(jax.random.key(7), (4,)),
+                pre_norm_bias=jax.random.normal(jax.random.key(8), (4,)))
+  compare("shvit", module, params, x, jax.jit(lambda p, x: shvit_oracle(p, x, 4)))
+  wrong = shvit_oracle(params, x, 4, from_end=True)  # canary: attending with the last channels
+  assert np.abs(np.asarray(module.apply({"params": params}, x) - wrong)).max() > 1e-2
+  check_patterns("shvit", {}, length=16)
+  with pytest.raises(ValueError, match="single-head"):
+    build("shvit", num_heads=4, causal=False).init(jax.random.key(0), x)

@@ -15,6 +15,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     mega,
     neighborhood,
     routed,
+    shvit,
     softmax,
     softmax_like,
     sparse_patterns,

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.base import AttentionConfig
+from attnlab.attention.variants.grid import GridAttentionModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +39,13 @@ class ChannelConfig(AttentionConfig):
 
 @register("channel", family="channel", config=ChannelConfig, cost=("T", "T"),
           patterns=("noncausal-self",), paper="Ding et al., 2022 (DaViT, channel group attention)")
-class ChannelAttention(AttentionModule):
+class ChannelAttention(GridAttentionModule):  # its check_call; it uses no grid
   """Channel group attention: channels attend to channels within each group (see the module docstring)."""
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
-    self.check_pattern(context, decode)
-    if mask is not None:
-      raise ValueError(f"variant {self.variant!r} takes no extra mask (set model.key_padding=False)")
+    self.check_call(context, mask, decode)
     hd = self.head_dim_for(x.shape[-1])
     q, k, v = (self.project_heads(x, cfg.num_heads, hd, name).astype(jnp.float32) for name in ("query", "key", "value"))
     scores = jnp.einsum("bthi,bthj->bhij", k * hd ** -0.5, v)     # [B, heads, C_g, C_g]

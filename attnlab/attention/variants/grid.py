@@ -203,7 +203,8 @@ def group_attention(q, k, v, q_index, k_index, allowed=None, bias=None):
 
 
 class GridAttentionModule(AttentionModule):
-  """Base of the gather-based 2-D variants (halo, maxvit, biformer): the shared preamble."""
+  """Base of the 2-D variants here (halo, maxvit, biformer, hilo, twins, inline; channel for
+  check_call): the shared preamble."""
 
   def grid_qkv(self, x, context, mask, decode):
     """Checks the call (declared pattern, no extra mask), resolves cfg.grid for x [B, T, d]
