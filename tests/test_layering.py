@@ -1,6 +1,6 @@
 """DESIGN.md's layering, checked on the source: nothing imports a layer above it.
 
-kernels_pallas <- attention <- models <- tasks <- train <- sweep / analysis / bench / cli.
+kernels_pallas <- attention <- models <- tasks <- train <- sweep / reproduce / analysis / bench <- cli.
 `data` sits beside `attention` (tasks read it; it imports no other layer and no flax), and
 `registry`, `errors`, `config_lib` are shared utilities at the bottom.
 """
@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # (utilities, rank 0, are importable from anywhere but import nothing ranked above 0).
 RANK = {"__init__": 8, "registry": 0, "errors": 0, "config_lib": 0, "kernels_pallas": 1, "data": 1,
         "attention": 2, "models": 3, "tasks": 4, "train": 5, "sweep": 6, "analysis": 6,
-        "bench": 6, "cli": 7, "config_loading": 6, "validation": 6, "__main__": 8}
+        "bench": 6, "reproduce": 6, "cli": 7, "config_loading": 6, "validation": 6, "__main__": 8}
 PEERS_ALLOWED = (0, 6)  # utilities may use each other; so may the top-level tools
 
 
