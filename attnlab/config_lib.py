@@ -87,7 +87,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # Model shapes some variants need (applied by `apply_variant_needs` for single-variant runs):
 # mega is single-headed by design (Ma et al., 2023); moh routes top-k among the non-shared
 # heads, so it needs more heads than the 2 of the small task configs.
-VARIANT_NEEDS = {"mega": {"num_heads": 1}, "moh": {"num_heads": 4}}
+VARIANT_NEEDS = {"mega": {"num_heads": 1}, "moh": {"num_heads": 4}, "shvit": {"num_heads": 1}}
 
 
 def apply_variant_needs(c: ml_collections.ConfigDict) -> None:

@@ -42,6 +42,11 @@ VARIANT_ATTN = {
     "neighborhood": {"window": 3},
     "window": {"window": 2},
     "shifted_window": {"window": 2},
+    # digits' 4 x 4 patch grid: blocks, windows and regions of 2 x 2 (the defaults assume larger grids)
+    "halo": {"block_size": 2, "halo": 1},
+    "maxvit": {"block_size": 2, "grid_size": 2},
+    "biformer": {"topk": 2},  # of 4 regions (all 4 would be full attention)
+    "twins": {"window_size": 2, "sr_ratio": 2},
 }
 
 
