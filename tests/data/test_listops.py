@@ -60,9 +60,8 @@ def test_operator_semantics():
                       ("[MAX 2 [MIN 4 7 ] 0 ]", 4), ("[MED 1 5 6 ]", 5), ("[MIN 7 3 ]", 3)]:
     assert lo.decode(lo.encode(text)) == text
     assert _evaluate(text)[0] == value
-  for op, args, value in [("[MED", [3, 4], 3), ("[MED", [9, 0, 1, 8], 4), ("[SM", [9, 8, 7], 4),
-                          ("[MAX", [2, 4, 0], 4), ("[MIN", [7, 3], 3), ("[MED", [6, 1, 5], 5)]:
-    assert lo._apply(lo.OPERATORS.index(op), args) == value
+  # The generator's own operator code is checked through its labels: every generated
+  # target equals this test's independent evaluator (test above), never by calling it.
 
 
 def test_encode_reads_lra_tsv_strings_and_rejects_unknown_tokens():
