@@ -135,12 +135,6 @@ def test_decode_matches_full(name, chunk):
   contract.check_decode_matches_full(name, VARIANTS[name], chunk=chunk)
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_subquadratic_memory(name):
-  a, b = contract.check_subquadratic(name, {"num_heads": 2})
-  print(f"{name}: temp bytes T=1024 {a}, T=4096 {b} ({b / a:.2f}x)")
-
-
 def test_decay_rates():
   """RetNet's gamma = 1 - 2^(-5 - h); TransNormerLLM's lambda = exp(-(8h/H)(1 - l/L)) (Eq. 10)
   or, "official", exp(-slope_h * (1 - l/(L-1) + 1e-5)) with ALiBi slopes."""

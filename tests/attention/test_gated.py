@@ -252,12 +252,6 @@ def test_grads_finite(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_subquadratic(name):
-  a, b = contract.check_subquadratic(name, {})
-  print(f"{name}: temp {a / 2**20:.1f} MiB at T=1024, {b / 2**20:.1f} MiB at T=4096")
-
-
-@pytest.mark.parametrize("name", NAMES)
 def test_rejects_unsupported_options(name):
   x, _ = contract.make_inputs(length=8)
   module = build(name, **HP[name])

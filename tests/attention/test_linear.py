@@ -284,12 +284,6 @@ def test_decode_matches_full(name, chunk):
   contract.check_decode_matches_full(name, VARIANTS[name], chunk=chunk)
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_subquadratic_memory(name):
-  a, b = contract.check_subquadratic(name, {"num_heads": 2})
-  print(f"{name}: temp bytes T=1024 {a}, T=4096 {b} ({b / a:.2f}x)")
-
-
 # ---- reductions and hyperparameter checks ------------------------------------------------
 def test_performer_approximates_softmax():
   """FAVOR+ is an unbiased softmax-kernel estimator: with many features its output is close

@@ -166,11 +166,6 @@ def test_grads_finite():
   contract.check_grads_finite("mega", HP, pattern="noncausal-self")
 
 
-def test_subquadratic():
-  a, b = contract.check_subquadratic("mega", {})
-  print(f"mega: temp {a / 2**20:.1f} MiB at T=1024, {b / 2**20:.1f} MiB at T=4096")
-
-
 def test_rejects_unsupported_options():
   x, _ = contract.make_inputs(length=8)
   module = build("mega", **HP)

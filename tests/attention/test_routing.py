@@ -92,7 +92,6 @@ def module_oracle(hp, variables, x, ctx):
   n_local = h // 2 if hp.get("num_local_heads", -1) < 0 else hp["num_local_heads"]
   n_route = h - n_local
   share = hp.get("share_qk", False)
-  src = x if ctx is None else ctx
 
   def qkv(p, x, ctx):
     src = x if ctx is None else ctx
@@ -326,11 +325,6 @@ ROUTING_ONLY = dict(num_heads=2, num_local_heads=0, num_clusters=3, window=4)  #
 def test_contract():
   contract.check_patterns("routing", ROUTING_ONLY)
   contract.check_grads_finite("routing", dict(num_heads=2, num_clusters=3, window=4, local_window=3))
-
-
-def test_subquadratic_memory():
-  a, b = contract.check_subquadratic("routing", dict(num_heads=2, num_clusters=8, window=64))
-  print(f"routing: temp {a / 2**20:.2f} MiB at T=1024, {b / 2**20:.2f} MiB at T=4096")
 
 
 def test_extra_mask_is_an_error():

@@ -108,11 +108,6 @@ def test_decode_alibi_matches_full():
   contract.check_decode_matches_full("mha", {"num_heads": 2, "positional": "alibi"})
 
 
-@pytest.mark.parametrize("name", ["sliding_window", "sink_window"])
-def test_subquadratic_memory(name):
-  contract.check_subquadratic(name, {"num_heads": 2, "window": 128, "impl": "xla"})
-
-
 def test_mqa_has_one_kv_head_and_gqa_divides():
   x, _ = contract.make_inputs(length=4)
   _, params, _ = contract.init_apply("mqa", {"num_heads": 4}, x)

@@ -298,13 +298,6 @@ def test_contract_grads_finite(name):
   contract.check_grads_finite(name, {"num_heads": H, **MAIN[name]}, length=T)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_contract_subquadratic(name):
-  assert VARIANTS.get(name).cost.memory_exponent < 2  # memory; s2's compute is T^2/v (test_cost_contract)
-  short, long = contract.check_subquadratic(name, {})
-  print(f"{name}: temp {short / 2**20:.2f} MiB @1024 -> {long / 2**20:.2f} MiB @4096")
-
-
 # ---- variant-specific checks ----------------------------------------------------------------
 
 

@@ -68,7 +68,7 @@ def test_all_expands_to_every_registered_variant():
 
 def test_unrunnable_impl_is_a_noted_row(df):
   pallas = df[(df.kind == "op") & (df.impl == "pallas")]
-  assert len(pallas) == 2 and all("Pallas" in n for n in pallas.note)
+  assert len(pallas) == 2 and all("pallas" in n.lower() and "cannot run" in n for n in pallas.note)
   assert pallas.fwd_ms.isna().all()
 
 
