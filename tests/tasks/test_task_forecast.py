@@ -99,7 +99,8 @@ def test_early_stopping_protocol_end_to_end(tmp_path):
 
 def test_early_stopping_resumes_a_killed_run_exactly(tmp_path, monkeypatch):
   """A run killed during epoch 2 restarts after epoch 1 (progress.json + last checkpoint) and
-  ends with the uninterrupted run's results; the canary: without progress.json it starts over."""
+  ends with the uninterrupted run's results. It bites: a restart from scratch would log epoch 1
+  twice (epochs [1, 1, 2]) and print no "resuming" line."""
   from attnlab.train import early_stopping, metrics as mt
   config = smoke("model=itransformer,variant=linear")
   config.train.epochs, config.train.patience = 2, 3
