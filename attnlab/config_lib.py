@@ -124,3 +124,32 @@ def apply_encoder_variant(c: ml_collections.ConfigDict, seq_len: int) -> None:
     c.model.attn[k] = v
   if any(v.strip() in NO_KEY_PADDING for v in c.model.variant.split(",")):
     c.model.key_padding = False
+
+
+def apply_encoder_classifier(c: ml_collections.ConfigDict, variant: str) -> None:
+  """The small non-causal encoder classifier of the LRA-style configs (listops, text
+  classification): `variant`, mean pooling over non-padding tokens, the key-padding mask,
+  absolute sin-cos positions, 2 layers of width 64 with 4 heads."""
+  m = c.model
+  m.variant = variant
+  m.causal = False
+  m.pooling = "mean"
+  m.key_padding = True
+  m.position_embedding = "sincos"
+  m.num_layers, m.d_model, m.num_heads = 2, 64, 4
+
+
+def apply_lra_size(c: ml_collections.ConfigDict, *, seq_len: int, num_layers: int, d_model: int,
+                   num_heads: int, mlp_dim: int, steps: int, warmup_steps: int, eval_every: int) -> None:
+  """An LRA protocol's model and schedule (Tay et al., 2021): GELU MLPs, and LRA's learning
+  rate 0.05 * rsqrt(warmup) at its peak (linear warmup, then the trainer's decay)."""
+  c.task.seq_len = seq_len
+  m = c.model
+  m.num_layers, m.d_model, m.num_heads = num_layers, d_model, num_heads
+  m.mlp = "gelu"
+  m.mlp_dim = mlp_dim
+  c.train.steps = steps
+  c.train.learning_rate = 0.05 / warmup_steps ** 0.5  # LRA: 0.05 * warmup * rsqrt_decay, peak at warmup
+  c.train.warmup_steps = warmup_steps
+  c.train.eval_every = eval_every
+  c.train.checkpoint_every = eval_every

@@ -43,14 +43,7 @@ def get_config(arg=None):
   c.task.num_test_examples = 2000
   c.task.split = "val"
   c.task.data_seed = 0
-  c.model.variant = a["variant"]
-  c.model.causal = False
-  c.model.pooling = "mean"
-  c.model.key_padding = True
-  c.model.position_embedding = "sincos"
-  c.model.num_layers = 2
-  c.model.d_model = 64
-  c.model.num_heads = 4
+  config_lib.apply_encoder_classifier(c, a["variant"])
   c.train.steps = 250
   c.train.batch_size = 32
   c.train.learning_rate = 2e-3
@@ -60,20 +53,11 @@ def get_config(arg=None):
   c.train.log_every = 10
   c.train.checkpoint_every = 125
   if a["size"] == "lra":
-    c.task.seq_len = 2048
+    config_lib.apply_lra_size(c, seq_len=2048, num_layers=6, d_model=512, num_heads=8, mlp_dim=2048,
+                              steps=5000, warmup_steps=1000, eval_every=500)
     c.task.min_length = 500
     c.task.max_length = 2000
     c.task.num_val_examples = 2000
-    c.model.num_layers = 6
-    c.model.d_model = 512
-    c.model.num_heads = 8
-    c.model.mlp = "gelu"
-    c.model.mlp_dim = 2048
-    c.train.steps = 5000
-    c.train.learning_rate = 0.05 / 1000 ** 0.5  # LRA: 0.05 * warmup * rsqrt_decay, peak at step 1000
-    c.train.warmup_steps = 1000
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
   elif a["size"] != "default":
     raise ValueError(f"size must be 'default' or 'lra', got {a['size']!r}")
   if a["smoke"]:

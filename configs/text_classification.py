@@ -38,14 +38,7 @@ def get_config(arg=None):
   c.task.seq_len = 512
   c.task.split = "val"
   c.task.data_seed = 0
-  c.model.variant = a["variant"]
-  c.model.causal = False
-  c.model.pooling = "mean"
-  c.model.key_padding = True
-  c.model.position_embedding = "sincos"
-  c.model.num_layers = 2
-  c.model.d_model = 64
-  c.model.num_heads = 4
+  config_lib.apply_encoder_classifier(c, a["variant"])
   c.train.steps = 1000
   c.train.batch_size = 32
   c.train.learning_rate = 1e-3
@@ -54,17 +47,8 @@ def get_config(arg=None):
   c.train.log_every = 25
   c.train.checkpoint_every = 200
   if a["size"] == "lra":
-    c.task.seq_len = 4096
-    c.model.num_layers = 4
-    c.model.d_model = 256
-    c.model.num_heads = 4
-    c.model.mlp = "gelu"
-    c.model.mlp_dim = 1024
-    c.train.steps = 20000
-    c.train.learning_rate = 0.05 / 8000 ** 0.5  # LRA: 0.05 * warmup * rsqrt_decay, peak at step 8000
-    c.train.warmup_steps = 8000
-    c.train.eval_every = 1000
-    c.train.checkpoint_every = 1000
+    config_lib.apply_lra_size(c, seq_len=4096, num_layers=4, d_model=256, num_heads=4, mlp_dim=1024,
+                              steps=20000, warmup_steps=8000, eval_every=1000)
   elif a["size"] != "default":
     raise ValueError(f"size must be 'default' or 'lra', got {a['size']!r}")
   if a["smoke"]:
