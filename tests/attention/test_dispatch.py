@@ -138,9 +138,12 @@ def test_unregistered_impls_raise():
   q, k, v = _qkv()
   with pytest.raises(ValueError, match="softmax impl='pallas' cannot run these arguments: pallas kernels need a GPU"):
     softmax_attention(q, k, v, impl="pallas")  # registered, but not on CPU without interpret mode
-  with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'linear'"):
-    linear_attention(q, k, v, impl="pallas")
-  with pytest.raises(ValueError, match="impl 'cudnn' is not registered for this family; registered: xla, reference"):
+  with pytest.raises(ValueError, match="linear impl='pallas' cannot run these arguments: pallas kernels need a GPU"):
+    linear_attention(q, k, v, impl="pallas")  # the chunked linear kernel: GPU, or CPU in interpret mode
+  with pytest.raises(ValueError, match="no Pallas kernel is registered for family 'linear.delta_rule'"):
+    D.resolve("linear.delta_rule", "pallas", q, k, v)
+  with pytest.raises(ValueError, match="impl 'cudnn' is not registered for this family; registered: pallas, xla, "
+                                       "reference"):
     linear_attention(q, k, v, impl="cudnn")
 
 

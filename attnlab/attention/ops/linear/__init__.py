@@ -8,10 +8,12 @@
   mala.py          magnitude-aware linear attention ("linear.mala")
   mega_ema.py      Mega's multi-dimensional damped EMA ("linear.ema")
   common.py        FORMS / check_form, the reference builder, time-axis chunking
+  pallas.py        impl="pallas" of "linear" and "linear.gla": kernels_pallas.chunked_linear
 
 Each op's `form` (chunked / parallel / recurrent) is its own argument. Importing this
 package registers, per op, "xla" (the form dispatcher) and "reference" (the materialised
-parallel form, priority -1) in `ops.dispatch`.
+parallel form, priority -1) in `ops.dispatch`, and "pallas" (the chunked Pallas kernel,
+priority 1: GPU, or CPU in interpret mode) for "linear" and "linear.gla".
 """
 
 from attnlab.attention.ops import dispatch as D
@@ -32,6 +34,13 @@ for _module, _parallel, _xla, _tiling in (
   D.register_impl(_module.FAMILY, "reference", reference_impl(_parallel, *_tiling), priority=-1)
   D.register_impl(_module.FAMILY, "xla", _xla)
 del _module, _parallel, _xla, _tiling
+
+from attnlab.attention.ops.linear import pallas as _pallas  # noqa: E402  (imports kernels_pallas)
+
+D.register_impl(core.FAMILY, "pallas", _pallas.linear_attention_pallas,
+                unsupported=_pallas.linear_pallas_unsupported_reason, priority=_pallas.PRIORITY)
+D.register_impl(gla.FAMILY, "pallas", _pallas.gla_attention_pallas,
+                unsupported=_pallas.gla_pallas_unsupported_reason, priority=_pallas.PRIORITY)
 
 __all__ = ["FORMS", "check_form", "delta_rule_attention", "ema", "gla_attention", "linear_attention",
            "mala_attention"]

@@ -1,0 +1,146 @@
+"""kernels_pallas.chunked_linear in interpret mode against an independent recurrent oracle.
+
+The oracle (`_oracle`) is the recurrence written out here, token by token (a scan), from the
+definition: S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t, query head h
+reading kv head h // (H / Hkv); its gradients by autodiff. It imports nothing from the
+module. Grid: decay off / per head [H] / per token [B, T, H] / per-token diagonal gates
+[B, T, H, Dk], initial state on and off, GQA (H = 2, Hkv = 1) and not, T = 40 with chunk 16
+(3 chunks, the last padded), Dk = 8 and Dv = 12 (both padded to 16 in the kernel). Checked:
+output, final state and the gradients of q, k, v, log_decay and the initial state under a
+random cotangent of both outputs.
+Tolerances (fp32): max |err| <= TOL * (1 + max |ref|) with TOL 2e-5 for the forward and
+the final state, 5e-5 for gradients. A canary shows the check bites: the kernel with the
+state carry dropped, or with the decay off by one step, fails it.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.attention.ops import dispatch as D
+from attnlab.attention.ops.linear import gla_attention, linear_attention
+from kernels_pallas import chunked_linear as CL
+from kernels_pallas import chunked_linear_kernels as CK
+from kernels_pallas import runtime
+
+B, T, H, DK, DV, CHUNK, SCALE = 1, 40, 2, 8, 12, 16, 0.5
+FWD_TOL, GRAD_TOL = 2e-5, 5e-5
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _inputs(gate, hkv, init, seed=0):
+  """q, k, v, log_decay (or None), initial state (or None), cotangents of o and the state."""
+  rng = np.random.default_rng(seed)
+  a = lambda *shape: jnp.asarray(rng.standard_normal(shape, np.float32))  # noqa: E731
+  q, k, v = a(B, T, H, DK), a(B, T, hkv, DK), a(B, T, hkv, DV)
+  log_decay = {"none": None,
+               "head": jnp.asarray([-0.05, -0.7], jnp.float32),
+               "token": jnp.asarray(-rng.uniform(0.0, 1.0, (B, T, H)), jnp.float32),
+               "diag": jnp.asarray(-rng.exponential(0.8, (B, T, H, DK)), jnp.float32)}[gate]
+  s0 = a(B, H, DK, DV) if init else None
+  return q, k, v, log_decay, s0, a(B, T, H, DV), a(B, H, DK, DV)
+
+
+def _oracle(q, k, v, log_decay, s0):
+  """The recurrence, one token at a time through `lax.scan` (fp32, HIGHEST precision)."""
+  hi = jax.lax.Precision.HIGHEST
+  groups = q.shape[2] // k.shape[2]
+  if log_decay is None:
+    log_decay = jnp.zeros((H,), jnp.float32)
+  g = jnp.broadcast_to(log_decay if log_decay.ndim == 4 else  # [B, T, H, Dk], or one scalar per (t, h)
+                       (log_decay[None, None] if log_decay.ndim == 1 else log_decay)[..., None], (B, T, H, DK))
+  s_init = jnp.zeros((B, H, DK, DV), jnp.float32) if s0 is None else s0
+
+  def step(s, xs):
+    qt, kt, vt, gt = xs  # [B, H|Hkv, D]
+    kt, vt = jnp.repeat(kt, groups, axis=1), jnp.repeat(vt, groups, axis=1)
+    s = jnp.exp(gt)[..., None] * s + kt[..., :, None] * vt[..., None, :]
+    return s, SCALE * jnp.einsum("bhd,bhde->bhe", qt, s, precision=hi)
+
+  s, o = jax.lax.scan(step, s_init, tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v, g)))
+  return jnp.moveaxis(o, 0, 1), s
+
+
+def _kernel(q, k, v, log_decay, s0):
+  return CL.chunked_linear_attention(q, k, v, log_decay=log_decay, scale=SCALE, initial_state=s0,
+                                     chunk_size=CHUNK, interpret=True)
+
+
+def _values_and_grads(fn, q, k, v, log_decay, s0, do, ds):
+  """((o, final state), grads of <o, do> + <state, ds> w.r.t. q, k, v[, log_decay][, s0]), jitted once."""
+  wrt = {"q": q, "k": k, "v": v}
+  if log_decay is not None:
+    wrt["log_decay"] = log_decay
+  if s0 is not None:
+    wrt["s0"] = s0
+
+  def both(wrt, do, ds):
+    call = lambda w: fn(w["q"], w["k"], w["v"], w.get("log_decay"), w.get("s0"))  # noqa: E731
+    (o, s), vjp = jax.vjp(call, wrt)
+    return (o, s), vjp((do, ds))[0]
+
+  return jax.jit(both).lower(wrt, do, ds).compile(FAST_COMPILE)(wrt, do, ds)
+
+
+def _mismatches(gate, hkv, init):
+  """Names of the quantities where the kernel and the oracle differ beyond tolerance."""
+  q, k, v, log_decay, s0, do, ds = _inputs(gate, hkv, init)
+  got = _values_and_grads(_kernel, q, k, v, log_decay, s0, do, ds)
+  want = _values_and_grads(_oracle, q, k, v, log_decay, s0, do, ds)
+  pairs = {"o": (got[0][0], want[0][0], FWD_TOL), "final_state": (got[0][1], want[0][1], FWD_TOL)}
+  pairs.update({f"d{name}": (got[1][name], want[1][name], GRAD_TOL) for name in want[1]})
+  bad = []
+  for name, (x, y, tol) in pairs.items():
+    assert x.shape == y.shape, (name, x.shape, y.shape)
+    if not float(jnp.max(jnp.abs(x - y))) <= tol * (1.0 + float(jnp.max(jnp.abs(y)))):
+      bad.append(name)
+  return bad
+
+
+@pytest.mark.parametrize("gate,hkv,init", [("none", 1, False), ("head", 2, True), ("token", 1, False),
+                                           ("token", 2, True), ("diag", 1, True), ("diag", 2, False)])
+def test_kernel_matches_the_recurrent_oracle(gate, hkv, init):
+  assert _mismatches(gate, hkv, init) == []
+
+
+@pytest.mark.parametrize("bug", ["carry_dropped", "decay_off_by_one"])
+def test_canary_a_broken_kernel_fails_the_same_check(monkeypatch, bug):
+  """The check above catches a kernel without the inter-chunk state, and one whose decay
+  is shifted by one step (an exclusive instead of an inclusive cumulative sum)."""
+  if bug == "carry_dropped":
+    states_pass = CK.states_pass
+    monkeypatch.setattr(CK, "states_pass", lambda *a: (jnp.zeros_like(states_pass(*a)[0]), states_pass(*a)[1]))
+  else:
+    local_cumsum = CL._local_cumsum
+    monkeypatch.setattr(CL, "_local_cumsum", lambda g, c: local_cumsum(g, c) - g)
+  assert "o" in _mismatches("token", 1, True)
+
+
+def test_dispatch_reaches_the_kernel_and_says_why_not_on_cpu():
+  """impl="pallas" for "linear" (with the normaliser and per-head decay) and "linear.gla"
+  equals the reference in interpret mode; without it a CPU names the backend, "auto"
+  takes xla, and forms the kernel does not implement are named."""
+  q, k, v, _, s0, _, _ = _inputs("none", 1, True)
+  q, k = jax.nn.elu(q) + 1, jax.nn.elu(k) + 1
+  decay = jnp.asarray([-0.1, -0.4], jnp.float32)
+  g = jnp.asarray(-np.random.default_rng(1).uniform(0, 1, (B, T, H, DK)), jnp.float32)
+  kv2 = lambda x: jnp.repeat(x, 2, axis=2)  # noqa: E731  (GLA takes H kv heads)
+  if jax.default_backend() == "cpu":
+    with pytest.raises(ValueError, match="linear impl='pallas' cannot run these arguments: pallas kernels need a GPU"):
+      linear_attention(q, k, v, impl="pallas")
+    assert D.resolve("linear", "auto", q, k, v) == "xla"
+    assert D.resolve("linear.gla", "auto", q, kv2(k), kv2(v), g) == "xla"
+  with runtime.interpret_mode():
+    kw = dict(log_decay=decay, normalize=True, chunk_size=CHUNK)
+    np.testing.assert_allclose(linear_attention(q, k, v, impl="pallas", **kw),
+                               linear_attention(q, k, v, impl="reference", **kw), atol=2e-5, rtol=2e-5)
+    got = gla_attention(q, kv2(k), kv2(v), g, initial_state=s0, chunk_size=CHUNK, impl="pallas")
+    want = gla_attention(q, kv2(k), kv2(v), g, initial_state=s0, impl="reference")
+    for x, y in zip(got, want):
+      np.testing.assert_allclose(x, y, atol=2e-5, rtol=2e-5)
+    for form, causal, why in (("recurrent", True, "is the chunked form"), ("chunked", False, "is causal")):
+      with pytest.raises(ValueError, match=why):
+        linear_attention(q, k, v, form=form, causal=causal, impl="pallas")
+    assert D.resolve("linear", "auto", q, k, v, form="recurrent") == "xla"
+    assert D.resolve("linear", "auto", q, k, v) == "pallas"
