@@ -128,3 +128,14 @@ def test_early_stopping_resumes_a_killed_run_exactly(tmp_path, monkeypatch):
     assert resumed[key] == whole[key], key
   epochs = [r["epoch"] for r in mt.read_metrics(str(tmp_path / "killed")) if "epoch" in r]
   assert epochs == [1, 2], "each epoch logged once"
+
+
+@pytest.mark.parametrize("model,horizon,shape", [
+    ("patchtst", 96, (1, 256, 1024, 2)), ("patchtst", 336, (1, 256, 1024, 8)),
+    ("patchtst", 720, (1, 256, 1024, 16)), ("timexer", 96, (1, 256, 2048, 8)),
+    ("timexer", 192, (2, 128, 2048, 8)), ("timexer", 720, (1, 256, 1024, 8)),
+    ("itransformer", 96, (2, 256, 256, 8)), ("itransformer", 336, (2, 512, 512, 8))])
+def test_config_shapes_per_model_and_horizon(model, horizon, shape):
+  """(layers, d_model, d_ff, heads) from MODEL_SHAPES / HORIZON_SHAPES (the config's docstring)."""
+  m = load_config(f"{CONFIG}:model={model},horizon={horizon}", []).model
+  assert (m.num_layers, m.d_model, m.mlp_dim, m.num_heads) == shape

@@ -1,9 +1,14 @@
 """PatchTST (Nie et al., ICLR 2023): channel-independent patches with RevIN.
 
 Each variate separately: RevIN, patches of length 16 every 8 steps (the end padded by
-repeating the last value, so L = 96 gives 12 patches), Linear(P -> d) + sin-cos
-positions, the forecasting `Encoder` (any attention variant) over the patches, then a
-flatten head Linear(N d -> H); RevIN undone. inputs {"series" [B, L, C], ...} -> [B, H, C].
+repeating the last value, so L = 96 gives 12 patches), Linear(P -> d, no bias) + sin-cos
+positions and dropout, the forecasting `Encoder` (any attention variant) over the
+patches, then a flatten head Linear(N d -> H) followed by dropout (Time-Series-Library's
+FlattenHead, head_dropout = dropout); RevIN undone. inputs {"series" [B, L, C], ...} -> [B, H, C].
+
+Departures from Time-Series-Library's PatchTST (models/PatchTST.py): RevIN has a learned
+per-channel affine (initialised to the identity; TSLib normalises without one) and the
+encoder's final norm is a LayerNorm (TSLib: BatchNorm1d over d_model).
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ class PatchTST(nn.Module):
       x, stats = revin.norm(x)
     p = make_patches(jnp.swapaxes(x, 1, 2), self.patch_len, self.stride, True)  # [B, C, N, P]
     n = p.shape[2]
-    h = dense(self.cfg.d_model, "embed", dtype=self.cfg.dtype)(p.reshape(b * c, n, self.patch_len))
+    h = dense(self.cfg.d_model, "embed", use_bias=False, dtype=self.cfg.dtype)(
+        p.reshape(b * c, n, self.patch_len))  # [B C, N, d]
     h = h + sincos_embedding(n, self.cfg.d_model)
     h = nn.Dropout(self.cfg.dropout)(h, deterministic=deterministic)
     h = Encoder(self.cfg, self.norm, name="encoder")(h, deterministic=deterministic)
     y = dense(self.horizon, "head", dtype=self.cfg.dtype)(h.reshape(b, c, n * self.cfg.d_model))
+    y = nn.Dropout(self.cfg.dropout)(y, deterministic=deterministic)  # [B, C, H]
     y = jnp.swapaxes(y, 1, 2).astype(jnp.float32)  # [B, H, C]
     return revin.denorm(y, stats) if self.revin else y
 
