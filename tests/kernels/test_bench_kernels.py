@@ -34,3 +34,21 @@ def test_cli_rows_on_cpu(tmp_path, capsys):
     assert "needs GPU/TPU" in rows["pallas"]["note"]
     assert "cudnn needs a GPU" in rows["jax_cudnn"]["note"]
   assert "kernel benchmark" in capsys.readouterr().out
+
+
+def test_cli_linear_rows_on_cpu(tmp_path):
+  """--family linear: the xla rows are timed with the chunk form's FLOPs; on CPU the Pallas
+  kernel and the fla peer are rows with their reasons."""
+  out = tmp_path / "lin.json"
+  rc = cli.main(["bench", "kernels", "--family", "linear", "--seq", "64", "--heads", "2", "--head-dim", "16",
+                 "--chunk", "16", "--repeats", "1", "--patterns", "head,diag", "--json", str(out)])
+  assert rc == 0
+  rows = {(r["pattern"], r["impl"]): r for r in json.loads(out.read_text())["rows"]}
+  assert set(rows) == {(p, i) for p in ("head", "diag") for i in K.LINEAR_IMPLS}
+  for pattern in ("head", "diag"):
+    xla = rows[pattern, "xla"]
+    assert xla["fwd_ms"] > 0
+    assert abs(xla["fwd_tflops"] - K.linear_flops(64, 1, 2, 16, 16)[0] / (xla["fwd_ms"] * 1e-3) / 1e12) < 1e-12
+    if rows[pattern, "pallas"].get("fwd_ms") is None:  # CPU: reported, not run
+      assert "needs GPU" in rows[pattern, "pallas"]["note"]
+      assert "fla" in rows[pattern, "fla"]["note"]

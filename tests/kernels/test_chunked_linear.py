@@ -29,28 +29,31 @@ FWD_TOL, GRAD_TOL = 2e-5, 5e-5
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def _inputs(gate, hkv, init, seed=0):
-  """q, k, v, log_decay (or None), initial state (or None), cotangents of o and the state."""
+def _inputs(gate, hkv, init, seed=0, shape=(B, T, H, DK, DV), dtype=jnp.float32):
+  """q, k, v (in dtype), log_decay (or None), initial state (or None), cotangents of o and the state."""
   rng = np.random.default_rng(seed)
+  b, t, h, dk, dv = shape
   a = lambda *shape: jnp.asarray(rng.standard_normal(shape, np.float32))  # noqa: E731
-  q, k, v = a(B, T, H, DK), a(B, T, hkv, DK), a(B, T, hkv, DV)
+  q, k, v = (x.astype(dtype) for x in (a(b, t, h, dk), a(b, t, hkv, dk), a(b, t, hkv, dv)))
   log_decay = {"none": None,
-               "head": jnp.asarray([-0.05, -0.7], jnp.float32),
-               "token": jnp.asarray(-rng.uniform(0.0, 1.0, (B, T, H)), jnp.float32),
-               "diag": jnp.asarray(-rng.exponential(0.8, (B, T, H, DK)), jnp.float32)}[gate]
-  s0 = a(B, H, DK, DV) if init else None
-  return q, k, v, log_decay, s0, a(B, T, H, DV), a(B, H, DK, DV)
+               "head": jnp.asarray(-np.linspace(0.05, 0.7, h), jnp.float32),
+               "token": jnp.asarray(-rng.uniform(0.0, 1.0, (b, t, h)), jnp.float32),
+               "diag": jnp.asarray(-rng.exponential(0.8, (b, t, h, dk)), jnp.float32)}[gate]
+  s0 = a(b, h, dk, dv) if init else None
+  return q, k, v, log_decay, s0, a(b, t, h, dv), a(b, h, dk, dv)
 
 
 def _oracle(q, k, v, log_decay, s0):
   """The recurrence, one token at a time through `lax.scan` (fp32, HIGHEST precision)."""
   hi = jax.lax.Precision.HIGHEST
-  groups = q.shape[2] // k.shape[2]
+  q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
+  (b, t, h, dk), dv = q.shape, v.shape[-1]
+  groups = h // k.shape[2]
   if log_decay is None:
-    log_decay = jnp.zeros((H,), jnp.float32)
+    log_decay = jnp.zeros((h,), jnp.float32)
   g = jnp.broadcast_to(log_decay if log_decay.ndim == 4 else  # [B, T, H, Dk], or one scalar per (t, h)
-                       (log_decay[None, None] if log_decay.ndim == 1 else log_decay)[..., None], (B, T, H, DK))
-  s_init = jnp.zeros((B, H, DK, DV), jnp.float32) if s0 is None else s0
+                       (log_decay[None, None] if log_decay.ndim == 1 else log_decay)[..., None], (b, t, h, dk))
+  s_init = jnp.zeros((b, h, dk, dv), jnp.float32) if s0 is None else s0
 
   def step(s, xs):
     qt, kt, vt, gt = xs  # [B, H|Hkv, D]
@@ -62,12 +65,12 @@ def _oracle(q, k, v, log_decay, s0):
   return jnp.moveaxis(o, 0, 1), s
 
 
-def _kernel(q, k, v, log_decay, s0):
-  return CL.chunked_linear_attention(q, k, v, log_decay=log_decay, scale=SCALE, initial_state=s0,
-                                     chunk_size=CHUNK, interpret=True)
+def _kernel(chunk=CHUNK, interpret=True):
+  return lambda q, k, v, log_decay, s0: CL.chunked_linear_attention(
+      q, k, v, log_decay=log_decay, scale=SCALE, initial_state=s0, chunk_size=chunk, interpret=interpret)
 
 
-def _values_and_grads(fn, q, k, v, log_decay, s0, do, ds):
+def _values_and_grads(fn, q, k, v, log_decay, s0, do, ds, options=FAST_COMPILE):
   """((o, final state), grads of <o, do> + <state, ds> w.r.t. q, k, v[, log_decay][, s0]), jitted once."""
   wrt = {"q": q, "k": k, "v": v}
   if log_decay is not None:
@@ -78,21 +81,23 @@ def _values_and_grads(fn, q, k, v, log_decay, s0, do, ds):
   def both(wrt, do, ds):
     call = lambda w: fn(w["q"], w["k"], w["v"], w.get("log_decay"), w.get("s0"))  # noqa: E731
     (o, s), vjp = jax.vjp(call, wrt)
-    return (o, s), vjp((do, ds))[0]
+    return (o, s), vjp((do.astype(o.dtype), ds))[0]
 
-  return jax.jit(both).lower(wrt, do, ds).compile(FAST_COMPILE)(wrt, do, ds)
+  return jax.jit(both).lower(wrt, do, ds).compile(options)(wrt, do, ds)
 
 
-def _mismatches(gate, hkv, init):
-  """Names of the quantities where the kernel and the oracle differ beyond tolerance."""
-  q, k, v, log_decay, s0, do, ds = _inputs(gate, hkv, init)
-  got = _values_and_grads(_kernel, q, k, v, log_decay, s0, do, ds)
-  want = _values_and_grads(_oracle, q, k, v, log_decay, s0, do, ds)
-  pairs = {"o": (got[0][0], want[0][0], FWD_TOL), "final_state": (got[0][1], want[0][1], FWD_TOL)}
-  pairs.update({f"d{name}": (got[1][name], want[1][name], GRAD_TOL) for name in want[1]})
+def _mismatches(gate, hkv, init, fn=None, fwd_tol=FWD_TOL, grad_tol=GRAD_TOL, options=FAST_COMPILE, **shape):
+  """Names of the quantities where the kernel and the oracle differ beyond tolerance
+  (max |err| > tol * (1 + max |ref|)); the oracle runs on the same (rounded) inputs."""
+  q, k, v, log_decay, s0, do, ds = _inputs(gate, hkv, init, **shape)
+  got = _values_and_grads(fn or _kernel(), q, k, v, log_decay, s0, do, ds, options)
+  want = _values_and_grads(_oracle, q, k, v, log_decay, s0, do, ds, options)
+  pairs = {"o": (got[0][0], want[0][0], fwd_tol), "final_state": (got[0][1], want[0][1], fwd_tol)}
+  pairs.update({f"d{name}": (got[1][name], want[1][name], grad_tol) for name in want[1]})
   bad = []
   for name, (x, y, tol) in pairs.items():
     assert x.shape == y.shape, (name, x.shape, y.shape)
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     if not float(jnp.max(jnp.abs(x - y))) <= tol * (1.0 + float(jnp.max(jnp.abs(y)))):
       bad.append(name)
   return bad
@@ -144,3 +149,45 @@ def test_dispatch_reaches_the_kernel_and_says_why_not_on_cpu():
         linear_attention(q, k, v, form=form, causal=causal, impl="pallas")
     assert D.resolve("linear", "auto", q, k, v, form="recurrent") == "xla"
     assert D.resolve("linear", "auto", q, k, v) == "pallas"
+
+
+# The compiled Triton kernel (GPU only; scripts/gpu_kernel_check.sh runs it): T = 300 (the
+# last 64-chunk padded) and T = 8192, D = 64, GQA 4:2. Its dots and the oracle's run in other
+# orders than on CPU, hence looser bounds; bf16 inputs are compared with the fp32 oracle on
+# the same rounded inputs (the kernel rounds decayed q, k and the state to bf16 before its
+# matmuls, as fla does).
+COMPILED_TOL = {"float32": (1e-3, 2e-3), "bfloat16": (3e-2, 5e-2)}  # (forward and state, gradients)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu",
+                    reason="the compiled (Triton) kernel needs a GPU; interpret mode covers it on CPU above")
+@pytest.mark.parametrize("dtype", list(COMPILED_TOL))
+@pytest.mark.parametrize("gate,t", [("none", 300), ("head", 300), ("token", 300), ("diag", 300), ("token", 8192),
+                                    ("diag", 8192)])
+def test_compiled_kernel_on_gpu(gate, t, dtype):
+  fwd_tol, grad_tol = COMPILED_TOL[dtype]
+  assert _mismatches(gate, 2, True, fn=_kernel(64, interpret=False), fwd_tol=fwd_tol, grad_tol=grad_tol,
+                     options=None, shape=(1, t, 4, 64, 64), dtype=jnp.dtype(dtype)) == []
+
+
+def test_kernels_lower_to_triton_without_a_gpu():
+  """The compiled path is checked on CPU as far as it goes here: forward and backward lower
+  for platform "cuda" to five Triton custom calls (states, output; states again, state
+  gradients, q/k/v gradients) at T = 300 (padding), D = 64, GQA, bf16 diagonal gates and
+  fp32 per-token decay; what Triton cannot take is refused with the reason."""
+  for dtype, decay in ((jnp.bfloat16, (1, 300, 4, 64)), (jnp.float32, (1, 300, 4))):
+    q, kv = jax.ShapeDtypeStruct((1, 300, 4, 64), dtype), jax.ShapeDtypeStruct((1, 300, 2, 64), dtype)
+    g, s0 = jax.ShapeDtypeStruct(decay, jnp.float32), jax.ShapeDtypeStruct((1, 4, 64, 64), jnp.float32)
+
+    def both(q, k, v, g, s0):
+      fn = lambda *a: CL.chunked_linear_attention(*a[:3], log_decay=a[3], initial_state=a[4], interpret=False)  # noqa: E731
+      out, vjp = jax.vjp(fn, q, k, v, g, s0)
+      return out, vjp(out)
+
+    text = jax.jit(both).trace(q, kv, kv, g, s0).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == 5
+  q = jnp.zeros((1, 32, 2, 16))
+  with pytest.raises(ValueError, match="chunk_size a power of two"):
+    CL.chunked_linear_attention(q, q, q, chunk_size=24, interpret=False)
+  with pytest.raises(ValueError, match="head dims <= 128"):
+    CL.chunked_linear_attention(q, q, jnp.zeros((1, 32, 2, 256)), interpret=False)
