@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from attnlab.attention import build
-from attnlab.attention import masks as M
 from attnlab.attention.variants.heads import diff_lambda_init
 from tests.attention import contract
-from tests.attention.test_softmax_like import allowed_np, alibi_np, output_and_grad, random_params, rope_np
+from tests.attention.contract import random_params
+from tests.attention.test_softmax_like import allowed_np, alibi_np, rope_np
 
 VARIANTS = {
     "moh": dict(num_heads=4, num_shared=1, top_k=2),
@@ -113,20 +113,9 @@ def init(name, hp, x, context=None):
   return module, nn.unbox(jax.jit(module.init)(jax.random.key(0), x, context=context))
 
 
-def assert_matches_oracle(name, hp, x, context=None, causal=True, positional="rope", kv_valid=None,
-                          fwd_tol=2e-5, grad_tol=5e-5):
-  hp = {**hp, "causal": causal, "positional": positional}
-  call_kw = {} if kv_valid is None else {"mask": M.KeyPadding(jnp.asarray(kv_valid))}
-  module = build(name, **hp)
-  variables = random_params(module, x, context)
-  run = lambda v, x: module.apply(v, x, context=context, **call_kw)  # noqa: E731
-  ref = lambda v, x: oracle(name, hp, v, x, context, causal, positional, kv_valid)  # noqa: E731
-  (y, g), (y_ref, g_ref) = output_and_grad(run, variables, x), output_and_grad(ref, variables, x)
-  err = float(jnp.max(jnp.abs(y - y_ref)))
-  contract.assert_oracle(name, "fwd", y, y_ref, atol=fwd_tol, rtol=1e-5)
-  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
-  contract.assert_oracle(name, "grad", g, g_ref, atol=grad_tol, rtol=1e-4)
-  print(f"{name} {hp}: fwd err {err:.2e}, grad err {gerr:.2e}")
+def assert_matches_oracle(name, hp, x, context=None, **kw):
+  """`name` equals this file's `oracle`, forward and gradients (`contract.check_against_oracle`)."""
+  contract.check_against_oracle(oracle, name, hp, x, context, **kw)
 
 
 # ---- oracle tests ----------------------------------------------------------------------

@@ -1,13 +1,11 @@
 """Oracle and contract tests for the softmax-like weight maps: cog, sigmoid,
 softmax_off_by_one, scalable_softmax (and their query-tiled XLA paths)."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.attention import build
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention, scalable_softmax_attention_reference
 from attnlab.attention.ops.softmax.sigmoid import sigmoid_attention
@@ -87,44 +85,9 @@ def oracle(name, hp, variables, x, context=None, causal=True, positional="rope",
   return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
 
 
-def random_params(module, x, context=None, seed=1):
-  """Random parameters of the module's shapes (no init compile): kernels ~ N(0, 1/fan_in),
-  other (per-head / per-dim) params 1 + N(0, 0.3^2) for scales, else N(0, 0.3^2)."""
-  shapes = jax.eval_shape(lambda: nn.unbox(module.init(jax.random.key(0), x, context=context)))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['kernel']"):
-      fan_in = int(np.prod(leaf.shape[:-1])) if "['out']" in name else leaf.shape[0]
-      return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-    offset = 1.0 if ("scale" in name or "ssmax_s" in name) else 0.0
-    return (offset + 0.3 * rng.standard_normal(leaf.shape)).astype(np.float32)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
-def output_and_grad(f, variables, x):
-  """(f(v, x), d sum(sin f) / d(v, x)) in one jitted computation."""
-  def both(v, x):
-    y, vjp = jax.vjp(f, v, x)
-    return y, vjp(jnp.cos(y))
-  return jax.jit(both)(variables, x)
-
-
-def assert_matches_oracle(name, hp, x, context=None, causal=True, positional="rope", kv_valid=None,
-                          fwd_tol=2e-5, grad_tol=5e-5):
-  hp = {**hp, "causal": causal, "positional": positional}
-  call_kw = {} if kv_valid is None else {"mask": M.KeyPadding(jnp.asarray(kv_valid))}
-  module = build(name, **hp)
-  variables = random_params(module, x, context)
-  run = lambda v, x: module.apply(v, x, context=context, **call_kw)  # noqa: E731
-  ref = lambda v, x: oracle(name, hp, v, x, context, causal, positional, kv_valid)  # noqa: E731
-  (y, g), (y_ref, g_ref) = output_and_grad(run, variables, x), output_and_grad(ref, variables, x)
-  err = float(jnp.max(jnp.abs(y - y_ref)))
-  contract.assert_oracle(name, "fwd", y, y_ref, atol=fwd_tol, rtol=1e-5)
-  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
-  contract.assert_oracle(name, "grad", g, g_ref, atol=grad_tol, rtol=1e-4)
-  print(f"{name} causal={causal} {positional}: fwd err {err:.2e}, grad err {gerr:.2e}")
+def assert_matches_oracle(name, hp, x, context=None, **kw):
+  """`name` equals this file's `oracle`, forward and gradients (`contract.check_against_oracle`)."""
+  contract.check_against_oracle(oracle, name, hp, x, context, **kw)
 
 
 # ---- oracle tests ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Positional plumbing of the softmax-style variants (softmax_like.py, heads.py):
 `POSITIONAL`, `check_positional`, `rope_and_cache`, `alibi_bias`, `heads_param`.
 Input checks of the recurrent variants (gated.py, mega.py): `check_form`,
-`check_no_positions`, `key_valid_from_mask`.
+`check_no_positions`, `check_recurrent_call`, `key_valid_from_mask`.
 """
 
 from __future__ import annotations
@@ -71,5 +71,17 @@ def check_no_positions(variant: str, positions):
                      "recurrence); pass positions=None")
 
 
+def check_recurrent_call(module, context, decode: bool, positions):
+  """The checks a recurrent variant's `__call__` starts with (gated.py, mega.py): the call's
+  pattern, no `positions`, a known `cfg.form`, and decode only when causal. Returns module.cfg."""
+  module.check_pattern(context, decode)
+  check_no_positions(module.variant, positions)
+  cfg = module.cfg
+  check_form(cfg.form)
+  if decode and not cfg.causal:
+    raise ValueError(f"{module.variant}: decode needs causal=True")
+  return cfg
+
+
 __all__ = ["FORMS", "POSITIONAL", "alibi_bias", "check_form", "check_no_positions", "check_positional",
-           "heads_param", "key_valid_from_mask", "rope_and_cache"]
+           "check_recurrent_call", "heads_param", "key_valid_from_mask", "rope_and_cache"]

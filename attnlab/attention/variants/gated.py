@@ -36,7 +36,7 @@ from attnlab.attention.ops.linear.mala import init_state as mala_init_state
 from attnlab.attention.ops.linear.mala import mala_attention, mala_recurrent
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule, Projection
-from attnlab.attention.variants.common import check_form, check_no_positions, key_valid_from_mask
+from attnlab.attention.variants.common import check_recurrent_call, key_valid_from_mask
 
 
 def _logical(init, axes):
@@ -129,10 +129,7 @@ class GLA(_StatefulLinear):
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    self.check_pattern(context, decode)
-    check_no_positions(self.variant, positions)
-    cfg = self.cfg
-    check_form(cfg.form)
+    cfg = check_recurrent_call(self, context, decode, positions)
     b, t, d_model = x.shape
     hd = self.head_dim_for(d_model)
     dk, dv = int(hd * cfg.expand_k), int(hd * cfg.expand_v)
@@ -197,10 +194,7 @@ class DeltaNet(_StatefulLinear):
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    self.check_pattern(context, decode)
-    check_no_positions(self.variant, positions)
-    cfg = self.cfg
-    check_form(cfg.form)
+    cfg = check_recurrent_call(self, context, decode, positions)
     b, t, d_model = x.shape
     hd = self.head_dim_for(d_model)
     h = cfg.num_heads
@@ -253,12 +247,7 @@ class MALA(_StatefulLinear):
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    self.check_pattern(context, decode)
-    check_no_positions(self.variant, positions)
-    cfg = self.cfg
-    check_form(cfg.form)
-    if decode and not cfg.causal:
-      raise ValueError("mala: decode needs causal=True")
+    cfg = check_recurrent_call(self, context, decode, positions)
     b, t, d_model = x.shape
     hd = self.head_dim_for(d_model)
     h = cfg.num_heads

@@ -49,7 +49,7 @@ from attnlab.attention.ops.linear.mega_ema import ema
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.common import check_form, check_no_positions, key_valid_from_mask
+from attnlab.attention.variants.common import check_recurrent_call, key_valid_from_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,12 +158,7 @@ class Mega(AttentionModule):
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    self.check_pattern(context, decode)
-    check_no_positions(self.variant, positions)
-    cfg = self.cfg
-    check_form(cfg.form)
-    if decode and not cfg.causal:
-      raise ValueError("mega: decode needs causal=True")
+    cfg = check_recurrent_call(self, context, decode, positions)
     if cfg.chunk_size < 0:
       raise ValueError(f"mega: chunk_size must be >= 0, got {cfg.chunk_size}")
     b, t, d = x.shape
