@@ -11,6 +11,7 @@ kernel's op wrappers are in `attnlab/attention/ops/linear/pallas.py`).
   chunked_linear.py          causal linear attention with scalar / diagonal (GLA) decay,
                              chunk-parallel, initial and final state, the custom_vjp
   chunked_linear_kernels.py  its Triton (GPU) kernels: states, output, state gradients, grads
+  chunked_linear_tpu.py      its TPU (Mosaic) form: the sequential passes on the grid
   neighborhood.py            neighborhood attention (NATTEN) from its key table through the
                              block-sparse kernel (`KeyTableMask` -> block metadata)
   runtime.py                 backend checks and the interpret-mode switch

@@ -32,8 +32,10 @@ head h reads kv head h // (H / Hkv) through the index maps; dk, dv are summed ov
 group in XLA. An initial state [B, H, Dk, Dv] (fp32) may be given; the final state is
 returned (the decode form continues from it) and both are differentiable.
 
-Backend: Triton (GPU) like `block_sparse_flash`, or `interpret=True` on CPU (tests). The
-kernels themselves are in `chunked_linear_kernels`; the TPU (Mosaic) form is not written.
+Backend: Triton (GPU) like `block_sparse_flash`, or `interpret=True` on CPU (tests); the
+kernels themselves are in `chunked_linear_kernels`. backend="tpu": the TPU (Mosaic) form
+(`chunked_linear_tpu`: the sequential passes on an "arbitrary" grid axis with a VMEM
+state), tested under `pltpu.force_tpu_interpret_mode()`, not yet on a TPU.
 """
 
 from __future__ import annotations
@@ -62,9 +64,17 @@ def _gates(cfg: K.Cfg, g):
   return big_g, jnp.swapaxes(big_g, 2, 3)
 
 
+def _passes(cfg: K.Cfg):
+  """(states_pass, dstates_pass) of cfg.backend: in-kernel loops (Triton) or the grid (TPU)."""
+  if cfg.backend == "tpu":
+    from kernels_pallas import chunked_linear_tpu as tpu  # noqa: PLC0415  (imports pallas.tpu)
+    return tpu.states_pass, tpu.dstates_pass
+  return K.states_pass, K.dstates_pass
+
+
 def _forward(cfg: K.Cfg, q, k, v, g, s0):
   big_g, gt = _gates(cfg, g)
-  states, final = K.states_pass(cfg, k, v, big_g, gt, s0)
+  states, final = _passes(cfg)[0](cfg, k, v, big_g, gt, s0)
   return K.output(cfg, q, k, v, big_g, gt, states), final
 
 
@@ -84,8 +94,9 @@ def _core_bwd(cfg, res, cts):
   do, ds_final = cts
   do = do.astype(q.dtype)
   big_g, gt = _gates(cfg, g)
-  states, final = K.states_pass(cfg, k, v, big_g, gt, s0)  # recomputed, not saved
-  dstates, ds0 = K.dstates_pass(cfg, q, do, big_g, gt, ds_final.astype(jnp.float32))
+  states_pass, dstates_pass = _passes(cfg)
+  states, final = states_pass(cfg, k, v, big_g, gt, s0)  # recomputed, not saved
+  dstates, ds0 = dstates_pass(cfg, q, do, big_g, gt, ds_final.astype(jnp.float32))
   dq, dk, dv = K.grads(cfg, q, k, v, big_g, gt, do, states, dstates)  # per query head, fp32
   b, hkv, tp = k.shape[:3]
   if cfg.gate == "none":
@@ -151,7 +162,7 @@ def unsupported_reason(q, k, v, *, log_decay=None, chunk_size: int = DEFAULT_CHU
 
 def chunked_linear_attention(q, k, v, *, log_decay=None, scale: float | None = None, initial_state=None,
                              chunk_size: int = DEFAULT_CHUNK, interpret: bool | None = None,
-                             num_warps: int | None = None, num_stages: int = 2):
+                             backend: str | None = None, num_warps: int | None = None, num_stages: int = 2):
   """Causal linear attention with optional decay, chunk-parallel in Pallas.
 
   q [B, T, H, Dk], k [B, T, Hkv, Dk], v [B, T, Hkv, Dv] (H % Hkv == 0; inputs already
@@ -161,10 +172,16 @@ def chunked_linear_attention(q, k, v, *, log_decay=None, scale: float | None = N
   [B, H, Dk, Dv] fp32) with o_t = scale * q_t S_t, S_t = diag(e^{g_t}) S_{t-1} + k_t^T v_t
   (see the module docstring). Differentiable in q, k, v, log_decay and initial_state.
   chunk_size: C (the last chunk zero-padded). interpret: None = `runtime.interpret_enabled()`.
+  backend: "triton" (GPU) or "tpu" (Mosaic, `chunked_linear_tpu`; interpret mode runs it under
+  `pltpu.force_tpu_interpret_mode()`); None = "tpu" on a TPU, else "triton".
   num_warps (default 4, 8 for states over 64 x 64), num_stages: Triton launch parameters.
   """
   interpret = runtime.interpret_enabled() if interpret is None else bool(interpret)
-  reason = unsupported_reason(q, k, v, log_decay=log_decay, chunk_size=chunk_size, interpret=interpret)
+  backend = backend or ("tpu" if jax.default_backend() == "tpu" else "triton")
+  if backend not in ("triton", "tpu"):
+    raise ValueError(f"backend must be 'triton' or 'tpu', got {backend!r}")
+  reason = unsupported_reason(q, k, v, log_decay=log_decay, chunk_size=chunk_size,
+                              interpret=interpret or backend == "tpu")
   if reason:
     raise ValueError(reason)
   b, t, h, dk = q.shape
@@ -192,7 +209,7 @@ def chunked_linear_attention(q, k, v, *, log_decay=None, scale: float | None = N
     s0 = jnp.pad(initial_state.astype(jnp.float32), ((0, 0), (0, 0), (0, dkp - dk), (0, dvp - dv)))
   if num_warps is None:
     num_warps = 4 if dkp * dvp <= 64 * 64 else 8
-  cfg = K.Cfg(c, n, gate, h // hkv, jnp.dtype(q.dtype).name, interpret, num_warps, num_stages)
+  cfg = K.Cfg(c, n, gate, h // hkv, jnp.dtype(q.dtype).name, interpret, num_warps, num_stages, backend)
   qh = heads_first((q.astype(jnp.float32) * scale).astype(q.dtype), dkp)
   o, final = _core(cfg, qh, heads_first(k.astype(q.dtype), dkp), heads_first(v.astype(q.dtype), dvp), g, s0)
   return jnp.swapaxes(o[:, :, :t, :dv], 1, 2), final[:, :, :dk, :dv]

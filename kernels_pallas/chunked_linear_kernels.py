@@ -39,7 +39,7 @@ F32 = jnp.float32
 @dataclasses.dataclass(frozen=True)
 class Cfg:
   """Everything static about one call. gate: "none" | "scalar" | "diag"; groups = H / Hkv;
-  dtype: the matmul operand dtype (the inputs'; fp32 accumulation)."""
+  dtype: the matmul operand dtype (the inputs'; fp32 accumulation); backend: "triton" | "tpu"."""
   chunk: int
   n_chunks: int
   gate: str
@@ -48,6 +48,7 @@ class Cfg:
   interpret: bool
   num_warps: int
   num_stages: int
+  backend: str = "triton"
 
 
 def _lo(cfg: Cfg, x):
@@ -179,10 +180,24 @@ def _grads_kernel(cfg: Cfg, q_ref, k_ref, v_ref, g_ref, gt_ref, do_ref, s_ref, d
 # ---- pallas_call wrappers --------------------------------------------------------------------
 
 
-def _call(cfg: Cfg, kernel, grid, in_specs, out_specs, out_shape, *args):
-  return pl.pallas_call(functools.partial(kernel, cfg), out_shape=out_shape, grid=grid, in_specs=in_specs,
-                        out_specs=out_specs, interpret=cfg.interpret, compiler_params=_compiler_params(cfg),
-                        name="chunked_linear" + kernel.__name__.removesuffix("_kernel"))(*args)
+def call(cfg: Cfg, kernel, grid, in_specs, out_specs, out_shape, *args, sequential=False, scratch=()):
+  """One pallas_call of `kernel` for cfg.backend: Triton (GPU; interpret=True on CPU) or TPU
+  (Mosaic; under `pltpu.force_tpu_interpret_mode()` on CPU). sequential: the last grid axis
+  carries state (TPU "arbitrary"); scratch: TPU VMEM scratch shapes."""
+  name = "chunked_linear" + kernel.__name__.removesuffix("_kernel")
+  if cfg.backend != "tpu":
+    return pl.pallas_call(functools.partial(kernel, cfg), out_shape=out_shape, grid=grid, in_specs=in_specs,
+                          out_specs=out_specs, interpret=cfg.interpret, compiler_params=_compiler_params(cfg),
+                          name=name)(*args)
+  from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415  (TPU only)
+  semantics = ("parallel",) * (len(grid) - 1) + ("arbitrary" if sequential else "parallel",)
+  fn = functools.partial(pl.pallas_call, functools.partial(kernel, cfg), out_shape=out_shape, grid=grid,
+                         in_specs=in_specs, out_specs=out_specs, scratch_shapes=list(scratch), name=name,
+                         compiler_params=pltpu.CompilerParams(dimension_semantics=semantics))
+  if cfg.interpret:  # pallas_call reads the interpret context when it is built
+    with pltpu.force_tpu_interpret_mode():
+      return fn()(*args)
+  return fn()(*args)
 
 
 def _chunk_spec(cfg: Cfg, x, kv=False, transposed=False):
@@ -207,7 +222,7 @@ def states_pass(cfg: Cfg, k, v, g, gt, s0):
   whole = lambda x: pl.BlockSpec((None, None) + x.shape[2:], lambda b_, h_: (b_, h_, 0, 0))
   states = jax.ShapeDtypeStruct((b, h, cfg.n_chunks, dk, dv), F32)
   final = jax.ShapeDtypeStruct((b, h, dk, dv), F32)
-  return _call(cfg, _states_kernel, (b, h), [kv(k), kv(v), whole(g), whole(gt), whole(s0)],
+  return call(cfg, _states_kernel, (b, h), [kv(k), kv(v), whole(g), whole(gt), whole(s0)],
                [_state_spec(states, False), whole(final)], [states, final], k, v, g, gt, s0)
 
 
@@ -217,7 +232,7 @@ def output(cfg: Cfg, q, k, v, g, gt, states):
   specs = [_chunk_spec(cfg, q), _chunk_spec(cfg, k, kv=True), _chunk_spec(cfg, v, kv=True), _chunk_spec(cfg, g),
            _chunk_spec(cfg, gt, transposed=True), _state_spec(states, True)]
   o = jax.ShapeDtypeStruct((b, h, tp, v.shape[-1]), q.dtype)
-  return _call(cfg, _output_kernel, (b, h, cfg.n_chunks), specs, _chunk_spec(cfg, o), o, q, k, v, g, gt, states)
+  return call(cfg, _output_kernel, (b, h, cfg.n_chunks), specs, _chunk_spec(cfg, o), o, q, k, v, g, gt, states)
 
 
 def dstates_pass(cfg: Cfg, q, do, g, gt, ds_final):
@@ -226,7 +241,7 @@ def dstates_pass(cfg: Cfg, q, do, g, gt, ds_final):
   whole = lambda x: pl.BlockSpec((None, None) + x.shape[2:], lambda b_, h_: (b_, h_, 0, 0))
   dstates = jax.ShapeDtypeStruct((b, h, cfg.n_chunks) + ds_final.shape[2:], F32)
   ds0 = jax.ShapeDtypeStruct(ds_final.shape, F32)
-  return _call(cfg, _dstates_kernel, (b, h), [whole(q), whole(do), whole(g), whole(gt), whole(ds_final)],
+  return call(cfg, _dstates_kernel, (b, h), [whole(q), whole(do), whole(g), whole(gt), whole(ds_final)],
                [_state_spec(dstates, False), whole(ds0)], [dstates, ds0], q, do, g, gt, ds_final)
 
 
@@ -237,7 +252,7 @@ def grads(cfg: Cfg, q, k, v, g, gt, do, states, dstates):
            _chunk_spec(cfg, gt, transposed=True), _chunk_spec(cfg, do), _state_spec(states, True),
            _state_spec(dstates, True)]
   shapes = [jax.ShapeDtypeStruct((b, h, tp, d), F32) for d in (dk, dk, v.shape[-1])]
-  return _call(cfg, _grads_kernel, (b, h, cfg.n_chunks), specs, [_chunk_spec(cfg, s) for s in shapes], shapes,
+  return call(cfg, _grads_kernel, (b, h, cfg.n_chunks), specs, [_chunk_spec(cfg, s) for s in shapes], shapes,
                q, k, v, g, gt, do, states, dstates)
 
 

@@ -7,7 +7,7 @@ module. Grid: decay off / per head [H] / per token [B, T, H] / per-token diagona
 [B, T, H, Dk], initial state on and off, GQA (H = 2, Hkv = 1) and not, T = 40 with chunk 16
 (3 chunks, the last padded), Dk = 8 and Dv = 12 (both padded to 16 in the kernel). Checked:
 output, final state and the gradients of q, k, v, log_decay and the initial state under a
-random cotangent of both outputs.
+random cotangent of both outputs; the TPU form on the diagonal-gate case.
 Tolerances (fp32): max |err| <= TOL * (1 + max |ref|) with TOL 2e-5 for the forward and
 the final state, 5e-5 for gradients. A canary shows the check bites: the kernel with the
 state carry dropped, or with the decay off by one step, fails it.
@@ -65,9 +65,10 @@ def _oracle(q, k, v, log_decay, s0):
   return jnp.moveaxis(o, 0, 1), s
 
 
-def _kernel(chunk=CHUNK, interpret=True):
+def _kernel(chunk=CHUNK, interpret=True, backend="triton"):
   return lambda q, k, v, log_decay, s0: CL.chunked_linear_attention(
-      q, k, v, log_decay=log_decay, scale=SCALE, initial_state=s0, chunk_size=chunk, interpret=interpret)
+      q, k, v, log_decay=log_decay, scale=SCALE, initial_state=s0, chunk_size=chunk, interpret=interpret,
+      backend=backend)
 
 
 def _values_and_grads(fn, q, k, v, log_decay, s0, do, ds, options=FAST_COMPILE):
@@ -107,6 +108,13 @@ def _mismatches(gate, hkv, init, fn=None, fwd_tol=FWD_TOL, grad_tol=GRAD_TOL, op
                                            ("token", 2, True), ("diag", 1, True), ("diag", 2, False)])
 def test_kernel_matches_the_recurrent_oracle(gate, hkv, init):
   assert _mismatches(gate, hkv, init) == []
+
+
+def test_tpu_kernels_match_the_recurrent_oracle():
+  """backend="tpu" (the sequential passes on the grid, VMEM state; the parallel kernels are
+  shared with Triton) under `pltpu.force_tpu_interpret_mode()`: the same check, diagonal
+  gates, GQA 2:1, an initial state."""
+  assert _mismatches("diag", 1, True, fn=_kernel(backend="tpu")) == []
 
 
 @pytest.mark.parametrize("bug", ["carry_dropped", "decay_off_by_one"])

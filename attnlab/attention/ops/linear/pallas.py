@@ -10,7 +10,8 @@ computes the diagonal blocks exactly) and, as for the reference, does not apply.
 
 Backend: compiled for GPU (Triton); on CPU only in interpret mode (ATTNLAB_PALLAS_INTERPRET=1
 or `kernels_pallas.runtime.interpret_mode()`), otherwise the reason names the backend, so
-"auto" never picks the kernel on CPU. There is no TPU form yet.
+"auto" never picks the kernel on CPU. Its TPU form is tested in interpret mode only, so on a
+TPU the reason says so and "auto" keeps impl="xla".
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ PRIORITY = 1  # above xla (0): "auto" takes the kernel wherever it can run
 
 def _backend_reason(form: str, causal: bool = True) -> str | None:
   if not runtime.interpret_enabled() and jax.default_backend() == "tpu":
-    return "the chunked linear kernel has no TPU (Mosaic) form yet; use impl='xla'"
+    return ("the chunked linear kernel's TPU (Mosaic) form is tested in interpret mode only, so dispatch does not "
+            "pick it yet (call kernels_pallas.chunked_linear.chunked_linear_attention(backend='tpu')); use impl='xla'")
   reason = runtime.unsupported_backend()
   if reason:
     return reason
