@@ -78,22 +78,36 @@ def _pair_decay(g, gj, j):
 # ---- forward ------------------------------------------------------------------------------
 
 
+def carry_update(cfg: Cfg, s, x, y, g, g_last_row, g_last_col, to_end: bool):
+  """One chunk of a carried recurrence: s' = diag(e^{G_last}) s + (x w)^T y, with
+  w = e^{G_last - G} (to_end: the states, x = k, y = v, walked forward) or w = e^G (the
+  state gradient dS_n = e^{G_last} dS_{n+1} + (q e^G)^T do: x = q, y = do, in reverse).
+  s [Dk, Dv] fp32; x [C, Dk]; y [C, Dv]; g [C, Dg]; g_last_row [1, Dg]; g_last_col [Dg, 1]."""
+  x = x.astype(F32)
+  if cfg.gate == "none":
+    return s + _dot(_lo(cfg, x), _lo(cfg, y), (0, 0))
+  x = x * (jnp.exp(g_last_row - g) if to_end else jnp.exp(g))
+  return jnp.exp(g_last_col) * s + _dot(_lo(cfg, x), _lo(cfg, y), (0, 0))
+
+
+def _carry(cfg: Cfg, to_end: bool, x_ref, y_ref, g_ref, gt_ref, init_ref, per_chunk_ref, last_ref):
+  """Grid (b, h): `carry_update` over the chunks (forward if to_end, else in reverse),
+  storing the carry entering each step in per_chunk[n] and the last one in last."""
+  c, n_chunks = cfg.chunk, cfg.n_chunks
+
+  def body(i, s):
+    n = i if to_end else n_chunks - 1 - i
+    per_chunk_ref[n] = s
+    rows, last = pl.ds(n * c, c), n * c + c - 1
+    return carry_update(cfg, s, x_ref[rows, :], y_ref[rows, :], g_ref[rows, :], g_ref[pl.ds(last, 1), :],
+                        gt_ref[:, pl.ds(last, 1)], to_end)
+
+  last_ref[...] = lax.fori_loop(0, n_chunks, body, init_ref[...].astype(F32))
+
+
 def _states_kernel(cfg: Cfg, k_ref, v_ref, g_ref, gt_ref, s0_ref, states_ref, final_ref):
-  """Grid (b, h): S_{n+1} = diag(e^{G_last}) S_n + (k * e^{G_last - G})^T v, chunk by chunk;
-  stores S_n (the state entering chunk n) and the final state, fp32."""
-  c = cfg.chunk
-
-  def body(n, s):
-    states_ref[n] = s
-    rows = pl.ds(n * c, c)
-    k, v = k_ref[rows, :].astype(F32), v_ref[rows, :]
-    if cfg.gate == "none":
-      return s + _dot(_lo(cfg, k), _lo(cfg, v), (0, 0))
-    last = n * c + c - 1
-    k = k * jnp.exp(g_ref[pl.ds(last, 1), :] - g_ref[rows, :])  # decay from step j to the chunk end
-    return jnp.exp(gt_ref[:, pl.ds(last, 1)]) * s + _dot(_lo(cfg, k), _lo(cfg, v), (0, 0))
-
-  final_ref[...] = lax.fori_loop(0, cfg.n_chunks, body, s0_ref[...].astype(F32))
+  """Grid (b, h): states[n] = S_n entering chunk n, S_{n+1} = e^{G_last} S_n + (k e^{G_last - G})^T v; final S."""
+  _carry(cfg, True, k_ref, v_ref, g_ref, gt_ref, s0_ref, states_ref, final_ref)
 
 
 def _output_kernel(cfg: Cfg, q_ref, k_ref, v_ref, g_ref, gt_ref, s_ref, o_ref):
@@ -119,22 +133,9 @@ def _output_kernel(cfg: Cfg, q_ref, k_ref, v_ref, g_ref, gt_ref, s_ref, o_ref):
 
 
 def _dstates_kernel(cfg: Cfg, q_ref, do_ref, g_ref, gt_ref, dsT_ref, dstates_ref, ds0_ref):
-  """Grid (b, h), chunks in reverse: dstates[n] = dL/dS_{n+1} (the state leaving chunk n);
-  dS_n = diag(e^{G_last}) dS_{n+1} + (q * e^G)^T do. The last dS_0 is dL/d initial_state."""
-  c, n_chunks = cfg.chunk, cfg.n_chunks
-
-  def body(i, ds):
-    n = n_chunks - 1 - i
-    dstates_ref[n] = ds
-    rows = pl.ds(n * c, c)
-    q = q_ref[rows, :].astype(F32)
-    if cfg.gate == "none":
-      return ds + _dot(_lo(cfg, q), do_ref[rows, :], (0, 0))
-    q = q * jnp.exp(g_ref[rows, :])
-    decay = jnp.exp(gt_ref[:, pl.ds(n * c + c - 1, 1)])  # [Dg, 1]
-    return decay * ds + _dot(_lo(cfg, q), do_ref[rows, :], (0, 0))
-
-  ds0_ref[...] = lax.fori_loop(0, n_chunks, body, dsT_ref[...].astype(F32))
+  """Grid (b, h), chunks in reverse: dstates[n] = dL/dS_{n+1} (the state leaving chunk n),
+  dS_n = e^{G_last} dS_{n+1} + (q e^G)^T do; ds0 = dL/d initial state."""
+  _carry(cfg, False, q_ref, do_ref, g_ref, gt_ref, dsT_ref, dstates_ref, ds0_ref)
 
 
 def _grads_kernel(cfg: Cfg, q_ref, k_ref, v_ref, g_ref, gt_ref, do_ref, s_ref, ds_ref, dq_ref, dk_ref, dv_ref):

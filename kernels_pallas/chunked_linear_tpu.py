@@ -25,50 +25,35 @@ from kernels_pallas import chunked_linear_kernels as K
 F32 = jnp.float32
 
 
-def _states_kernel(cfg: K.Cfg, k_ref, v_ref, g_ref, gt_ref, s0_ref, states_ref, final_ref, s_sc):
-  """Grid (b, h, n), n sequential: stores S_n, then S_{n+1} = e^{G_last} S_n + (k e^{G_last - G})^T v."""
+def _carry_step(cfg: K.Cfg, to_end: bool, x_ref, y_ref, g_ref, gt_ref, init_ref, per_chunk_ref, last_ref, sc):
+  """Grid (b, h, n), n sequential: the carry (VMEM scratch, from init at n = 0) is stored for
+  this chunk, then advanced by `carry_update`; the last step writes it to last."""
   n, c = pl.program_id(2), cfg.chunk
 
   @pl.when(n == 0)
   def _init():
-    s_sc[...] = s0_ref[...].astype(F32)
+    sc[...] = init_ref[...].astype(F32)
 
-  s = s_sc[...]
-  states_ref[...] = s
-  k = k_ref[...].astype(F32)
-  if cfg.gate == "none":
-    s = s + K._dot(K._lo(cfg, k), K._lo(cfg, v_ref[...]), (0, 0))
-  else:
-    k = k * jnp.exp(g_ref[pl.ds(c - 1, 1), :] - g_ref[...])
-    s = jnp.exp(gt_ref[:, pl.ds(c - 1, 1)]) * s + K._dot(K._lo(cfg, k), K._lo(cfg, v_ref[...]), (0, 0))
-  s_sc[...] = s
+  s = sc[...]
+  per_chunk_ref[...] = s
+  s = K.carry_update(cfg, s, x_ref[...], y_ref[...], g_ref[...], g_ref[pl.ds(c - 1, 1), :],
+                     gt_ref[:, pl.ds(c - 1, 1)], to_end)
+  sc[...] = s
 
   @pl.when(n == pl.num_programs(2) - 1)
   def _finish():
-    final_ref[...] = s
+    last_ref[...] = s
 
 
-def _dstates_kernel(cfg: K.Cfg, q_ref, do_ref, g_ref, gt_ref, dsT_ref, dstates_ref, ds0_ref, ds_sc):
-  """Grid (b, h, n), n sequential over chunks N - 1 - n: stores dL/dS leaving the chunk, then
-  dS = e^{G_last} dS + (q e^G)^T do; the last step writes dL/d initial state."""
-  n, c = pl.program_id(2), cfg.chunk
+def _states_kernel(cfg: K.Cfg, *refs):
+  """Step n: stores S_n, then S_{n+1} = e^{G_last} S_n + (k e^{G_last - G})^T v; the final state."""
+  _carry_step(cfg, True, *refs)
 
-  @pl.when(n == 0)
-  def _init():
-    ds_sc[...] = dsT_ref[...].astype(F32)
 
-  ds = ds_sc[...]
-  dstates_ref[...] = ds
-  q = q_ref[...].astype(F32)
-  if cfg.gate == "none":
-    ds = ds + K._dot(K._lo(cfg, q), do_ref[...], (0, 0))
-  else:
-    ds = jnp.exp(gt_ref[:, pl.ds(c - 1, 1)]) * ds + K._dot(K._lo(cfg, q * jnp.exp(g_ref[...])), do_ref[...], (0, 0))
-  ds_sc[...] = ds
-
-  @pl.when(n == pl.num_programs(2) - 1)
-  def _finish():
-    ds0_ref[...] = ds
+def _dstates_kernel(cfg: K.Cfg, *refs):
+  """Step n (chunk N - 1 - n): stores dL/dS leaving the chunk, then dS = e^{G_last} dS + (q e^G)^T do;
+  the last step writes dL/d initial state."""
+  _carry_step(cfg, False, *refs)
 
 
 def _reversed(spec: pl.BlockSpec, n_chunks: int) -> pl.BlockSpec:
