@@ -21,7 +21,9 @@ Forms, all returning (o [B, T, H, Dv], final state [B, H, Dk, Dv]):
 * `delta_rule_parallel`: the block formula over the whole sequence, i.e. the materialised
   [T, T] attention matrix tril(Q K^T) L^{-1} diag(beta) (O(T^2));
 * `delta_rule_chunked`: the same formula per chunk, state passed with `lax.scan`
-  (O(T) memory; the chunk body is `jax.checkpoint`ed);
+  (O(T) memory; the chunk body is `jax.checkpoint`ed); W and U do not depend on the state,
+  so every chunk's are computed before the scan in one batched solve (as fla's chunk
+  kernels do), leaving the scan only the state matmuls;
 * `delta_rule_recurrent`: token by token (the decode form).
 
 Layout: q, k [B, T, H, Dk] (callers L2-normalise k; q is scaled by `scale`, default
@@ -49,41 +51,78 @@ def _prep(q, k, v, beta, scale, initial_state):
   return q, k, v, beta, s0
 
 
-def solve_unit_lower(ell, rhs, base: int = 8):
+def _forward_substitution(ell, rhs):
+  """x with ell @ x = rhs (ell unit lower triangular [..., n, n], rhs [..., n, m]), one row
+  per `fori_loop` step: x_i = rhs_i - sum_{j<i} ell_ij x_j (rows >= i of x are still zero,
+  so the full-row product is the strict sum)."""
+  def body(i, x):
+    row = jax.lax.dynamic_index_in_dim(ell, i, -2, keepdims=False)  # [..., n]
+    r = jax.lax.dynamic_index_in_dim(rhs, i, -2, keepdims=False) - jnp.einsum("...j,...jm->...m", row, x)
+    return jax.lax.dynamic_update_index_in_dim(x, r, i, -2)
+  return jax.lax.fori_loop(0, ell.shape[-1], body, jnp.zeros_like(rhs))
+
+
+def _back_substitution(ell, g):
+  """y with ell^T @ y = g, last row first: y_i = g_i - sum_{j>i} ell_ji y_j."""
+  n = ell.shape[-1]
+
+  def body(step, y):
+    i = n - 1 - step
+    col = jax.lax.dynamic_index_in_dim(ell, i, -1, keepdims=False)  # [..., n]: ell[:, i]
+    r = jax.lax.dynamic_index_in_dim(g, i, -2, keepdims=False) - jnp.einsum("...j,...jm->...m", col, y)
+    return jax.lax.dynamic_update_index_in_dim(y, r, i, -2)
+  return jax.lax.fori_loop(0, n, body, jnp.zeros_like(g))
+
+
+@jax.custom_vjp
+def solve_unit_lower(ell, rhs):
   """x with ell @ x = rhs, for unit lower-triangular ell [..., n, n] and rhs [..., n, m].
 
-  Block forward substitution in plain XLA ops: split ell = [[A, 0], [C, D]], solve A x1 = b1,
-  then D x2 = b2 - C x1, down to blocks of `base` rows solved row by row. (Not
+  Forward substitution in plain XLA ops, n sequential row steps batched over the leading
+  axes (callers batch every chunk of a sequence into one solve). The backward is the
+  adjoint solve, not autodiff through the loop (which would keep every step's x):
+  d rhs = ell^{-T} dx (back substitution), d ell = -tril(d rhs x^T, -1). (Not
   lax.linalg.triangular_solve: on CPU that is a LAPACK custom call into scipy's OpenBLAS,
   which deadlocked a training run when XLA called it from several threads at once.)
   """
+  return _forward_substitution(ell, rhs)
+
+
+def _solve_fwd(ell, rhs):
+  x = _forward_substitution(ell, rhs)
+  return x, (ell, x)
+
+
+def _solve_bwd(res, dx):
+  ell, x = res
+  drhs = _back_substitution(ell, dx)
   n = ell.shape[-1]
-  if n <= base:
-    rows = []
-    for i in range(n):
-      r = rhs[..., i, :]
-      if i:
-        r = r - jnp.einsum("...j,...jm->...m", ell[..., i, :i], jnp.stack(rows, -2))
-      rows.append(r)
-    return jnp.stack(rows, -2)
-  h = n // 2
-  x1 = solve_unit_lower(ell[..., :h, :h], rhs[..., :h, :], base)
-  x2 = solve_unit_lower(ell[..., h:, h:], rhs[..., h:, :] - ell[..., h:, :h] @ x1, base)
-  return jnp.concatenate([x1, x2], -2)
+  dell = jnp.where(jnp.tril(jnp.ones((n, n), bool), -1), -jnp.einsum("...im,...jm->...ij", drhs, x), 0.0)
+  return dell.astype(ell.dtype), drhs
 
 
-def _block(s, q, k, v, beta):
-  """One block of the WY/UT form. s [B, H, Dk, Dv]; q, k [B, C, H, Dk]; v [B, C, H, Dv];
-  beta [B, C, H]. Returns (new state [B, H, Dk, Dv], o [B, C, H, Dv])."""
-  c = q.shape[1]
-  kk = jnp.einsum("bihd,bjhd->bhij", k, k)
-  bt = jnp.moveaxis(beta, 1, 2)[..., None]  # [B, H, C, 1]
+solve_unit_lower.defvjp(_solve_fwd, _solve_bwd)
+
+
+def _wy(k, v, beta):
+  """The UT transform of a block (state-independent, so all chunks are solved at once).
+  k [..., C, H, Dk], v [..., C, H, Dv], beta [..., C, H] -> W [..., H, C, Dk], U [..., H, C, Dv]."""
+  c = k.shape[-3]
+  kh, vh = jnp.swapaxes(k, -3, -2), jnp.swapaxes(v, -3, -2)  # [..., H, C, *]
+  bt = jnp.swapaxes(beta, -2, -1)[..., None]  # [..., H, C, 1]
+  kk = jnp.einsum("...hid,...hjd->...hij", kh, kh)
   lower = jnp.tril(jnp.ones((c, c), bool), -1)
-  ell = jnp.eye(c, dtype=q.dtype) + jnp.where(lower, bt * kk, 0.0)
-  kh, vh = jnp.moveaxis(k, 1, 2), jnp.moveaxis(v, 1, 2)  # [B, H, C, *]
+  ell = jnp.eye(c, dtype=k.dtype) + jnp.where(lower, bt * kk, 0.0)
   # Forward substitution with the unit lower-triangular L: [W | U] = L^{-1} diag(beta) [K | V].
   wu = solve_unit_lower(ell, bt * jnp.concatenate([kh, vh], -1))
-  w, u = wu[..., :k.shape[-1]], wu[..., k.shape[-1]:]
+  return wu[..., :k.shape[-1]], wu[..., k.shape[-1]:]
+
+
+def _block(s, q, k, w, u):
+  """One block of the WY/UT form given its W, U. s [B, H, Dk, Dv]; q, k [B, C, H, Dk];
+  w [B, H, C, Dk]; u [B, H, C, Dv]. Returns (new state [B, H, Dk, Dv], o [B, C, H, Dv])."""
+  c = q.shape[1]
+  kh = jnp.moveaxis(k, 1, 2)  # [B, H, C, Dk]
   u = u - jnp.einsum("bhcd,bhdv->bhcv", w, s)  # pseudo-values U' = U - W S_0
   qk = jnp.where(jnp.tril(jnp.ones((c, c), bool)), jnp.einsum("bihd,bjhd->bhij", q, k), 0.0)
   o = jnp.einsum("bihd,bhdv->bihv", q, s) + jnp.einsum("bhij,bhjv->bihv", qk, u)
@@ -98,7 +137,7 @@ def delta_rule_parallel(q, k, v, beta, *, scale=None, initial_state=None):
   Returns (o [B, T, H, Dv], final_state [B, H, Dk, Dv]).
   """
   q, k, v, beta, s0 = _prep(q, k, v, beta, scale, initial_state)
-  s, o = _block(s0, q, k, v, beta)
+  s, o = _block(s0, q, k, *_wy(k, v, beta))
   return o, s
 
 
@@ -111,12 +150,13 @@ def delta_rule_chunked(q, k, v, beta, *, scale=None, initial_state=None, chunk_s
   """
   q, k, v, beta, s0 = _prep(q, k, v, beta, scale, initial_state)
   t = q.shape[1]
-  xs = tuple(to_chunks(pad_time(a, chunk_size), chunk_size) for a in (q, k, v, beta))
+  q, k, v, beta = (to_chunks(pad_time(a, chunk_size), chunk_size) for a in (q, k, v, beta))
+  w, u = _wy(k, v, beta)  # every chunk's W, U in one batched solve: [N, B, H, C, *]
 
   def body(s, inp):
     return _block(s, *inp)
 
-  return scan_chunks(body, s0, xs, t, checkpoint)
+  return scan_chunks(body, s0, (q, k, w, u), t, checkpoint)
 
 
 def delta_rule_recurrent(q, k, v, beta, *, scale=None, initial_state=None):
