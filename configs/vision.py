@@ -4,6 +4,9 @@ Run (the default: mha on scikit-learn's 8x8 digits, no download):
   attnlab train --config configs/vision.py --workdir runs/vision_mha
   attnlab train --config configs/vision.py:variant=neighborhood --workdir runs/vision_na
   attnlab train --config configs/vision.py:variant=shifted_window --workdir runs/vision_swin
+CrossViT (two patch sizes, class-token cross-attention fusion; model `crossvit`, mha branches):
+  attnlab train --config configs/vision.py:variant=crossvit --workdir runs/vision_crossvit
+  attnlab train --config configs/vision.py:model=crossvit,variant=performer --workdir runs/vision_crossvit_perf
 Pathfinder (LRA, generated; 32x32, one token per pixel):
   attnlab train --config configs/vision.py:dataset=pathfinder,variant=mha --workdir runs/pf_mha
 TFDS data (prepare once: `tfds build mnist --data_dir ~/tensorflow_datasets`):
@@ -11,7 +14,8 @@ TFDS data (prepare once: `tfds build mnist --data_dir ~/tensorflow_datasets`):
   attnlab train --config configs/vision.py:dataset=cifar10 --workdir runs/cifar_mha
 Your own images (DIR/<class>/*.png, or DIR/train/<class>/..., DIR/test/<class>/...):
   attnlab train --config configs/vision.py:dataset=folder,data_dir=DIR,image_size=32 --workdir runs/mine
-Smoke (seconds): configs/vision.py:smoke=True.
+Smoke (seconds): configs/vision.py:smoke=True. Recipe ablations: ablate=stem (no conv stem),
+ablate=smoothing (no label smoothing).
 Single leaves: --config.train.steps=6000 --config.model.patch_size=1 --config.task.split=val
 
 Digits recipe (the default): a 1-layer 3x3 conv stem (CCT's tokenizer), patch 2 (a 4x4 grid
@@ -24,7 +28,9 @@ Measured (seed 0, 2026-12-01, 2 CPU cores shared with ~6 other jobs): test accur
 
 from attnlab import config_lib
 
-ARGS = dict(variant="mha", dataset="digits", smoke=False, data_dir="", image_size=0, seed=0)
+ARGS = dict(variant="mha", model="vit", dataset="digits", smoke=False, data_dir="", image_size=0, seed=0,
+            ablate="none")
+ABLATIONS = ("none", "stem", "smoothing")  # ablate=stem: no conv stem; ablate=smoothing: label_smoothing 0
 
 # Per-dataset settings: (patch_size, stem layers, crop_pad, flip, steps).
 DATASET_RECIPES = {
@@ -49,28 +55,44 @@ VARIANT_ATTN = {
     "twins": {"window_size": 2, "sr_ratio": 2},
 }
 
+# CrossViT on digits (model=crossvit, or the shorthand variant=crossvit = model=crossvit,variant=mha):
+# after the stem, patches 2 (16 tokens) and 4 (4 tokens, width 64; the small-patch branch has width 48: the paper's narrower fine branch),
+# 2 multi-scale blocks of 1 + 1 layers, each followed by the class-token cross-attention fusion.
+CROSSVIT = {"small_patch": 2, "large_patch": 4, "small_dim": 48, "large_dim": 64, "blocks": 2,
+            "small_layers": 1, "large_layers": 1}
+
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
   if a["dataset"] not in DATASET_RECIPES:
     raise ValueError(f"dataset must be one of {', '.join(DATASET_RECIPES)}, got {a['dataset']!r}")
+  if a["ablate"] not in ABLATIONS:
+    raise ValueError(f"ablate must be one of {', '.join(ABLATIONS)}, got {a['ablate']!r}")
   r = DATASET_RECIPES[a["dataset"]]
+  if a["variant"] == "crossvit":
+    a["model"], a["variant"] = "crossvit", "mha"
   c = config_lib.base_config()
   c.seed = a["seed"]
   c.task.name = "vision"
+  c.task.model = a["model"]
   c.task.dataset = a["dataset"]
   c.task.data_dir = a["data_dir"]
   c.task.image_size = a["image_size"]
   c.task.split = "test"
   c.task.crop_pad = r["crop_pad"]
   c.task.flip = r["flip"]
-  c.task.label_smoothing = 0.1
+  if a["dataset"] == "pathfinder":
+    c.task.train_size = 0  # 0 = a fresh image per example; > 0 with pathfinder_cache: generated once
+    c.task.test_size = 2000
+    c.task.pathfinder_difficulty = "easy"
+    c.task.pathfinder_cache = "runs/cache/pathfinder"
+  c.task.label_smoothing = 0.0 if a["ablate"] == "smoothing" else 0.1
   c.model.variant = a["variant"]
   c.model.causal = False
   c.model.pooling = "mean"
   c.model.position_embedding = "learned"
   c.model.patch_size = r["patch_size"]
-  c.model.stem = r["stem"]
+  c.model.stem = 0 if a["ablate"] == "stem" else r["stem"]
   c.model.stem_width = 0
   c.model.stem_pool = False
   c.model.num_layers = 4
@@ -85,8 +107,12 @@ def get_config(arg=None):
   c.train.eval_every = 1000
   c.train.log_every = 100
   c.train.checkpoint_every = 1000
+  if a["model"] == "crossvit":
+    c.model.crossvit = dict(CROSSVIT)
   for k, v in VARIANT_ATTN.get(a["variant"], {}).items():
     c.model.attn[k] = v
+  if a["variant"] in ("window", "shifted_window") and a["dataset"] in ("mnist", "fashion_mnist"):
+    c.model.patch_size, c.model.attn.window = 2, 7  # a 14 x 14 grid of 2 x 2 Swin windows of 7
   if a["smoke"]:
     config_lib.apply_smoke(c)
     c.model.num_heads = 2

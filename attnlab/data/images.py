@@ -19,8 +19,9 @@ in [0, 1], label int)`, `src.num_classes`, `src.image_shape` (H, W, C). Sources:
 `attnlab.data.pipeline`: examples are {"inputs" float32 [H, W, C] (normalised), "targets"
 int32 [], "weights" float32 []}. Training example k (a global counter, so the grain
 iterator's state is just its next index) is image `perm_e[k mod N]` of epoch e = k // N
-(a fresh permutation per epoch from the seed), augmented with `example_rng(seed, k)`:
-random crop after zero padding by `crop_pad` pixels, horizontal flip with probability 1/2
+(a fresh permutation per epoch from the seed; a source with `shuffled = True`, whose images
+are already i.i.d. draws such as a generated Pathfinder stream, gives image k mod N),
+augmented with `example_rng(seed, k)`: random crop after zero padding by `crop_pad` pixels, horizontal flip with probability 1/2
 when `flip`. The same (seed, k) gives the same example, in any order, on any host.
 """
 
@@ -236,9 +237,11 @@ class TrainExamples:
     return _epoch_permutation(len(self.src), self.seed, epoch)
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
-    n = len(self.src)
-    epoch, pos = divmod(int(index), n)
-    image, label = self.src.get(int(self.permutation(epoch)[pos]))
+    if getattr(self.src, "shuffled", False):  # i.i.d. examples (a generated stream): read k directly
+      image, label = self.src.get(int(index) % len(self.src))
+    else:
+      epoch, pos = divmod(int(index), len(self.src))
+      image, label = self.src.get(int(self.permutation(epoch)[pos]))
     image = augment(image, example_rng(self.seed, int(index)), crop_pad=self.crop_pad, flip=self.flip)
     return {"inputs": ((image - self.mean) / self.std).astype(np.float32),
             "targets": np.int32(label), "weights": np.float32(1.0)}

@@ -101,9 +101,14 @@ class VisionTransformer(nn.Module):
     return ClassHead(self.num_classes, cfg.dtype, name="head")(pooled)
 
 
+def takes(variant: str, hyperparameter: str) -> bool:
+  """Whether the registered variant has the hyperparameter."""
+  return hyperparameter in {f.name for f in dataclasses.fields(VARIANTS.get(variant).config)}
+
+
 def takes_grid(variant: str) -> bool:
   """Whether the registered variant has a `grid` hyperparameter (it attends over the 2-D patch grid)."""
-  return "grid" in {f.name for f in dataclasses.fields(VARIANTS.get(variant).config)}
+  return takes(variant, "grid")
 
 
 @register_model("vit")
@@ -111,7 +116,8 @@ def build_vit(backbone: TransformerConfig, model_cfg, *, num_classes: int,
               image_shape: tuple[int, int, int]) -> VisionTransformer:
   """A vision transformer for images of `image_shape` (H, W, C); reads model.patch_size (2),
   pooling ("mean"), position_embedding ("learned"), stem (0), stem_width (0 = d_model),
-  stem_pool (False). 2-D variants get attn grid=(gh, gw)."""
+  stem_pool (False). 2-D variants get attn grid=(gh, gw); variants with a max_len (linformer's
+  projection length, cosformer's M) get the token count unless model.attn.max_len is set."""
   pooling = str(model_cfg.get("pooling", "mean"))
   if pooling not in POOLINGS:
     raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -127,6 +133,9 @@ def build_vit(backbone: TransformerConfig, model_cfg, *, num_classes: int,
   if stem < 0:
     raise ValueError(f"model.stem (number of 3x3 conv layers) must be >= 0, got {stem}")
   grid = patch_grid(image_shape, patch, stem_pool)
+  tokens = grid[0] * grid[1] + (pooling == "cls")
+  if any(takes(v, "max_len") for v in backbone.layer_variants) and "max_len" not in dict(backbone.attn):
+    backbone = dataclasses.replace(backbone, attn=tuple(sorted({**dict(backbone.attn), "max_len": tokens}.items())))
   gridded = sorted({v for v in backbone.layer_variants if takes_grid(v)})
   if gridded:
     if pooling == "cls":
@@ -137,3 +146,6 @@ def build_vit(backbone: TransformerConfig, model_cfg, *, num_classes: int,
     backbone = dataclasses.replace(backbone, attn=tuple(sorted(attn.items())))
   return VisionTransformer(backbone, num_classes, patch, pooling, position, stem,
                            int(model_cfg.get("stem_width", 0)), stem_pool)
+
+
+from attnlab.models import crossvit as _crossvit  # noqa: E402,F401  (registers "crossvit"; it imports this module)

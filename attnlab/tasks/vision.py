@@ -2,7 +2,7 @@
 
 Batches: inputs float32 [B, H, W, C] (normalised per channel with the train split's mean
 and std), targets int32 [B], weights float32 [B] (0 for eval padding rows). Model: `vit`
-(`attnlab.models.vision`), given {"num_classes", "image_shape"}. Data
+(`attnlab.models.vision`; config.task.model="crossvit": `attnlab.models.crossvit`), given {"num_classes", "image_shape"}. Data
 (`attnlab.data.images`, `attnlab.data.pathfinder`), by config.task.dataset:
 
 - "digits": scikit-learn's 8x8 digits, a fixed stratified train / test split
@@ -40,6 +40,7 @@ from attnlab.tasks.classification import EVAL_SPLITS, covering_eval_batches
 from attnlab.tasks.registry import register_task
 
 DATASETS = ("digits", "pathfinder", "folder") + im.TFDS_DATASETS
+MODELS_2D = ("vit", "crossvit")
 
 
 class IndexedSource:
@@ -61,12 +62,13 @@ class IndexedSource:
 class VisionTask(Task):
   """Classify images with the `vit` model (see the module docstring)."""
 
-  model = "vit"
-  DEFAULTS = {"dataset": "digits", "data_dir": "", "split": "test", "val_fraction": 0.1,
+  model = "vit"  # overridden per instance by config.task.model
+  DEFAULTS = {"model": "vit", "dataset": "digits", "data_dir": "", "split": "test", "val_fraction": 0.1,
               "test_fraction": 0.2, "data_seed": 0, "image_size": 0, "crop_pad": 1, "flip": False,
               "label_smoothing": 0.0, "train_size": 0, "test_size": 2000,
-              "pathfinder_difficulty": "easy"}
+              "pathfinder_difficulty": "easy", "pathfinder_cache": ""}
   HELP = {
+      "model": f"the image model (a MODELS key): {', '.join(MODELS_2D)}",
       "dataset": f"one of {', '.join(DATASETS)}",
       "data_dir": "folder: the image folder; TFDS datasets: the TFDS data_dir ('' = default)",
       "split": 'eval split: "val" (held out of train) or "test"',
@@ -80,7 +82,13 @@ class VisionTask(Task):
       "train_size": "pathfinder: number of training images (0 = a fresh image for every example)",
       "test_size": "pathfinder: number of val / test images",
       "pathfinder_difficulty": f"pathfinder: one of {', '.join(pf.DIFFICULTIES)}",
+      "pathfinder_cache": "pathfinder: a folder for the generated images of the finite splits ('' = none)",
   }
+
+  def __init__(self, config):
+    """Reads config.task (see HELP); the data is opened lazily."""
+    super().__init__(config)
+    self.model = str(self.cfg.model)
 
   # ---- data ------------------------------------------------------------------
 
@@ -98,7 +106,10 @@ class VisionTask(Task):
       train = pf.PathfinderSource(self.stream_seed("pathfinder/train"), int(c.train_size) or 1 << 62, **opts)
       test = pf.PathfinderSource(self.stream_seed("pathfinder/test"), int(c.test_size), **opts)
       val = pf.PathfinderSource(self.stream_seed("pathfinder/val"), int(c.test_size), **opts)
-      return {"train": train, "val": val, "test": test}
+      splits = {"train": train, "val": val, "test": test}
+      if c.pathfinder_cache:  # every finite split read once from its .npz (generated on first use)
+        splits = {k: self._cached(s) if k in ("train", self.eval_split) else s for k, s in splits.items()}
+      return splits
     elif name == "folder":
       root = str(c.data_dir)
       if os.path.isdir(os.path.join(root, "train")):
@@ -125,6 +136,13 @@ class VisionTask(Task):
         splits["val"] = IndexedSource(train, np.arange(len(train) - n_val, len(train)))
     return splits
 
+  def _cached(self, src: pf.PathfinderSource):
+    """src as an in-memory ArraySource from pf.cached_arrays; a fresh-image stream stays as is."""
+    if src.size > 1 << 20:
+      return src
+    images, labels = pf.cached_arrays(src, str(self.cfg.pathfinder_cache))
+    return im.ArraySource(images, labels, src.num_classes)
+
   @functools.cached_property
   def _stats(self) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (mean, std) of the training images."""
@@ -146,6 +164,8 @@ class VisionTask(Task):
     """Checks keys and values, opens the data (one-line errors), checks sizes against the batch."""
     super().validate()
     c = self.cfg
+    if self.model not in MODELS_2D:
+      raise ValueError(f"vision: model must be one of {', '.join(MODELS_2D)}, got {self.model!r}")
     if c.dataset not in DATASETS:
       raise ValueError(f"vision: dataset must be one of {', '.join(DATASETS)}, got {c.dataset!r}")
     if self.eval_split not in EVAL_SPLITS:

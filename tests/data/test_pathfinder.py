@@ -1,9 +1,13 @@
-"""attnlab.data.pathfinder: determinism, balance, and the rule that a path joins the dots iff label 1."""
+"""attnlab.data.pathfinder: determinism, balance, the rule that a path joins the dots iff label 1,
+the .npz cache, and the fresh-image stream read by index."""
+
+import os
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from attnlab.data import images as im
 from attnlab.data import pathfinder as pf
 
 
@@ -63,3 +67,26 @@ def test_source_and_bad_difficulty():
   assert image.shape == (32, 32, 1) and label in (0, 1)
   with pytest.raises(ValueError, match="difficulty"):
     pf.pathfinder(0, 0, difficulty="impossible")
+
+
+def test_cached_arrays_round_trip_and_key(tmp_path):
+  src = pf.PathfinderSource(seed=5, size=6, image_size=16)
+  images, labels = pf.cached_arrays(src, str(tmp_path))
+  for i in range(6):  # the generator's images, in order
+    image, label = src.get(i)
+    np.testing.assert_array_equal(images[i], image)
+    assert labels[i] == label
+  path = pf.cache_path(src, str(tmp_path))
+  assert os.listdir(tmp_path) == [os.path.basename(path)]  # no temporary file left
+  np.savez(path, images=images * 0, labels=labels)  # a later call reads the file, not the generator
+  assert pf.cached_arrays(src, str(tmp_path))[0].max() == 0
+  assert pf.cache_path(pf.PathfinderSource(seed=6, size=6, image_size=16), str(tmp_path)) != path
+
+
+def test_stream_source_is_read_by_index_without_a_permutation():
+  stream = pf.PathfinderSource(seed=3, size=1 << 62, image_size=16)  # task.train_size=0
+  ex = im.TrainExamples(stream, np.zeros(1, np.float32), np.ones(1, np.float32), seed=1)
+  np.testing.assert_array_equal(ex(7)["inputs"], stream.get(7)[0])
+  finite = im.ArraySource(np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1), np.arange(4), 4)
+  order = [int(im.TrainExamples(finite, np.zeros(1), np.ones(1), seed=1)(k)["targets"]) for k in range(4)]
+  assert sorted(order) == [0, 1, 2, 3]  # an in-memory source is still permuted per epoch
