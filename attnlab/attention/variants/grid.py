@@ -65,13 +65,14 @@ def clipped_sizes(shape: tuple[int, ...], size: int, what: str) -> tuple[int, ..
 
 def to_windows(x, shape, wins):
   """x [B, T, ...] (T row-major over shape) -> [B, nW, prod(wins), ...]: non-overlapping
-  windows of size `wins` (row-major over the windows, row-major inside each)."""
+  windows of size `wins` (row-major over the windows, row-major inside each). A numpy x
+  stays numpy (static masks built at trace time), a jax array stays jax."""
   b, rest = x.shape[0], x.shape[2:]
   if len(shape) == 1:
     return x.reshape(b, shape[0] // wins[0], wins[0], *rest)
   (h, w), (mh, mw) = shape, wins
   x = x.reshape(b, h // mh, mh, w // mw, mw, *rest)
-  x = jnp.moveaxis(x, 3, 2)                                        # [B, h/mh, w/mw, mh, mw, ...]
+  x = (np if isinstance(x, np.ndarray) else jnp).moveaxis(x, 3, 2)  # [B, h/mh, w/mw, mh, mw, ...]
   return x.reshape(b, (h // mh) * (w // mw), mh * mw, *rest)
 
 

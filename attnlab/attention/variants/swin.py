@@ -110,7 +110,7 @@ class SwinAttention(AttentionModule):
                          (cfg.num_heads, int(np.prod([2 * m - 1 for m in wins]))))
       s = s + jnp.take(table, jnp.asarray(relative_index(wins)), axis=1)[None, None]  # [H, K, K]
     if any(shifts):
-      reg = np.asarray(to_windows(jnp.asarray(region_ids(shape, wins, shifts).reshape(1, t)), shape, wins))[0]
+      reg = to_windows(region_ids(shape, wins, shifts).reshape(1, t), shape, wins)[0]  # numpy [nW, K]
       same = jnp.asarray(reg[:, :, None] == reg[:, None, :])       # [nW, K, K]
       s = jnp.where(same[None, :, None], s, NEG_INF)
     p = jax.nn.softmax(s, axis=-1)
