@@ -113,14 +113,37 @@ def _child_states(mask: Mask, tiles: Tiles) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class And(Mask):
-  """Both masks allow the pair."""
+class _Combination(Mask):
+  """Two masks combined pair by pair (`And`, `Or`): static when both sides are; tile states
+  exact for box masks, else `_combine` of the two sides' states."""
   a: Mask
   b: Mask
+  _combine = None  # np.minimum (And) or np.maximum (Or)
 
   @property
   def static(self):  # type: ignore[override]
     return self.a.static and self.b.static
+
+  def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
+    """See `Mask.block_map`. Static: `_tile_states`. With a dynamic side: the min / max rule."""
+    if self.static:
+      return Mask.block_map(self, q_len, kv_len, block_q, block_k, q_offset)
+    return self._tile_states(Tiles(q_len, kv_len, block_q, block_k, q_offset))
+
+  def _tile_states(self, tiles):
+    exact = Mask._tile_states(self, tiles)
+    if exact is not None:
+      return exact
+    return type(self)._combine(_child_states(self.a, tiles), _child_states(self.b, tiles))
+
+
+@dataclasses.dataclass(frozen=True)
+class And(_Combination):
+  """Both masks allow the pair. Tile states: exact for box masks (`_boxes`), else the min of
+  the two sides' states, which is safe: EMPTY if either side is, FULL only if both are, the
+  other side's state where one is FULL; two PARTIAL sides give PARTIAL even where their
+  intersection is empty."""
+  _combine = np.minimum
 
   def _allowed(self, q_pos, k_pos):
     return self.a._allowed(q_pos, k_pos) & self.b._allowed(q_pos, k_pos)
@@ -131,31 +154,13 @@ class And(Mask):
       return None
     return prune_boxes([x & y for x in a for y in b])
 
-  def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
-    """See `Mask.block_map`. Static: `_tile_states`. With a dynamic side: the min rule."""
-    if self.static:
-      return Mask.block_map(self, q_len, kv_len, block_q, block_k, q_offset)
-    return self._tile_states(Tiles(q_len, kv_len, block_q, block_k, q_offset))
-
-  def _tile_states(self, tiles):
-    """Exact for box masks (`_boxes`); else min of the two sides' states. min is safe:
-    EMPTY if either side is, FULL only if both are, the other side's state where one is
-    FULL; two PARTIAL sides give PARTIAL even where their intersection is empty."""
-    exact = Mask._tile_states(self, tiles)
-    if exact is not None:
-      return exact
-    return np.minimum(_child_states(self.a, tiles), _child_states(self.b, tiles))
-
 
 @dataclasses.dataclass(frozen=True)
-class Or(Mask):
-  """Either mask allows the pair."""
-  a: Mask
-  b: Mask
-
-  @property
-  def static(self):  # type: ignore[override]
-    return self.a.static and self.b.static
+class Or(_Combination):
+  """Either mask allows the pair. Tile states: exact for box masks, else the max of the two
+  sides' states, which is safe: FULL if either side is, EMPTY only if both are; two PARTIAL
+  sides give PARTIAL even where their union covers the tile."""
+  _combine = np.maximum
 
   def _allowed(self, q_pos, k_pos):
     return self.a._allowed(q_pos, k_pos) | self.b._allowed(q_pos, k_pos)
@@ -163,21 +168,6 @@ class Or(Mask):
   def _boxes(self):
     a, b = self.a._boxes(), self.b._boxes()
     return None if a is None or b is None or len(a) + len(b) > MAX_BOXES else prune_boxes(a + b)
-
-  def block_map(self, q_len, kv_len, block_q, block_k, q_offset=0):
-    """See `Mask.block_map`. Static: `_tile_states`. With a dynamic side: the max rule."""
-    if self.static:
-      return Mask.block_map(self, q_len, kv_len, block_q, block_k, q_offset)
-    return self._tile_states(Tiles(q_len, kv_len, block_q, block_k, q_offset))
-
-  def _tile_states(self, tiles):
-    """Exact for box masks (`_boxes`); else max of the two sides' states. max is safe:
-    FULL if either side is, EMPTY only if both are; two PARTIAL sides give PARTIAL even
-    where their union covers the tile."""
-    exact = Mask._tile_states(self, tiles)
-    if exact is not None:
-      return exact
-    return np.maximum(_child_states(self.a, tiles), _child_states(self.b, tiles))
 
 
 @dataclasses.dataclass(frozen=True)
