@@ -141,6 +141,13 @@ def _programs(fn, ct):
   return fwd, jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
+def _dtype_and_budget(dtype: str, max_memory_mb: float | None):
+  """The benchmark's dtype ("auto": bf16 on GPU/TPU, fp32 on CPU) and its memory budget in MiB."""
+  if dtype == "auto":
+    dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+  return jnp.dtype(dtype), default_max_memory_mb() if max_memory_mb is None else max_memory_mb
+
+
 def run_kernel_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, kv_heads: int | None = None,
                      head_dim: int = 128, dtype: str = "auto", patterns: Sequence[str] = PATTERNS,
                      impls: Sequence[str] = IMPLS, window: int = 1024, density: float = 0.1, repeats: int = 5,
@@ -148,10 +155,7 @@ def run_kernel_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, kv
                      log=print) -> list[dict[str, Any]]:
   """Times every impl on every (pattern, length); returns one dict per row (see the module docstring)."""
   kv_heads = kv_heads or heads
-  if dtype == "auto":
-    dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
-  dt = jnp.dtype(dtype)
-  max_mb = default_max_memory_mb() if max_memory_mb is None else max_memory_mb
+  dt, max_mb = _dtype_and_budget(dtype, max_memory_mb)
   rows = []
   for seq in seqs:
     keys = jax.random.split(jax.random.PRNGKey(seq), 4)
@@ -257,10 +261,7 @@ def run_linear_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, he
                      impls: Sequence[str] = LINEAR_IMPLS, chunk: int = 64, repeats: int = 5,
                      max_memory_mb: float | None = None, log=print) -> list[dict[str, Any]]:
   """Times the linear family's impls (and fla) per (decay, length); rows as `run_kernel_bench`."""
-  if dtype == "auto":
-    dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
-  dt = jnp.dtype(dtype)
-  max_mb = default_max_memory_mb() if max_memory_mb is None else max_memory_mb
+  dt, max_mb = _dtype_and_budget(dtype, max_memory_mb)
   rows = []
   for seq in seqs:
     keys = jax.random.split(jax.random.PRNGKey(seq), 5)
