@@ -275,7 +275,8 @@ class TalkingHeadsAttention(SoftmaxAttention):
   are mixed into h softmax heads by `logits_mix` [h_k, h]; the weights are mixed into h_v
   value heads by `weights_mix` [h, h_v]. Mixing matrices start as the identity when square
   (our choice; the paper does not fix an init), so at init with h_k = h = h_v this is mha.
-  ALiBi slopes are per softmax head. impl: "auto"/"xla" (query tiles) or "reference".
+  ALiBi slopes are per softmax head. impl: "auto"/"xla" (blocked, masked tiles skipped;
+  two passes each way, ~1.5x mha's FLOPs: see ops/softmax/talking_heads.py) or "reference".
   """
 
   @nn.compact

@@ -44,7 +44,7 @@ class CogAttention(WeightMapAttention):
   Lv et al., 2024, "More Expressive Attention with Negative Weights", Sec. 3 (as in the
   official code, trestad/CogAttn). The paper's Cogformer keeps softmax attention in the
   first and last layers; that is a model-level choice (mix `mha` and `cog` per layer).
-  impl: "auto"/"xla" (query tiles, O(T * block) memory) or "reference".
+  impl: "auto"/"xla" (blocked, masked tiles skipped, O(T * block) memory) or "reference".
   """
 
   def attend(self, q, k, v, *, mask, bias, q_offset):

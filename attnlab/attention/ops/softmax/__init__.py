@@ -5,8 +5,10 @@
   cudnn.py          the "cudnn" implementation and its unsupported-reason function
   pallas.py         the "pallas" implementation: attnlab masks -> kernels_pallas' block-sparse kernel
   api.py            `softmax_attention(..., impl=)`, the family's entry point
+  weightings.py     score -> weight strategies of blocked.py (softmax, signed, sigmoid)
   common.py         shared pieces of the row-wise ops (scores, query tiling)
-  sigmoid.py, signed.py, sink.py, talking_heads.py   row-wise ops (reference + query tiles)
+  sigmoid.py, signed.py, sink.py   row-wise ops (reference + blocked via their weighting)
+  talking_heads.py                 heads mixed around the softmax (reference + blocked, two passes)
   scalable.py, differential.py                       ops built from softmax_attention calls
 
 Importing this package registers every implementation in `ops.dispatch` (reference at
@@ -18,7 +20,7 @@ from attnlab.attention.ops import dispatch as D
 from attnlab.attention.ops.softmax import differential, scalable, sigmoid, signed, sink, talking_heads
 from attnlab.attention.ops.softmax.api import FAMILY, resolve_impl, softmax_attention
 from attnlab.attention.ops.softmax.blocked import softmax_attention_blocked
-from attnlab.attention.ops.softmax.common import rowwise_impls
+from attnlab.attention.ops.softmax.common import rowwise_reference
 from attnlab.attention.ops.softmax.cudnn import cudnn_unsupported_reason, softmax_attention_cudnn
 from attnlab.attention.ops.softmax.differential import differential_attention, differential_attention_reference
 from attnlab.attention.ops.softmax.reference import softmax_attention_reference
@@ -46,20 +48,25 @@ D.register_impl(FAMILY, "reference", softmax_attention_reference, priority=REFER
 D.register_impl(FAMILY, "xla", softmax_attention_blocked, priority=XLA)
 D.register_impl(FAMILY, "cudnn", softmax_attention_cudnn, unsupported=cudnn_unsupported_reason, priority=CUDNN)
 
-for _module, _reference in ((sigmoid, sigmoid_attention_reference), (signed, signed_softmax_attention_reference),
-                            (sink, sink_softmax_attention_reference),
-                            (talking_heads, talking_heads_attention_reference)):
-  _ref, _xla = rowwise_impls(_reference, check_shapes=_module is not talking_heads)
-  D.register_impl(_module.FAMILY, "reference", _ref, priority=REFERENCE)
+# Row-wise weight maps: "reference" materialises, "xla" runs blocked.blocked_attention with
+# the op's weighting (masked tiles skipped).
+for _module, _reference, _xla in (
+    (sigmoid, sigmoid_attention_reference, sigmoid.sigmoid_attention_blocked),
+    (signed, signed_softmax_attention_reference, signed.signed_softmax_attention_blocked),
+    (sink, sink_softmax_attention_reference, sink.sink_softmax_attention_blocked),
+    (talking_heads, talking_heads_attention_reference, talking_heads.talking_heads_attention_blocked)):
+  D.register_impl(_module.FAMILY, "reference", rowwise_reference(_reference, check_shapes=_module is not talking_heads),
+                  priority=REFERENCE)
   D.register_impl(_module.FAMILY, "xla", _xla, priority=XLA)
 
-for _module, _reference, _via, _qkv in (
-    (scalable, scalable_softmax_attention_reference, scalable.scalable_softmax_via, (0, 1, 2)),
-    (differential, differential_attention_reference, differential.differential_via, (0, 2, 4))):
+for _module, _reference, _via, _qkv, _xla in (
+    (scalable, scalable_softmax_attention_reference, scalable.scalable_softmax_via, (0, 1, 2), None),
+    (differential, differential_attention_reference, differential.differential_via, (0, 2, 4),
+     differential.differential_attention_blocked)):
   D.register_impl(_module.FAMILY, "reference", _reference, priority=REFERENCE)
-  D.register_impl(_module.FAMILY, "xla", _via("xla"), priority=XLA)
+  D.register_impl(_module.FAMILY, "xla", _xla or _via("xla"), priority=XLA)
   D.register_impl(_module.FAMILY, "cudnn", _via("cudnn"), unsupported=_cudnn_reason_at(*_qkv), priority=CUDNN)
-del _module, _reference, _ref, _xla, _via, _qkv
+del _module, _reference, _xla, _via, _qkv
 
 # impl="pallas": the block-sparse flash kernel (kernels_pallas); on CPU only in interpret mode.
 from attnlab.attention.ops.softmax.pallas import pallas_unsupported_reason, softmax_attention_pallas  # noqa: E402

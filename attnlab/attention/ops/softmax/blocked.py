@@ -1,4 +1,5 @@
-"""Blocked ("flash") softmax attention in pure JAX: the `impl="xla"` path.
+"""Blocked ("flash") attention in pure JAX: the `impl="xla"` path of softmax attention
+and of the weightings in weightings.py (sink softmax, Cog's signed softmax, sigmoid).
 
 Online softmax over key tiles (Milakov & Gimelshein, 2018, "Online normalizer
 calculation for softmax"; Dao et al., 2022, FlashAttention) with a recomputing blocked
@@ -14,6 +15,13 @@ Work skipping: with a static mask and a static `q_offset`, the mask's `block_map
 skip all mask arithmetic (they run in a separate, unmasked pass; the online softmax is
 order independent). A traced `q_offset` (decode) or a data-dependent mask makes tiles
 PARTIAL, where `mask.allowed` is evaluated on the tile's positions only.
+
+The weighting (how a score tile becomes weights, forward and backward) is a static
+strategy object (weightings.py); every weighting runs over the same tile lists, so each
+skips the same EMPTY tiles and the same mask arithmetic. `blocked_attention` also takes
+several maps (q_c, k_c) over one v with coefficients a_c, output (sum_c a_c W_c) v, in
+one pass (differential attention, differential.py); talking heads (talking_heads.py)
+reuses the tile plan and tile helpers with its own passes.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import numpy as np
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.common import check_qkv, default_scale, mask_flatten, unbroadcast
+from attnlab.attention.ops.softmax.weightings import SOFTMAX
 
 # Tile edge targets (in sequence positions). On CPU the per-tile work is a batched
 # [B * Hkv] x [bq * G, D] x [D, bk] matmul pair: 256 x 256 tiles (x 8 heads) run the
@@ -92,6 +101,7 @@ def plan_tiles(mask, tq: int, tk: int, block_q: int, block_k: int, q_offset) -> 
 class _Static:
   """Everything static about one call (closed over by the custom_vjp)."""
   plan: TilePlan
+  weighting: Any  # a weightings.* strategy
   groups: int  # G = Hq / Hkv
   tq: int
   tk: int
@@ -180,90 +190,126 @@ def _scores(st, q, k, bias, mask_leaves, i, j, q_offset, masked, transposed=Fals
 # ---- forward -----------------------------------------------------------------------
 
 
-def _forward(st: _Static, q, k, v, bias, q_offset, mask_leaves):
-  """Online-softmax pass over the planned tiles. Returns o [B, Hkv, Rq, Dv], lse [B, Hkv, Rq].
+def _online_update(wt, s, v_j, o_old, m_old, l_old):
+  """One tile of the online softmax (or, unnormalised, of the plain sum): new (o, m, l)."""
+  if not wt.normalised:
+    pv = jnp.einsum("bhqk,bhkd->bhqd", wt.weights(s, None), v_j, preferred_element_type=jnp.float32)
+    return o_old + pv, m_old, l_old
+  a = wt.exponent(s)
+  m_new = jnp.maximum(m_old, a.max(-1))
+  m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # fully masked so far: exp(-inf) = 0
+  p = jnp.exp(a - m_safe[..., None])
+  alpha = jnp.exp(m_old - m_safe)
+  l_new = alpha * l_old + p.sum(-1)
+  pv = jnp.einsum("bhqk,bhkd->bhqd", wt.numerator(s, p), v_j, preferred_element_type=jnp.float32)
+  return alpha[..., None] * o_old + pv, m_new, l_new
 
-  q is pre-scaled; rows with no allowed key get o = 0 and lse = +inf.
+
+def _forward(st: _Static, qs, ks, v, bias, row_logit, q_offset, mask_leaves):
+  """One pass over the planned tiles for each map c (scores qs[c] ks[c]^T, shared v).
+  Returns per-map tuples os ([B, Hkv, Rq, Dv] each) and lses ([B, Hkv, Rq] each).
+
+  Normalised weightings: online softmax over the weighting's exponent, started at
+  (m, l) = (row_logit, 1) when a per-row extra logit [1, Hkv, Rq] is given (it joins the
+  normaliser, not the output); rows with no allowed key (and no extra logit) get o = 0
+  and lse = +inf. Unnormalised weightings: o = sum of the tiles' w v, lse = 0. q is pre-scaled.
   """
-  b, hkv, rq, _ = q.shape
-  dv = v.shape[-1]
+  b, hkv, rq, _ = qs[0].shape
   rows = st.plan.block_q * st.groups
-  bk = st.plan.block_k
 
   def step(masked):
     def body(carry, ij):
-      o, m, l = carry
       i, j = ij[0], ij[1]
-      s = _scores(st, q, k, bias, mask_leaves, i, j, q_offset, masked)
-      m_old, l_old, o_old = _rows(m, i, rows), _rows(l, i, rows), _rows(o, i, rows)
-      m_new = jnp.maximum(m_old, s.max(-1))
-      m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # fully masked so far: exp(-inf) = 0
-      p = jnp.exp(s - m_safe[..., None])
-      alpha = jnp.exp(m_old - m_safe)
-      l_new = alpha * l_old + p.sum(-1)
-      pv = jnp.einsum("bhqk,bhkd->bhqd", p, _rows(v, j, bk), preferred_element_type=jnp.float32)
-      o_new = alpha[..., None] * o_old + pv
-      o = jax.lax.dynamic_update_slice_in_dim(o, o_new, i * rows, axis=2)
-      m = jax.lax.dynamic_update_slice_in_dim(m, m_new, i * rows, axis=2)
-      l = jax.lax.dynamic_update_slice_in_dim(l, l_new, i * rows, axis=2)
-      return (o, m, l), None
+      v_j = _rows(v, j, st.plan.block_k)
+      new = []
+      for q, k, acc in zip(qs, ks, carry):
+        s = _scores(st, q, k, bias, mask_leaves, i, j, q_offset, masked)
+        upd = _online_update(st.weighting, s, v_j, *(_rows(x, i, rows) for x in acc))
+        new.append(tuple(jax.lax.dynamic_update_slice_in_dim(x, u, i * rows, axis=2) for x, u in zip(acc, upd)))
+      return tuple(new), None
     return body
 
-  carry = (jnp.zeros((b, hkv, rq, dv), jnp.float32), jnp.full((b, hkv, rq), -jnp.inf, jnp.float32),
-           jnp.zeros((b, hkv, rq), jnp.float32))
+  if row_logit is None:
+    m0, l0 = jnp.full((b, hkv, rq), -jnp.inf, jnp.float32), jnp.zeros((b, hkv, rq), jnp.float32)
+  else:  # the extra logit as the online softmax's first term: m = logit, l = exp(0) = 1
+    m0, l0 = jnp.broadcast_to(row_logit, (b, hkv, rq)), jnp.ones((b, hkv, rq), jnp.float32)
+  carry = ((jnp.zeros((b, hkv, rq, v.shape[-1]), jnp.float32), m0, l0),) * len(qs)
   for masked, tiles in ((False, st.plan.full), (True, st.plan.partial)):
     if len(tiles):
       carry, _ = jax.lax.scan(step(masked), carry, jnp.asarray(tiles))
-  o, m, l = carry
+  return tuple(zip(*(_finalize(st.weighting, *acc) for acc in carry)))
+
+
+def _finalize(wt, o, m, l):
+  """(o, lse) of one map from its accumulators."""
+  if not wt.normalised:
+    return o, jnp.zeros_like(l)
   empty = l == 0.0
   o = o / jnp.where(empty, 1.0, l)[..., None]
-  lse = jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))
-  return o, lse
+  return o, jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))
+
+
+def _combine(os, coef):
+  """o = sum_c coef[c] os[c] (coef [n, Bc, Hkv, Rq]); os[0] alone when coef is None."""
+  if coef is None:
+    return os[0]
+  return sum(c[..., None] * o for c, o in zip(coef, os))
 
 
 # ---- backward ----------------------------------------------------------------------
 
 
-def _backward(st: _Static, q, k, v, bias, q_offset, mask_leaves, o, lse, do):
-  """FlashAttention-2 backward over the same tiles, recomputing each score tile.
+def _backward(st: _Static, qs, ks, v, bias, coef, q_offset, mask_leaves, os, lses, do):
+  """FlashAttention-2 backward over the same tiles, recomputing each map's score tile and
+  its weights from the saved row statistic (the weighting's `weights` / `dscores`).
 
-  Returns dq (w.r.t. the pre-scaled q), dk, dv and dbias (None without an array bias).
+  With maps c of weights P_c and coefficients a_c the output is (sum_c a_c P_c) v, so
+  dv = (sum_c a_c P_c)^T dO, dP_c = a_c dO v^T and delta_c = a_c dO . o_c (one dv and one
+  dO v^T matmul per tile whatever the number of maps). Returns dqs (w.r.t. the pre-scaled
+  qs), dks, dv and dbias (None without an array bias).
   """
+  wt = st.weighting
   rows = st.plan.block_q * st.groups
-  bq, bk = st.plan.block_q, st.plan.block_k
-  delta = jnp.sum(do * o, axis=-1)  # [B, Hkv, Rq]: rowsum(dO * O)
+  bk = st.plan.block_k
+  ones = (None,) * len(qs) if coef is None else coef
+  deltas = [jnp.sum(do * o, axis=-1) for o in os]  # [B, Hkv, Rq]
+  deltas = [dl if a is None else a * dl for dl, a in zip(deltas, ones)]
+  row = lambda x, i: None if x is None else _rows(x, i, rows)[:, :, None, :]  # noqa: E731
 
   # Everything is computed in the transposed [bk, rows] orientation: XLA:CPU's dots are
   # fast when the lhs contracts its minor dim, and this makes 4 of the 5 dots that form.
   def step(masked):
     def body(carry, ij):
-      dq, dk, dv, dbias = carry
+      dqs, dks, dv, dbias = carry
       i, j = ij[0], ij[1]
-      s_t = _scores(st, q, k, bias, mask_leaves, i, j, q_offset, masked, transposed=True)
-      p_t = jnp.exp(s_t - _rows(lse, i, rows)[:, :, None, :])  # lse = +inf on empty rows -> 0
-      do_i, q_i = _rows(do, i, rows), _rows(q, i, rows)
-      k_j, v_j = _rows(k, j, bk), _rows(v, j, bk)
-      dv_j = jnp.einsum("bhkq,bhqd->bhkd", p_t, do_i, preferred_element_type=jnp.float32)
+      do_i, v_j = _rows(do, i, rows), _rows(v, j, bk)
+      s_ts = [_scores(st, q, k, bias, mask_leaves, i, j, q_offset, masked, transposed=True) for q, k in zip(qs, ks)]
+      p_ts = [wt.weights(s_t, row(lse, i)) for s_t, lse in zip(s_ts, lses)]  # lse = +inf on empty rows -> 0
+      w_t = p_ts[0] if coef is None else sum(row(a, i) * p_t for a, p_t in zip(coef, p_ts))
+      dv_j = jnp.einsum("bhkq,bhqd->bhkd", w_t, do_i, preferred_element_type=jnp.float32)
       dp_t = jnp.einsum("bhkd,bhqd->bhkq", v_j, do_i, preferred_element_type=jnp.float32)
-      ds_t = p_t * (dp_t - _rows(delta, i, rows)[:, :, None, :])
-      dk_j = jnp.einsum("bhkq,bhqd->bhkd", ds_t, q_i, preferred_element_type=jnp.float32)
-      ds = jnp.swapaxes(ds_t, -1, -2)
-      dq_i = jnp.einsum("bhqk,bhkd->bhqd", ds, k_j, preferred_element_type=jnp.float32)
-      dq = jax.lax.dynamic_update_slice_in_dim(dq, _rows(dq, i, rows) + dq_i, i * rows, axis=2)
-      dk = jax.lax.dynamic_update_slice_in_dim(dk, _rows(dk, j, bk) + dk_j, j * bk, axis=2)
       dv = jax.lax.dynamic_update_slice_in_dim(dv, _rows(dv, j, bk) + dv_j, j * bk, axis=2)
-      if dbias is not None:
-        dbias = _add_dbias(st, dbias, _ungroup_rows(ds, st.groups), i, j)
-      return (dq, dk, dv, dbias), None
+      new_dqs, new_dks = [], []
+      for c, (q, k) in enumerate(zip(qs, ks)):
+        dp_c = dp_t if ones[c] is None else row(ones[c], i) * dp_t
+        ds_t = wt.dscores(s_ts[c], p_ts[c], dp_c, row(deltas[c], i))
+        dk_j = jnp.einsum("bhkq,bhqd->bhkd", ds_t, _rows(q, i, rows), preferred_element_type=jnp.float32)
+        ds = jnp.swapaxes(ds_t, -1, -2)
+        dq_i = jnp.einsum("bhqk,bhkd->bhqd", ds, _rows(k, j, bk), preferred_element_type=jnp.float32)
+        new_dqs.append(jax.lax.dynamic_update_slice_in_dim(dqs[c], _rows(dqs[c], i, rows) + dq_i, i * rows, axis=2))
+        new_dks.append(jax.lax.dynamic_update_slice_in_dim(dks[c], _rows(dks[c], j, bk) + dk_j, j * bk, axis=2))
+        if dbias is not None:
+          dbias = _add_dbias(st, dbias, _ungroup_rows(ds, st.groups), i, j)
+      return (tuple(new_dqs), tuple(new_dks), dv, dbias), None
     return body
 
   dbias0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
-  carry = (jnp.zeros(q.shape, jnp.float32), jnp.zeros(k.shape, jnp.float32),
+  carry = (tuple(jnp.zeros(q.shape, jnp.float32) for q in qs), tuple(jnp.zeros(k.shape, jnp.float32) for k in ks),
            jnp.zeros(v.shape, jnp.float32), dbias0)
   for masked, tiles in ((False, st.plan.full), (True, st.plan.partial)):
     if len(tiles):
       carry, _ = jax.lax.scan(step(masked), carry, jnp.asarray(tiles))
-  return carry
+  return carry, deltas
 
 
 def _add_dbias(st: _Static, dbias, ds, i, j):
@@ -277,20 +323,28 @@ def _add_dbias(st: _Static, dbias, ds, i, j):
 
 
 def _make_core(st: _Static):
-  """custom_vjp core on grouped, padded, pre-scaled operands."""
+  """custom_vjp core on grouped, padded, pre-scaled operands (tuples of maps qs, ks)."""
 
   @jax.custom_vjp
-  def core(q, k, v, bias, q_offset, mask_leaves):
-    return _forward(st, q, k, v, bias, q_offset, mask_leaves)[0]
+  def core(qs, ks, v, bias, row_logit, coef, q_offset, mask_leaves):
+    return _combine(_forward(st, qs, ks, v, bias, row_logit, q_offset, mask_leaves)[0], coef)
 
-  def fwd(q, k, v, bias, q_offset, mask_leaves):
-    o, lse = _forward(st, q, k, v, bias, q_offset, mask_leaves)
-    return o, (q, k, v, bias, q_offset, mask_leaves, o, lse)
+  def fwd(qs, ks, v, bias, row_logit, coef, q_offset, mask_leaves):
+    os, lses = _forward(st, qs, ks, v, bias, row_logit, q_offset, mask_leaves)
+    return _combine(os, coef), (qs, ks, v, bias, row_logit, coef, q_offset, mask_leaves, os, lses)
 
   def bwd(res, do):
-    q, k, v, bias, q_offset, mask_leaves, o, lse = res
-    dq, dk, dv, dbias = _backward(st, q, k, v, bias, q_offset, mask_leaves, o, lse, do)
-    return dq, dk, dv, dbias, None, None
+    qs, ks, v, bias, row_logit, coef, q_offset, mask_leaves, os, lses = res
+    (dqs, dks, dv, dbias), deltas = _backward(st, qs, ks, v, bias, coef, q_offset, mask_leaves, os, lses, do)
+    d_logit = d_coef = None
+    if row_logit is not None:
+      # The extra logit's weight is exp(logit - lse); like any softmax column with no
+      # value, d logit = -w_extra * delta (delta = dO . o, per map).
+      d_row = -sum(jnp.exp(row_logit - lse) * dl for lse, dl in zip(lses, deltas))
+      d_logit = unbroadcast(d_row, row_logit.shape)
+    if coef is not None:  # o = sum_c coef_c o_c
+      d_coef = unbroadcast(jnp.stack([jnp.sum(do * o, axis=-1) for o in os]), coef.shape)
+    return dqs, dks, dv, dbias, d_logit, d_coef, None, None
 
   core.defvjp(fwd, bwd)
   return core
@@ -311,7 +365,27 @@ def softmax_attention_blocked(q, k, v, *, mask=None, bias=None, scale=None, q_of
   block_q / block_k: tile edges (default: `choose_block` of `default_blocks`).
   Differentiable in q, k, v and an array bias with O(T * block) memory.
   """
-  bsz, tq, tk, hq, hkv, d = check_qkv(q, k, v)
+  return blocked_attention(q, k, v, SOFTMAX, mask=mask, bias=bias, scale=scale, q_offset=q_offset,
+                           block_q=block_q, block_k=block_k)
+
+
+def blocked_attention(q, k, v, weighting, *, row_logit=None, coefs=None, mask=None, bias=None, scale=None,
+                      q_offset=0, block_q: int | None = None, block_k: int | None = None):
+  """Blocked attention with the score -> weight map `weighting` (a weightings.* object).
+
+  Arguments and shapes as in `softmax_attention_blocked`, and:
+  row_logit: None or [Hq], an extra per-head logit in every row's normaliser with no
+    value (the sink softmax; normalised weightings only), differentiable.
+  q, k as tuples (q_1..q_n), (k_1..k_n) of equal shapes with coefs (a_1..a_n), each a
+    scalar or [Hq] (differentiable): the output is (sum_c a_c W_c) v with W_c the weights
+    of q_c k_c^T (differential attention: n = 2, a = (1, -lambda)). The maps share the
+    tiles, v, mask and bias; one pass computes all of them.
+  """
+  qs, ks = (q, k) if isinstance(q, (tuple, list)) else ((q,), (k,))
+  if len(qs) != len(ks) or (len(qs) > 1) != (coefs is not None) or (coefs is not None and len(coefs) != len(qs)):
+    raise ValueError("several maps need tuples q, k and coefs of one length")
+  for qc, kc in zip(qs, ks):
+    bsz, tq, tk, hq, hkv, d = check_qkv(qc, kc, v)
   g = hq // hkv
   scale = default_scale(d, scale)
   target_q, target_k = default_blocks(bsz, hq)
@@ -321,12 +395,15 @@ def softmax_attention_blocked(q, k, v, *, mask=None, bias=None, scale=None, q_of
   tq_pad, tk_pad = plan.nq * bq, plan.nk * bk
 
   # Heads-first, grouped layout: q -> [B, Hkv, Tq_pad * G, D]; k, v -> [B, Hkv, Tk_pad, D].
-  qf = (q.astype(jnp.float32) * scale).reshape(bsz, tq, hkv, g, d)
-  qf = jnp.pad(qf, ((0, 0), (0, tq_pad - tq), (0, 0), (0, 0), (0, 0)))
-  qf = qf.transpose(0, 2, 1, 3, 4).reshape(bsz, hkv, tq_pad * g, d)
-  pad_kv = lambda x: jnp.pad(x.astype(jnp.float32).transpose(0, 2, 1, 3),
+  def prep_q(x):
+    x = (x.astype(jnp.float32) * scale).reshape(bsz, tq, hkv, g, d)
+    x = jnp.pad(x, ((0, 0), (0, tq_pad - tq), (0, 0), (0, 0), (0, 0)))
+    return x.transpose(0, 2, 1, 3, 4).reshape(bsz, hkv, tq_pad * g, d)
+  pad_kv = lambda x: jnp.pad(x.astype(jnp.float32).transpose(0, 2, 1, 3),  # noqa: E731
                              ((0, 0), (0, 0), (0, tk_pad - tk), (0, 0)))
-  kf, vf = pad_kv(k), pad_kv(v)
+  # A per-head value (scalar or [Hq]) on the grouped rows: [1, Hkv, Tq_pad * G], rows (t, g).
+  head_rows = lambda x: jnp.broadcast_to(jnp.broadcast_to(jnp.asarray(x, jnp.float32), (hq,)).reshape(  # noqa: E731
+      1, hkv, 1, g), (1, hkv, tq_pad, g)).reshape(1, hkv, tq_pad * g)
 
   bias_fn, bias_arr, full_dims = None, None, None
   if callable(bias):
@@ -334,12 +411,20 @@ def softmax_attention_blocked(q, k, v, *, mask=None, bias=None, scale=None, q_of
   elif bias is not None:
     bias_arr, full_dims = _prepare_bias(jnp.asarray(bias), bsz, hq, tq, tk, tq_pad, tk_pad)
 
+  rows_logit = None
+  if row_logit is not None:
+    if not weighting.normalised:
+      raise ValueError("row_logit needs a normalised weighting")
+    rows_logit = head_rows(row_logit)
+  coef = None if coefs is None else jnp.stack([head_rows(a) for a in coefs])  # [n, 1, Hkv, Rq]
+
   leaves, rebuild = (None, None) if mask is None else mask_flatten(mask)
-  st = _Static(plan, g, tq, tk, rebuild, bias_fn, full_dims)
+  st = _Static(plan, weighting, g, tq, tk, rebuild, bias_fn, full_dims)
   q_off = q_offset if isinstance(q_offset, (int, np.integer)) else jnp.asarray(q_offset, jnp.int32)
-  out = _make_core(st)(qf, kf, vf, bias_arr, q_off, leaves)  # [B, Hkv, Tq_pad * G, Dv]
+  out = _make_core(st)(tuple(map(prep_q, qs)), tuple(map(pad_kv, ks)), pad_kv(v), bias_arr, rows_logit, coef,
+                       q_off, leaves)  # [B, Hkv, Tq_pad * G, Dv]
   out = out.reshape(bsz, hkv, tq_pad, g, -1)[:, :, :tq].transpose(0, 2, 1, 3, 4)
-  out = out.reshape(bsz, tq, hq, -1).astype(q.dtype)
+  out = out.reshape(bsz, tq, hq, -1).astype(qs[0].dtype)
   return out
 
 

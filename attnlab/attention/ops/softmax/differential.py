@@ -4,11 +4,14 @@ Ye et al., 2024, "Differential Transformer" (arXiv:2410.05258), Eq. (1):
 
     DiffAttn(X) = (softmax(Q1 K1^T / sqrt(d)) - lambda * softmax(Q2 K2^T / sqrt(d))) V
 
-Because the map is linear in the two weight matrices, the efficient form is two calls
-of `softmax_attention` (so it inherits the blocked / kernel paths) combined as
-o1 - lambda * o2; the reference materialises A1 - lambda * A2. Dispatch family
-"softmax.differential": the reference and one implementation per fast softmax
-implementation (`differential_via`).
+The reference materialises A1 - lambda * A2. Dispatch family "softmax.differential":
+  "xla"    one blocked pass over the tiles (blocked.blocked_attention with two maps and
+           coefficients (1, -lambda)): masked tiles skipped; the forward keeps o1 and o2
+           (two A V products), the backward forms A1 - lambda A2 per tile, so it costs one
+           dV and one dO V^T product, not two (fwd+bwd ~8/7 of one softmax call of this width,
+           where two separate softmax calls cost ~10/7).
+  "cudnn"  two calls of `softmax_attention(impl="cudnn")` combined as o1 - lambda * o2
+           (`differential_via`; the map is linear in the two weight matrices).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
 from attnlab.attention.ops.softmax.api import softmax_attention
+from attnlab.attention.ops.softmax.blocked import blocked_attention
 from attnlab.attention.ops.softmax.reference import softmax_attention_reference
+from attnlab.attention.ops.softmax.weightings import SOFTMAX
 
 FAMILY = "softmax.differential"
 
@@ -52,6 +57,17 @@ def differential_attention_reference(q1, q2, k1, k2, v, lam, *, mask=None, bias=
   return (out, w) if return_weights else out
 
 
+def differential_attention_blocked(q1, q2, k1, k2, v, lam, *, mask=None, bias=None, scale=None, q_offset=0,
+                                   block_q=None, block_k=None):
+  """The "xla" implementation: both softmax maps in one blocked pass (masked tiles
+  skipped), differentiable in q1, q2, k1, k2, v, lam (and an array bias). Arguments and
+  shapes as in `differential_attention_reference`."""
+  _lam(lam, q1.shape[2])  # validates the shape
+  lam = jnp.asarray(lam, jnp.float32)
+  return blocked_attention((q1, q2), (k1, k2), v, SOFTMAX, coefs=(1.0, -lam), mask=mask, bias=bias, scale=scale,
+                           q_offset=q_offset, block_q=block_q, block_k=block_k)
+
+
 def differential_via(softmax_impl: str):
   """The implementation softmax_attention(q1, k1, v) - lambda * softmax_attention(q2, k2, v)
   with softmax impl `softmax_impl`. Same arguments as `differential_attention_reference`."""
@@ -70,8 +86,9 @@ def differential_via(softmax_impl: str):
 def differential_attention(q1, q2, k1, k2, v, lam, *, mask=None, bias=None, scale=None, q_offset=0,
                            impl="auto"):
   """softmax_attention(q1, k1, v) - lambda * softmax_attention(q2, k2, v), dispatched
-  (family "softmax.differential"): "reference" materialises the difference map; "xla" /
-  "cudnn" run both softmax calls with that impl; "auto" prefers cudnn, then xla.
+  (family "softmax.differential"): "reference" materialises the difference map; "xla" runs
+  both maps in one blocked pass; "cudnn" runs two cudnn softmax calls; "auto" prefers
+  cudnn, then xla.
   Shapes as in the reference.
   """
   return D.dispatch(FAMILY, impl, q1, q2, k1, k2, v, lam, mask=mask, bias=bias, scale=scale,

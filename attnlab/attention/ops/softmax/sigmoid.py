@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
-from attnlab.attention.ops.softmax.common import DEFAULT_BLOCK_Q, attention_scores, dense_allowed, weighted_values
+from attnlab.attention.ops.softmax.blocked import blocked_attention
+from attnlab.attention.ops.softmax.common import attention_scores, dense_allowed, weighted_values
+from attnlab.attention.ops.softmax.weightings import Sigmoid
 
 FAMILY = "softmax.sigmoid"
 
@@ -49,11 +51,27 @@ def sigmoid_attention_reference(q, k, v, *, mask=None, bias=None, scale=None, q_
   return (out, w) if return_weights else out
 
 
+def sigmoid_attention_blocked(q, k, v, *, mask=None, bias=None, scale=None, q_offset=0, seq_bias=None,
+                              block_q=None, block_k=None):
+  """The "xla" implementation: blocked.blocked_attention with the `Sigmoid` weighting, so
+  EMPTY tiles are skipped and the output is the plain sum of w v over the visited tiles
+  (no normaliser). seq_bias must be a static number here. Shapes as in the reference."""
+  b = sequence_bias(k.shape[1]) if seq_bias is None else seq_bias
+  try:
+    b = float(b)
+  except TypeError as e:  # a tracer: the weighting's offset is static
+    raise ValueError("sigmoid_attention impl='xla' needs a static seq_bias (a number); "
+                     "use impl='reference' for a traced one") from e
+  return blocked_attention(q, k, v, Sigmoid(b), mask=mask, bias=bias, scale=scale, q_offset=q_offset,
+                           block_q=block_q, block_k=block_k)
+
+
 def sigmoid_attention(q, k, v, *, mask=None, bias=None, scale=None, q_offset=0, seq_bias=None,
-                      impl="auto", block_q=DEFAULT_BLOCK_Q):
+                      impl="auto", block_q=None, block_k=None):
   """Sigmoid attention through the dispatch table (family "softmax.sigmoid"): impl
-  "reference" (materialised) or "xla"/"auto" (query tiles of block_q). seq_bias defaults
-  to -log(Tk) of the full key array (not of a tile). Shapes as in the reference."""
+  "reference" (materialised) or "xla"/"auto" (blocked, masked tiles skipped; block_q /
+  block_k: its tiles, None = the blocked default). seq_bias defaults to -log(Tk) of the full key
+  array (not of a tile). Shapes as in the reference."""
   b = sequence_bias(k.shape[1]) if seq_bias is None else seq_bias
   return D.dispatch(FAMILY, impl, q, k, v, mask=mask, bias=bias, scale=scale, q_offset=q_offset,
-                    block_q=block_q, seq_bias=b)
+                    block_q=block_q, block_k=block_k, seq_bias=b)

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
-from attnlab.attention.ops.softmax.common import DEFAULT_BLOCK_Q, attention_scores, dense_allowed, weighted_values
+from attnlab.attention.ops.softmax.blocked import blocked_attention
+from attnlab.attention.ops.softmax.common import attention_scores, dense_allowed, weighted_values
+from attnlab.attention.ops.softmax.weightings import SIGNED
 
 FAMILY = "softmax.signed"
 
@@ -47,10 +49,19 @@ def signed_softmax_attention_reference(q, k, v, *, mask=None, bias=None, scale=N
   return (out, w) if return_weights else out
 
 
+def signed_softmax_attention_blocked(q, k, v, *, mask=None, bias=None, scale=None, q_offset=0,
+                                     block_q=None, block_k=None):
+  """The "xla" implementation: blocked.blocked_attention with the `Signed` weighting
+  (online softmax over |p|, sign(p) in the numerator), skipping masked tiles, O(T * block)
+  memory. Shapes as in `signed_softmax_attention_reference`."""
+  return blocked_attention(q, k, v, SIGNED, mask=mask, bias=bias, scale=scale, q_offset=q_offset,
+                           block_q=block_q, block_k=block_k)
+
+
 def signed_softmax_attention(q, k, v, *, mask=None, bias=None, scale=None, q_offset=0, impl="auto",
-                             block_q=DEFAULT_BLOCK_Q):
+                             block_q=None, block_k=None):
   """Cog attention through the dispatch table (family "softmax.signed"): impl "reference"
-  (materialised) or "xla"/"auto" (query tiles, O(T * block_q) memory). Shapes as in
-  `signed_softmax_attention_reference`."""
+  (materialised) or "xla"/"auto" (blocked, masked tiles skipped; block_q / block_k: its
+  tiles, None = the blocked default). Shapes as in `signed_softmax_attention_reference`."""
   return D.dispatch(FAMILY, impl, q, k, v, mask=mask, bias=bias, scale=scale, q_offset=q_offset,
-                    block_q=block_q)
+                    block_q=block_q, block_k=block_k)

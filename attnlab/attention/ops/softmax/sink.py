@@ -15,7 +15,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
-from attnlab.attention.ops.softmax.common import DEFAULT_BLOCK_Q, attention_scores, dense_allowed, weighted_values
+from attnlab.attention.ops.softmax.blocked import blocked_attention
+from attnlab.attention.ops.softmax.common import attention_scores, dense_allowed, weighted_values
+from attnlab.attention.ops.softmax.weightings import SOFTMAX
 
 FAMILY = "softmax.sink"
 
@@ -43,11 +45,20 @@ def sink_softmax_attention_reference(q, k, v, sink, *, mask=None, bias=None, sca
   return (out, w) if return_weights else out
 
 
+def sink_softmax_attention_blocked(q, k, v, sink, *, mask=None, bias=None, scale=None, q_offset=0,
+                                   block_q=None, block_k=None):
+  """The "xla" implementation: blocked softmax whose online normaliser starts at the sink
+  ((m, l) = (sink_h, 1)), skipping masked tiles; differentiable in sink. Shapes as in the reference."""
+  return blocked_attention(q, k, v, SOFTMAX, row_logit=sink, mask=mask, bias=bias, scale=scale,
+                           q_offset=q_offset, block_q=block_q, block_k=block_k)
+
+
 def sink_softmax_attention(q, k, v, sink, *, mask=None, bias=None, scale=None, q_offset=0, impl="auto",
-                           block_q=DEFAULT_BLOCK_Q):
+                           block_q=None, block_k=None):
   """Sink softmax attention through the dispatch table (family "softmax.sink"): impl
-  "reference" or "xla"/"auto" (query tiles). sink [Hq]; shapes as in the reference."""
+  "reference" or "xla"/"auto" (blocked, masked tiles skipped; block_q / block_k: its
+  tiles, None = the blocked default). sink [Hq]; shapes as in the reference."""
   if jnp.shape(sink) != (q.shape[2],):
     raise ValueError(f"sink must be [num_q_heads] = [{q.shape[2]}], got {jnp.shape(sink)}")
   return D.dispatch(FAMILY, impl, q, k, v, sink, mask=mask, bias=bias, scale=scale, q_offset=q_offset,
-                    block_q=block_q)
+                    block_q=block_q, block_k=block_k)
