@@ -21,8 +21,8 @@ int32 [], "weights" float32 []}. Training example k (a global counter, so the gr
 iterator's state is just its next index) is image `perm_e[k mod N]` of epoch e = k // N
 (a fresh permutation per epoch from the seed; a source with `shuffled = True`, whose images
 are already i.i.d. draws such as a generated Pathfinder stream, gives image k mod N),
-augmented with `example_rng(seed, k)`: random crop after zero padding by `crop_pad` pixels, horizontal flip with probability 1/2
-when `flip`. The same (seed, k) gives the same example, in any order, on any host.
+augmented with `example_rng(seed, k)`: random crop after zero padding by `crop_pad` pixels,
+horizontal flip with probability 1/2 when `flip`. The same (seed, k) gives the same example, in any order, on any host.
 """
 
 from __future__ import annotations
