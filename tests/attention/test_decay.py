@@ -10,6 +10,7 @@ from attnlab.attention import build
 from attnlab.attention import masks as M
 from attnlab.attention.variants.decay import lightning_log_decay, retention_log_decay
 from tests.attention import contract
+from tests.attention.oracle_parts import head_proj, rope_bt
 
 VARIANTS = {
     "retention": dict(num_heads=2, chunk_size=4),
@@ -17,27 +18,18 @@ VARIANTS = {
 }
 
 
-def _proj(x, p):
-  return jnp.einsum("btd,dhk->bthk", x, p["kernel"])
-
-
-def _rope(x, pos, base=10000.0):
-  d = x.shape[-1]
-  ang = pos[:, :, None, None] * base ** (-np.arange(0, d // 2) * 2.0 / d)
-  x1, x2 = x[..., : d // 2], x[..., d // 2:]
-  return jnp.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
 
 
 def oracle(name, hp, params, x, kv_valid=None):
   """The decayed causal attention matrix D[i, j] = lambda_h^(i - j) (j <= i), materialised."""
   p = params["params"]
-  q, k, v = _proj(x, p["query"]), _proj(x, p["key"]), _proj(x, p["value"])
+  q, k, v = head_proj(x, p["query"]), head_proj(x, p["key"]), head_proj(x, p["value"])
   b, t, h, d = q.shape
   i, j = np.arange(t)[:, None], np.arange(t)[None, :]
   if name == "retention":
     pos = np.broadcast_to(np.arange(t), (b, t))
     if hp.get("positional", "rope") == "rope":
-      q, k = _rope(q, pos), _rope(k, pos)
+      q, k = rope_bt(q, pos), rope_bt(k, pos)
     gamma = 1.0 - 2.0 ** (-5.0 - np.arange(h))  # RetNet: gamma_h = 1 - 2^(-5 - h)
     decay = gamma[:, None, None] ** np.maximum(i - j, 0)[None]
     scores = jnp.einsum("bihd,bjhd->bhij", q, k) / np.sqrt(d)
@@ -61,10 +53,10 @@ def oracle(name, hp, params, x, kv_valid=None):
     mu = y.mean(-1, keepdims=True)
     var = ((y - mu) ** 2).mean(-1, keepdims=True)
     y = (y - mu) / jnp.sqrt(var + 1e-5) * p["norm_scale"] + p["norm_bias"]
-    y = jax.nn.silu(_proj(x, p["gate"])) * y
+    y = jax.nn.silu(head_proj(x, p["gate"])) * y
   else:
     y = y / jnp.sqrt((y ** 2).mean(axis=(-2, -1), keepdims=True) + 1e-6)
-    y = _proj(x, p["gate"]) * y
+    y = head_proj(x, p["gate"]) * y
   return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
 
 

@@ -13,6 +13,7 @@ from attnlab.attention.ops.linear import feature_maps as fm
 from attnlab.attention.ops.linear import core as la
 from attnlab.attention.variants.linear import performer_projection
 from tests.attention import contract
+from tests.attention.oracle_parts import head_proj, rope_bt
 
 VARIANTS = {
     "linear": dict(num_heads=2, chunk_size=4),
@@ -122,15 +123,6 @@ def init_params(name, hp, x, context=None):
   return build(name, **hp), nn.unbox(params)
 
 
-def _proj(x, p):
-  return jnp.einsum("btd,dhk->bthk", x, p["kernel"])
-
-
-def _rope(x, pos, base=10000.0):
-  d = x.shape[-1]
-  ang = pos[:, :, None, None] * base ** (-np.arange(0, d // 2) * 2.0 / d)
-  x1, x2 = x[..., : d // 2], x[..., d // 2:]
-  return jnp.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
 
 
 def _softmax_window(q, k, v, allowed):
@@ -143,7 +135,7 @@ def oracle(name, hp, params, x, context=None, causal=True, kv_valid=None):
   """The [T, S] attention matrix each variant implies, built the obvious way, from its params."""
   p = params["params"]
   src = x if context is None else context
-  q, k, v = _proj(x, p["query"]), _proj(src, p["key"]), _proj(src, p["value"])
+  q, k, v = head_proj(x, p["query"]), head_proj(src, p["key"]), head_proj(src, p["value"])
   t, s = q.shape[1], k.shape[1]
   i, j = np.arange(t)[:, None], np.arange(s)[None, :]
   allowed = (j <= i) if causal else np.ones((t, s), bool)
@@ -172,11 +164,11 @@ def oracle(name, hp, params, x, context=None, causal=True, kv_valid=None):
   y = jnp.einsum("bhij,bjhe->bihe", a, v)
   if name == "based":
     pos = np.broadcast_to(np.arange(t), (x.shape[0], t))
-    qw, kw = _rope(_proj(x, p["window_query"]), pos), _rope(_proj(x, p["window_key"]), pos)
+    qw, kw = rope_bt(head_proj(x, p["window_query"]), pos), rope_bt(head_proj(x, p["window_key"]), pos)
     w = hp["window"]  # w keys, the query's own included: causal the last w, else centred
     before, after = (w - 1, 0) if causal else (w // 2, w - 1 - w // 2)
     allowed_w = allowed & (j >= i - before) & (j <= i + after)
-    y = y + _softmax_window(qw, kw, _proj(x, p["window_value"]), allowed_w)
+    y = y + _softmax_window(qw, kw, head_proj(x, p["window_value"]), allowed_w)
   return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
 
 

@@ -14,21 +14,12 @@ import pytest
 from attnlab.attention import masks as M
 from attnlab.attention.ops import lowrank as L
 from tests.attention import contract
+from tests.attention.oracle_parts import FWD_TOL, GRAD_TOL, out_proj, proj
 
 VARIANTS = {
     "linformer": dict(num_heads=2, k_proj=8, max_len=32),
     "nystromformer": dict(num_heads=2, num_landmarks=8),
 }
-FWD_TOL = dict(atol=2e-5, rtol=1e-5)
-GRAD_TOL = dict(atol=5e-5, rtol=1e-4)
-
-
-def proj(x, p, name):
-  return jnp.einsum("btd,dhk->bthk", x, p[name]["kernel"])
-
-
-def out_proj(y, p):
-  return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
 
 
 def check_against_oracle(name, module, variables, x, oracle_fn, context=None):

@@ -18,6 +18,7 @@ from attnlab.attention.ops.sparse import block_select as BS
 from attnlab.attention.ops.sparse import routed as R
 from attnlab.attention.variants import routed
 from tests.attention import contract
+from tests.attention.oracle_parts import FWD_TOL, GRAD_TOL, out_proj, proj
 
 VARIANTS = {
     "lsh": dict(num_heads=2, num_buckets=4, chunk_size=4, num_hashes=2),
@@ -25,19 +26,9 @@ VARIANTS = {
     "topk": dict(num_heads=2, top_k=5, block_k=8),
     "duo": dict(num_heads=2, window=3, num_sinks=2, alpha_init=0.6),
 }
-FWD_TOL = dict(atol=2e-5, rtol=1e-5)
-GRAD_TOL = dict(atol=5e-5, rtol=1e-4)
 
 
 # ---- independent helpers (plain numpy / jnp) ---------------------------------------------
-
-
-def proj(x, p, name):
-  return jnp.einsum("btd,dhk->bthk", x, p[name]["kernel"])
-
-
-def out_proj(y, p):
-  return jnp.einsum("bqhd,hdm->bqm", y, p["out"]["kernel"])
 
 
 def rope(x, pos, base=10000.0):
