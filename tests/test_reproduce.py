@@ -71,6 +71,8 @@ def test_claims_pass_and_fail_by_cell(toy):
   h8 = table[table.cell == "horizon=8"].iloc[0]
   assert h8.n == 4 and h8.ours == pytest.approx((1.2 * 2 + 1.0 + 1.02) / 4)
   assert "fail (|err| 10.5%" in h8.claim and "pass (model=itransformer 1.01 vs model=vanilla 1.2" in h8.claim
+  assert h8.mixes == "model"  # the cell pools both models: the markdown shows no pooled mean
+  assert "| horizon=8 | test/mse | - (pools model) | 4 |" in R.markdown(toy, table, scale="paper")
   # itransformer worse than vanilla: the improves claim fails
   worse = lambda p, s: {"vanilla": 1.0, "itransformer": 1.05}[p["model"]]
   table = R.check_claims(toy, R.runs_frame(runs, _results(runs, worse)))
