@@ -37,7 +37,8 @@ def get_experiment():
       "scales": {
           "paper": {"args": {}, "overrides": [], "note": "one seed per cell, iTransformer's recipe"},
           "small": {"args": {}, "overrides": ["--config.train.epochs=1"],
-                    "note": "one seed per cell, 1 epoch (paper up to 10, patience 3), shapes unchanged"},
+                    "note": "one seed per cell, 1 epoch (paper up to 10, patience 3), "
+                            "shapes unchanged"},
           "h96": {"args": {"horizon": [96]}, "overrides": [],
                   "note": "H = 96 only, one seed, the full recipe"},
       },
