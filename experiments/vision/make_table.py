@@ -2,7 +2,7 @@
 
   python experiments/vision/make_table.py [--root runs/reproduce]
 
-Writes experiments/vision/{digits.md, digits.csv, digits_ablation.md, pathfinder.md,
+Writes experiments/vision/{table.md (the three below), digits.md, digits.csv, digits_ablation.md, pathfinder.md,
 pathfinder.csv, digits_curves.png, pathfinder_curves.png, pathfinder_curves.csv}. Per run:
 the final eval accuracy (result.json), steps/s (mean of the logged train/steps_per_sec after
 the first window, which includes compilation; the only window when there is one), parameters (train.log's "initialised N
@@ -22,6 +22,7 @@ import pandas as pd
 
 from attnlab.analysis.curves import curves_frame, plot_curves
 from attnlab.attention import VARIANTS
+from attnlab.reproduce.experiment import load_experiment
 from attnlab.train.metrics import read_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,7 +74,9 @@ def write_digits(root: str) -> None:
   frame = run_rows(os.path.join(root, "vision_digits", "small"))
   if frame.empty:
     return
+  order = list(load_experiment("vision_digits").sweep.variant)
   s = summary(frame, "variant")
+  s = s.iloc[sorted(range(len(s)), key=lambda i: order.index(s.variant[i]))].reset_index(drop=True)
   s["cost"] = [cost_class(v) for v in s.variant]
   s.to_csv(os.path.join(HERE, "digits.csv"), index=False)
   lines = ["| variant | test accuracy % (mean ± std) | seeds | steps/s | parameters | cost class (compute / memory) |",
@@ -91,7 +94,9 @@ def write_digits(root: str) -> None:
   if not abl.empty:
     a = summary(pd.concat([base, abl]), "ablate")
     lines = ["| mha, digits | test accuracy % | seeds |", "|---|---|---|"]
-    lines += [f"| {r.ablate} | {fmt(r.acc_mean, r.acc_std)} | {r.seeds} |" for r in a.itertuples()]
+    names = {"stem": "no conv stem (ablate=stem)", "smoothing": "no label smoothing (ablate=smoothing)"}
+    lines += [f"| {names.get(r.ablate, r.ablate)} | {fmt(r.acc_mean, r.acc_std)} | {r.seeds} |"
+              for r in a.itertuples()]
     with open(os.path.join(HERE, "digits_ablation.md"), "w") as f:
       f.write("\n".join(lines) + "\n")
 
@@ -125,6 +130,14 @@ def main() -> None:
   root = p.parse_args().root
   write_digits(root)
   write_pathfinder(root)
+  parts = [("Digits, 300 steps (experiments/vision_digits.py, scale small)", "digits.md"),
+           ("Digits recipe ablation, mha, 300 steps", "digits_ablation.md"),
+           ("Pathfinder 32x32, 100 steps, 2 layers d32 (experiments/lra_pathfinder.py, scale small)", "pathfinder.md")]
+  with open(os.path.join(HERE, "table.md"), "w") as out:
+    for title, name in parts:
+      if os.path.isfile(os.path.join(HERE, name)):
+        with open(os.path.join(HERE, name)) as f:
+          out.write(f"## {title}\n\n{f.read()}\n")
 
 
 if __name__ == "__main__":
