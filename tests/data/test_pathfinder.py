@@ -70,9 +70,9 @@ def test_source_and_bad_difficulty():
 
 
 def test_cached_arrays_round_trip_and_key(tmp_path):
-  src = pf.PathfinderSource(seed=5, size=6, image_size=16)
+  src = pf.PathfinderSource(seed=5, size=3)
   images, labels = pf.cached_arrays(src, str(tmp_path))
-  for i in range(6):  # the generator's images, in order
+  for i in range(3):  # the generator's images, in order
     image, label = src.get(i)
     np.testing.assert_array_equal(images[i], image)
     assert labels[i] == label
@@ -80,11 +80,11 @@ def test_cached_arrays_round_trip_and_key(tmp_path):
   assert os.listdir(tmp_path) == [os.path.basename(path)]  # no temporary file left
   np.savez(path, images=images * 0, labels=labels)  # a later call reads the file, not the generator
   assert pf.cached_arrays(src, str(tmp_path))[0].max() == 0
-  assert pf.cache_path(pf.PathfinderSource(seed=6, size=6, image_size=16), str(tmp_path)) != path
+  assert pf.cache_path(pf.PathfinderSource(seed=6, size=3), str(tmp_path)) != path
 
 
 def test_stream_source_is_read_by_index_without_a_permutation():
-  stream = pf.PathfinderSource(seed=3, size=1 << 62, image_size=16)  # task.train_size=0
+  stream = pf.PathfinderSource(seed=3, size=1 << 62)  # task.train_size=0
   ex = im.TrainExamples(stream, np.zeros(1, np.float32), np.ones(1, np.float32), seed=1)
   np.testing.assert_array_equal(ex(7)["inputs"], stream.get(7)[0])
   finite = im.ArraySource(np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1), np.arange(4), 4)

@@ -131,7 +131,7 @@ def _model(**crossvit):
 
 
 def test_model_shapes_and_cross_branch_dependence():
-  model = _model()
+  model = _model(blocks=1)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   assert jax.eval_shape(model.apply, variables, x).shape == (2, 10)
