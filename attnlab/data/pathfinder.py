@@ -111,6 +111,9 @@ def _marker(canvas: np.ndarray, point: np.ndarray) -> None:
       canvas[r + dr, c + dc] = True
 
 
+MAX_BARE_TRIES = 64  # canvases tried with no distractors left before giving up
+
+
 def generate(rng: np.random.Generator, rules: Rules, label: int) -> tuple[np.ndarray, dict]:
   """(image float32 [S, S, 1] in {0, 1}, info) for `label`; info holds each snake's pixels
   ("snakes": list of int [n, 2], the long ones first) and the two marker points."""
@@ -137,6 +140,10 @@ def generate(rng: np.random.Generator, rules: Rules, label: int) -> tuple[np.nda
     failures += 1
     if failures % 8 == 0 and num_distractors > 0:
       num_distractors -= 1
+    if failures > 8 * rules.num_distractors + MAX_BARE_TRIES:
+      raise ValueError(f"pathfinder: two contours of {rules.contour_length} dashes do not fit a "
+                       f"{s}x{s} canvas (no placement in {MAX_BARE_TRIES} tries without distractors); "
+                       "use a larger image_size (LRA: 32) or an easier difficulty")
   canvas = np.zeros((s, s), bool)
   for px in snakes:
     canvas[px[:, 0], px[:, 1]] = True

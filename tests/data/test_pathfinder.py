@@ -90,3 +90,10 @@ def test_stream_source_is_read_by_index_without_a_permutation():
   finite = im.ArraySource(np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1), np.arange(4), 4)
   order = [int(im.TrainExamples(finite, np.zeros(1), np.ones(1), seed=1)(k)["targets"]) for k in range(4)]
   assert sorted(order) == [0, 1, 2, 3]  # an in-memory source is still permuted per epoch
+
+
+def test_a_canvas_too_small_for_the_contours_is_a_clear_error_not_a_hang():
+  """At 16 x 16 the two long contours never fit: the generator gives up with a one-line error
+  (it retried forever before)."""
+  with pytest.raises(ValueError, match="do not fit a 16x16 canvas"):
+    pf.pathfinder(0, 0, image_size=16)
