@@ -148,6 +148,22 @@ def _dtype_and_budget(dtype: str, max_memory_mb: float | None):
   return jnp.dtype(dtype), default_max_memory_mb() if max_memory_mb is None else max_memory_mb
 
 
+def _time_into(row: dict, fn, ct, args, repeats: int, max_mb: float) -> None:
+  """Times fn's fwd and fwd+bwd programs on args into row; an impl or peer that cannot
+  lower this case gets a "failed: ..." note instead (the bench keeps going)."""
+  try:
+    row.update(measure(*_programs(fn, ct), args, repeats, max_mb))
+  except Exception as e:  # noqa: BLE001  (report, keep going)
+    row["note"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+
+
+def _add_tflops(row: dict, flops) -> None:
+  """Achieved TFLOP/s of the unmasked work, fwd and fwd+bwd, where the row was timed."""
+  for name, f in zip(("fwd", "fwdbwd"), flops):
+    ms = row.get(f"{name}_ms")
+    row[f"{name}_tflops"] = f / (ms * 1e-3) / 1e12 if ms else None
+
+
 def run_kernel_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, kv_heads: int | None = None,
                      head_dim: int = 128, dtype: str = "auto", patterns: Sequence[str] = PATTERNS,
                      impls: Sequence[str] = IMPLS, window: int = 1024, density: float = 0.1, repeats: int = 5,
@@ -177,13 +193,8 @@ def run_kernel_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, kv
         if isinstance(fn, str):
           row["note"] = fn
         else:
-          try:
-            row.update(measure(*_programs(fn, ct), (q, k, v), repeats, max_mb))
-          except Exception as e:  # a peer that cannot lower this case: report, keep going
-            row["note"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-        for name, f in zip(("fwd", "fwdbwd"), flops):
-          ms = row.get(f"{name}_ms")
-          row[f"{name}_tflops"] = f / (ms * 1e-3) / 1e12 if ms else None
+          _time_into(row, fn, ct, (q, k, v), repeats, max_mb)
+        _add_tflops(row, flops)
         rows.append(row)
         log(_fmt_row(row))
   _add_ratios(rows)
@@ -281,13 +292,8 @@ def run_linear_bench(seqs: Sequence[int], *, batch: int = 1, heads: int = 16, he
           if isinstance(fn, str):
             row["note"] = fn
           else:
-            try:
-              row.update(measure(*_programs(fn, ct), (q, k, v), repeats, max_mb))
-            except Exception as e:  # report, keep going
-              row["note"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-        for name, f in zip(("fwd", "fwdbwd"), flops):
-          ms = row.get(f"{name}_ms")
-          row[f"{name}_tflops"] = f / (ms * 1e-3) / 1e12 if ms else None
+            _time_into(row, fn, ct, (q, k, v), repeats, max_mb)
+        _add_tflops(row, flops)
         rows.append(row)
         log(_fmt_row(row))
   for r in rows:
