@@ -68,12 +68,14 @@ def cmd_list(args) -> int:
   from rich.console import Console
   from rich.table import Table
   table = Table(title=f"{len(variants)} attention variants")
-  for col in ("name", "family", "patterns", "compute", "memory", "sub-quadratic", "hyperparameters (defaults)"):
+  from attnlab.attention.registry import LIST_D_MODEL
+  for col in ("name", "family", "patterns", "compute", "memory", "sub-quadratic",
+              f"decode state (floats, d_model={LIST_D_MODEL})", "hyperparameters (defaults)"):
     table.add_column(col, overflow="fold")
   for v in variants:
     hp = ", ".join(f"{k}={v['hyperparameters'][k]!r}" for k in v["hyperparameters"])
     table.add_row(v["name"], v["family"], " ".join(v["patterns"]), v["compute"], v["memory"],
-                  "yes" if v["subquadratic"] else "", hp)
+                  "yes" if v["subquadratic"] else "", v["state_size"], hp)
   console = Console(width=max(160, Console().width))
   console.print(table)
   console.print("tasks: " + ", ".join(TASKS.names()))

@@ -26,6 +26,7 @@ import numpy as np
 
 from attnlab.attention.positional import alibi_slopes, apply_rope
 from attnlab.attention.registry import register
+from attnlab.attention.state_size import head_dim, linear_state
 from attnlab.attention.variants.linear_base import LinearAttentionBase, LinearFamilyConfig
 
 DECAY_PATTERNS = ("causal-self", "decode")
@@ -83,8 +84,20 @@ def lightning_log_decay(num_heads: int, layer_index: int = 0, num_layers: int = 
   return (-alibi_slopes(num_heads) * factor).astype(jnp.float32)
 
 
+def retention_state_size(cfg: RetentionConfig, d_model: int):
+  """S [H, D, value_factor * D]; no normaliser (GroupNorm replaces it)."""
+  hd = head_dim(cfg, d_model)
+  return linear_state(cfg.num_heads, hd, hd * cfg.value_factor, normalizer=False)
+
+
+def lightning_state_size(cfg: LightningConfig, d_model: int):
+  """S [H, D, D]; no normaliser (SRMSNorm replaces it)."""
+  hd = head_dim(cfg, d_model)
+  return linear_state(cfg.num_heads, hd, hd, normalizer=False)
+
+
 @register("retention", family="decay", config=RetentionConfig, patterns=DECAY_PATTERNS,
-          paper="Sun et al., 2023", cost=("T*c", "T"))
+          paper="Sun et al., 2023", cost=("T*c", "T"), state_size=retention_state_size)
 class Retention(LinearAttentionBase):
   """Multi-scale retention (RetNet eq. 8-9).
 
@@ -136,7 +149,7 @@ def group_norm(module: nn.Module, y, eps):
 
 
 @register("lightning", family="decay", config=LightningConfig, patterns=DECAY_PATTERNS,
-          paper="Qin et al., 2024", cost=("T*c", "T"))
+          paper="Qin et al., 2024", cost=("T*c", "T"), state_size=lightning_state_size)
 class LightningAttention(LinearAttentionBase):
   """TransNormerLLM's NormLinearAttention computed the Lightning Attention-2 way.
 

@@ -35,6 +35,7 @@ from attnlab.attention.ops.linear.gla import gla_attention
 from attnlab.attention.ops.linear.mala import init_state as mala_init_state
 from attnlab.attention.ops.linear.mala import mala_attention, mala_recurrent
 from attnlab.attention.registry import register
+from attnlab.attention.state_size import head_dim, linear_state
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule, Projection
 from attnlab.attention.variants.common import check_recurrent_call, key_valid_from_mask
 
@@ -114,8 +115,14 @@ class GLAConfig(AttentionConfig):
   norm: str = "layer"
 
 
+def gla_state_size(cfg: GLAConfig, d_model: int):
+  """S [H, expand_k * D, expand_v * D]; no normaliser."""
+  hd = head_dim(cfg, d_model)
+  return linear_state(cfg.num_heads, int(hd * cfg.expand_k), int(hd * cfg.expand_v), normalizer=False)
+
+
 @register("gla", family="gated", config=GLAConfig, patterns=("causal-self", "decode"),
-          paper="Yang et al., 2024", cost=("T*c", "T"))
+          paper="Yang et al., 2024", cost=("T*c", "T"), state_size=gla_state_size)
 class GLA(_StatefulLinear):
   """Gated Linear Attention (Yang et al., 2024), Sec. 4 of the paper:
 
@@ -180,8 +187,16 @@ def _l2norm(x, eps=1e-6):
   return (xf * jax.lax.rsqrt(jnp.sum(xf * xf, -1, keepdims=True) + eps)).astype(x.dtype)
 
 
+def deltanet_state_size(cfg: DeltaNetConfig, d_model: int):
+  """S [H, D, D] (the fast weights); no normaliser and no short-convolution buffer (this
+  DeltaNet has no short convolution)."""
+  hd = head_dim(cfg, d_model)
+  return linear_state(cfg.num_heads, hd, hd, normalizer=False)
+
+
 @register("deltanet", family="gated", config=DeltaNetConfig, patterns=("causal-self", "decode"),
-          paper="Schlag et al., 2021; Yang et al., 2024", cost=("T*c", "T"))
+          paper="Schlag et al., 2021; Yang et al., 2024", cost=("T*c", "T"),
+          state_size=deltanet_state_size)
 class DeltaNet(_StatefulLinear):
   """DeltaNet: the delta rule S_t = S_{t-1}(I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
   o_t = S_t q_t (Schlag et al., 2021; chunked with the WY representation of Yang et al., 2024).
@@ -230,9 +245,15 @@ class MALAConfig(AttentionConfig):
   chunk_size: int = 64
 
 
+def mala_state_size(cfg: MALAConfig, d_model: int):
+  """S [H, D, D] + z [H, D] + the value sum [H, D] + the key count N (1 float)."""
+  hd, h = head_dim(cfg, d_model), cfg.num_heads
+  return linear_state(h, hd, hd, normalizer=True, extra=h * hd + 1, extra_note=f"vsum {h}x{hd} + count 1")
+
+
 @register("mala", family="linear", config=MALAConfig,
           patterns=("causal-self", "noncausal-self", "decode"), paper="Fan et al., 2025",
-          cost=("T", "T"))
+          cost=("T", "T"), state_size=mala_state_size)
 class MALA(_StatefulLinear):
   """Magnitude-Aware Linear Attention (Fan et al., 2025): phi = elu + 1 features,
   o_i = beta_i phi(q_i) S - gamma_i sum_j v_j with beta_i = 1 + 1/Z_i, gamma_i = Z_i / N

@@ -39,6 +39,7 @@ from attnlab.attention.ops.linear import feature_maps as fm
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import apply_rope
 from attnlab.attention.registry import register
+from attnlab.attention.state_size import head_dim, linear_state, window_kv
 from attnlab.attention.variants.base import layer_seed, remap_cache_slots, window_extents
 from attnlab.attention.variants.linear_base import LinearAttentionBase, LinearFamilyConfig
 
@@ -95,9 +96,38 @@ class BasedConfig(NormalizedConfig):
 LINEAR_PATTERNS = ("causal-self", "noncausal-self", "noncausal-cross", "decode")
 
 
+# ---- decode-state sizes (floats per sequence and layer; `attention.state_size`) ------------------
+def linear_state_size(cfg: LinearConfig, d_model: int):
+  """S [H, D, D] (the feature maps keep the head size), + z [H, D] when normalize."""
+  hd = head_dim(cfg, d_model)
+  return linear_state(cfg.num_heads, hd, hd, normalizer=cfg.normalize)
+
+
+def performer_state_size(cfg: PerformerConfig, d_model: int):
+  """S [H, M, D] + z [H, M] over the M random features, + the running key max [H]."""
+  return linear_state(cfg.num_heads, cfg.num_features, head_dim(cfg, d_model), normalizer=True,
+                      extra=cfg.num_heads, extra_note=f"key max {cfg.num_heads}")
+
+
+def cosformer_state_size(cfg: CosformerConfig, d_model: int):
+  """S [H, 2D, D] + z [H, 2D]: the cos and sin halves of the re-weighted features."""
+  hd = head_dim(cfg, d_model)
+  return linear_state(cfg.num_heads, 2 * hd, hd, normalizer=True)
+
+
+def based_state_size(cfg: BasedConfig, d_model: int):
+  """S [H, 1 + F + F^2, D] + z (the Taylor features of the F-dim projections), plus the
+  window branch's ring-buffer KV cache of window - 1 keys and values [H, D]."""
+  f = 1 + cfg.feature_dim + cfg.feature_dim ** 2
+  ring = window_kv(cfg, d_model, window_extents(cfg.window, cfg.causal)[0])
+  return linear_state(cfg.num_heads, f, head_dim(cfg, d_model), normalizer=True,
+                      extra=ring.fixed, extra_note=ring.counted)
+
+
 # ---- linear ---------------------------------------------------------------------------------------
 @register("linear", family="linear", config=LinearConfig, patterns=LINEAR_PATTERNS,
-          paper="Katharopoulos et al., 2020", cost=("T", "T"))
+          paper="Katharopoulos et al., 2020", cost=("T", "T"),
+          state_size=linear_state_size)
 class LinearAttention(LinearAttentionBase):
   """phi(Q) (phi(K)^T V) [/ phi(Q) phi(K)^T 1] with phi in {elu+1, relu, identity}.
 
@@ -121,7 +151,8 @@ class LinearAttention(LinearAttentionBase):
 
 # ---- performer --------------------------------------------------------------------------------
 @register("performer", family="linear", config=PerformerConfig, patterns=LINEAR_PATTERNS,
-          paper="Choromanski et al., 2021", cost=("T*m", "T"))
+          paper="Choromanski et al., 2021", cost=("T*m", "T"),
+          state_size=performer_state_size)
 class PerformerAttention(LinearAttentionBase):
   """FAVOR+: softmax(q k^T / sqrt(D)) approximated by positive orthogonal random features.
 
@@ -196,7 +227,8 @@ def performer_projection(cfg: PerformerConfig, head_dim: int):
 
 # ---- cosformer ----------------------------------------------------------------------------------
 @register("cosformer", family="linear", config=CosformerConfig, patterns=LINEAR_PATTERNS,
-          paper="Qin et al., 2022", cost=("T", "T"))
+          paper="Qin et al., 2022", cost=("T", "T"),
+          state_size=cosformer_state_size)
 class CosformerAttention(LinearAttentionBase):
   """relu(q_i) . relu(k_j) cos(pi/2 (i - j) / M), normalised by its row sum (+ eps).
 
@@ -233,7 +265,7 @@ class CosformerAttention(LinearAttentionBase):
 # ---- based ----------------------------------------------------------------------------------------
 @register("based", family="linear", config=BasedConfig,
           patterns=("causal-self", "noncausal-self", "decode"), paper="Arora et al., 2024",
-          cost=("T*d^2", "T"))
+          cost=("T*d^2", "T"), state_size=based_state_size)
 class BasedAttention(LinearAttentionBase):
   """Based in one layer: Taylor linear attention + softmax sliding window, summed.
 

@@ -48,6 +48,7 @@ from attnlab.attention.ops.linear.common import pad_time
 from attnlab.attention.ops.linear.mega_ema import ema
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.registry import register
+from attnlab.attention.state_size import StateSize
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 from attnlab.attention.variants.common import check_recurrent_call, key_valid_from_mask
 
@@ -134,9 +135,21 @@ def relative_bias(table, q_pos, k_pos, span: int):
   return table[rel][None, None]
 
 
+def mega_state_size(cfg: MegaConfig, d_model: int):
+  """The EMA state [d, n], plus the attention's cache of z-dim keys and v-dim values: a
+  ring of chunk_size - 1 slots (Mega-chunk), or the whole sequence when chunk_size = 0."""
+  zd, vd = cfg.z_dim or max(d_model // 4, 1), cfg.v_dim or 2 * d_model
+  ema_floats = d_model * cfg.ema_dim
+  if not cfg.chunk_size:
+    return StateSize(ema_floats, zd + vd, f"EMA {d_model}x{cfg.ema_dim} + k {zd}, v {vd} per token")
+  ring = max(cfg.chunk_size - 1, 1)
+  return StateSize(ema_floats + ring * (zd + vd), 0,
+                   f"EMA {d_model}x{cfg.ema_dim} + k, v ring {ring}x({zd}+{vd})")
+
+
 @register("mega", family="ema", config=MegaConfig,
           patterns=("causal-self", "noncausal-self", "decode"), paper="Ma et al., 2023",
-          cost=("T*c", "T"))
+          cost=("T*c", "T"), state_size=mega_state_size)
 class Mega(AttentionModule):
   """Mega / Mega-chunk layer (see the module docstring for the equations)."""
 
