@@ -1,0 +1,1 @@
+"""Tests of attnlab.sweep beyond tests/test_sweep.py: seeds and summaries, failures, kills, Ray."""
