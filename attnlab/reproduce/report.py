@@ -32,7 +32,7 @@ def runs_frame(runs: Sequence[Run], results: dict[str, dict]) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-def _stats(frame: pd.DataFrame, metric: str) -> tuple[float, float, int]:
+def run_stats(frame: pd.DataFrame, metric: str) -> tuple[float, float, int]:
   """(mean, sample std over runs (ddof 1; NaN for one run), n) of the finished runs' metric;
   NaNs when none."""
   if frame.empty or metric not in frame or "status" not in frame:
@@ -74,7 +74,7 @@ def check_claims(exp, frame: pd.DataFrame) -> pd.DataFrame:
     published = dict(cell.get("published", {}))
     in_cell = _subset(frame, point)
     for metric in exp.metrics:
-      mean, std, n = _stats(in_cell, metric)
+      mean, std, n = run_stats(in_cell, metric)
       pub = published.get(metric)
       row: dict[str, Any] = {"cell": cell_label(point), "metric": metric, "ours": mean, "std": std, "n": n,
                              "published": pub if pub is not None else math.nan,
@@ -94,8 +94,8 @@ def _verdict(claim, mean: float, pub, n: int, in_cell: pd.DataFrame) -> str:
   """"pass (...)", "fail (...)" or "n/a" for one claim on one cell."""
   tol = float(claim.get("tolerance", 0.0))
   if claim['kind'] == "improves":
-    over_mean, _, n_over = _stats(_subset(in_cell, dict(claim['over'])), claim['metric'])
-    by_mean, _, n_by = _stats(_subset(in_cell, dict(claim['by'])), claim['metric'])
+    over_mean, _, n_over = run_stats(_subset(in_cell, dict(claim['over'])), claim['metric'])
+    by_mean, _, n_by = run_stats(_subset(in_cell, dict(claim['by'])), claim['metric'])
     if not (n_over and n_by):
       return "n/a"
     gain = (by_mean - over_mean) / abs(over_mean) if claim.get("higher_is_better", False) \
@@ -112,7 +112,8 @@ def _verdict(claim, mean: float, pub, n: int, in_cell: pd.DataFrame) -> str:
   raise ValueError(f"unknown claim kind {claim['kind']!r}")
 
 
-def _fmt(x: float, digits: int = 4) -> str:
+def fmt_number(x: float, digits: int = 4) -> str:
+  """x with `digits` decimals; "-" for None or NaN."""
   return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -124,11 +125,11 @@ def markdown(exp, table: pd.DataFrame, *, scale: str, note: str = "") -> str:
   lines += ["", "| cell | metric | ours (mean ± std) | seeds | published | rel. err. | claim |",
             "|---|---|---|---|---|---|---|"]
   for r in table.to_dict("records"):
-    ours = f"{_fmt(r['ours'])} ± {_fmt(r['std'])}" if r["n"] else "-"
+    ours = f"{fmt_number(r['ours'])} ± {fmt_number(r['std'])}" if r["n"] else "-"
     if r.get("mixes"):  # a pooled mean over configurations is no figure to read: the claim column has them
       ours = f"- (pools {r['mixes']})"
     rel = "-" if math.isnan(r["rel_err"]) else f"{100 * r['rel_err']:+.1f}%"
-    lines.append(f"| {r['cell']} | {r['metric']} | {ours} | {r['n']} | {_fmt(r['published'])} | {rel} | "
+    lines.append(f"| {r['cell']} | {r['metric']} | {ours} | {r['n']} | {fmt_number(r['published'])} | {rel} | "
                  f"{r['claim'] or '-'} |")
   return "\n".join(lines) + "\n"
 
@@ -186,4 +187,4 @@ def _copy_figures(exp, runs, results, workdir) -> None:
         break
 
 
-__all__ = ["cell_label", "check_claims", "markdown", "plot", "runs_frame", "write_report"]
+__all__ = ["cell_label", "check_claims", "markdown", "plot", "fmt_number", "run_stats", "runs_frame", "write_report"]
