@@ -11,6 +11,7 @@ from typing import Any
 
 from attnlab.models import classifier as _classifier  # noqa: F401  (registers "classifier")
 from attnlab.models import forecaster as _forecaster  # noqa: F401  (registers "forecaster")
+from attnlab.models import icl_regressor as _icl_regressor  # noqa: F401  (registers "icl_regressor")
 from attnlab.models import forecasting as _forecasting  # noqa: F401  (registers vanilla, patchtst, itransformer, timexer, gateformer)
 from attnlab.models import lm as _lm  # noqa: F401  (registers "lm")
 from attnlab.models import vision as _vision  # noqa: F401  (registers "vit")

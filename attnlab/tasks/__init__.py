@@ -8,5 +8,6 @@ from attnlab.tasks import listops as _listops  # noqa: F401  (registers listops)
 from attnlab.tasks import text_classification as _text_classification  # noqa: F401  (registers text_classification)
 from attnlab.tasks import forecast as _forecast  # noqa: F401  (registers forecast)
 from attnlab.tasks import vision as _vision  # noqa: F401  (registers vision)
+from attnlab.tasks import icl_regression as _icl_regression  # noqa: F401  (registers icl_regression)
 
 __all__ = ["TASKS", "Task", "build_task", "default_task_config", "register_task"]
