@@ -109,3 +109,13 @@ def test_reproduction_dir_without_sweep_columns(tmp_path):
   out = write_report(str(tmp_path))  # no registered variant, no config: no cost, said in the table
   assert "no registered attention variant" in open(out["markdown"]).read()
   assert out["figures"] == [str(tmp_path / "report_horizon.png")]
+
+
+def test_per_run_csv_without_status(tmp_path):
+  """A hand-written per-run CSV (no status column: every row finished) named by --results;
+  the axes stop at the seed column, the metric is the one named."""
+  pd.DataFrame({"variant": ["mha", "mha", "linear"], "seed": [0, 1, 0], "accuracy": [50.0, 54.0, 51.0],
+                "examples": [500, 500, 500], "lra": [71.4, 71.4, 75.3]}).to_csv(tmp_path / "runs_by_hand.csv", index=False)
+  out = write_report(str(tmp_path), results="runs_by_hand.csv", metrics=["accuracy"], cost=False)
+  assert list(out["table"].columns[:3]) == ["variant", "seeds", "examples"]
+  assert out["table"].set_index("variant").loc["mha", "accuracy_mean"] == 52.0

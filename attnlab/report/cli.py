@@ -80,7 +80,7 @@ def write_report(root: str, out: str | None = None, *, results: str | None = Non
              for a in plots.swept_axes(runs, table)]
   skipped = f", {runs.skipped} not finished (left out)" if runs.skipped else ""
   text = [f"# Report: {os.path.basename(os.path.normpath(root))}", "",
-          f"From `{os.path.basename(runs.source)}`: {len(runs.frame)} finished runs{skipped}; "
+          f"Written by `attnlab report` from `{os.path.basename(runs.source)}`: {len(runs.frame)} finished runs{skipped}; "
           "mean ± sample std over seeds (the mean alone for one seed).", "", table_markdown(runs, table)]
   costs = fronts = None
   if cost:
@@ -92,7 +92,9 @@ def write_report(root: str, out: str | None = None, *, results: str | None = Non
     text += ["## Against measured cost", "",
              "One attention layer's forward + backward at batch 1 (`attnlab.bench.cost`: FLOPs "
              "counted on the jaxpr, temp memory of the compiled program), at the run's variant, "
-             f"width and heads; the Pareto front of {metric} "
+             "width and heads and at T = --seq-len, else the config's task.seq_len (the input length: "
+             "a model that re-tokenises, into patches or variates, attends over another length); "
+             f"the Pareto front of {metric} "
              f"({'higher' if plots.higher_is_better(metric) else 'lower'} is better) against each cost.", "",
              _cost_markdown(runs, table, costs, metric, fronts)]
   text += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures]

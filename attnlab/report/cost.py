@@ -88,7 +88,7 @@ def point_costs(runs: RunTable, table: pd.DataFrame, seq_len: int | None = None)
     else:
       try:
         row["flops"], row["temp_bytes"] = _measure(name, t, tuple(sorted(hp.items())))
-        row["cost_note"] = ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
+        row["cost_note"] = ", ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "the variant's defaults"
       except Exception as e:  # a variant whose program does not build at this shape: no cost, say why
         row["cost_note"] = f"cost failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
     rows.append(row)

@@ -98,12 +98,12 @@ def load_runs(root: str, results: str | None = None, metrics=None) -> RunTable:
   except pd.errors.EmptyDataError:
     raise ValueError(f"report: {path} is empty") from None
   total = len(frame)
+  point_columns = _point_columns(frame)  # before a status column is added at the end
   if "status" in frame:
     frame = frame[frame.status == "done"]
   frame = frame.assign(status="done").reset_index(drop=True)  # run_stats reads finished rows
   if frame.empty:
     raise ValueError(f"report: {path} has no finished run ({total} rows, none with status done)")
-  point_columns = _point_columns(frame)
   axes = [c for c in point_columns if c != SEED]
   examples = next((c for c in EXAMPLE_COLUMNS if c in frame), None)
   found = list(metrics) if metrics else _metrics(frame, axes, examples)
