@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
   sweep.register_cli(sub)
   from attnlab.reproduce import cli as reproduce_cli
   reproduce_cli.register_cli(sub)
-  from attnlab.report import cli as report_cli
+  from attnlab.analysis.report import cli as report_cli
   report_cli.register_cli(sub)
   p = sub.add_parser("list", help="list registered attention variants and tasks")
   p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,4 +1,4 @@
-"""`attnlab report DIR` (attnlab/report/) and the Pareto front (attnlab/analysis/pareto.py):
+"""`attnlab report DIR` (attnlab/analysis/report/) and the Pareto front (attnlab/analysis/pareto.py):
 on a hand-made sweep directory (two variants x two widths x two seeds, one failed row), the
 table's mean ± std equal pandas' own, the figures exist, the cost is the cost contract's
 measurement and the front is right; a bad DIR is one line with exit 2."""
@@ -13,8 +13,8 @@ import pytest
 
 from attnlab import cli
 from attnlab.analysis.pareto import pareto_mask
-from attnlab.report.cli import write_report
-from attnlab.report.runs import load_runs
+from attnlab.analysis.report.cli import write_report
+from attnlab.analysis.report.runs import load_runs
 
 ACC = {("mha", 32): (0.70, 0.74), ("mha", 64): (0.90, 0.96), ("linear", 32): (0.50, 0.56), ("linear", 64): (0.61, 0.65)}
 SEQ_LEN = 32

@@ -13,7 +13,7 @@ downloaded. Written into OUT (default DIR):
   report_<axis>.png   each metric against each swept axis, one line per variant
   report_cost.png     the main metric (--metric; default the first accuracy-like one)
                       against measured FLOPs and temp memory, the Pareto front marked
-                      (`attnlab.report.cost`: the cost contract's program at the run's
+                      (`attnlab.analysis.report.cost`: the cost contract's program at the run's
                       width and T = --seq-len or the config's task.seq_len)
 
 A missing DIR, or one without results or without a finished run, is a one-line error with
@@ -66,9 +66,9 @@ def write_report(root: str, out: str | None = None, *, results: str | None = Non
   "figures": [paths], "table": the seed table, "costs": the cost frame, "fronts": {cost:
   bool mask of the table's rows on its Pareto front} (both None without cost)}. Bad input
   raises ValueError / FileNotFoundError with a one-line reason."""
-  from attnlab.report import plots
-  from attnlab.report.runs import load_runs, main_metric
-  from attnlab.report.table import seed_table, table_markdown
+  from attnlab.analysis.report import plots
+  from attnlab.analysis.report.runs import load_runs, main_metric
+  from attnlab.analysis.report.table import seed_table, table_markdown
   runs = load_runs(root, results, metrics)
   metric = metric or main_metric(runs.metrics)
   if metric not in runs.metrics:
@@ -84,7 +84,7 @@ def write_report(root: str, out: str | None = None, *, results: str | None = Non
           "mean ± sample std over seeds (the mean alone for one seed).", "", table_markdown(runs, table)]
   costs = fronts = None
   if cost:
-    from attnlab.report.cost import point_costs
+    from attnlab.analysis.report.cost import point_costs
     costs = point_costs(runs, table, seq_len)
     fronts = plots.cost_fronts(table, costs, metric)
     path = plots.plot_cost(runs, table, costs, metric, os.path.join(out, "report_cost.png"))

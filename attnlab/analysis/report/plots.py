@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from attnlab.analysis.pareto import pareto_mask
-from attnlab.report.runs import RunTable, higher_is_better
+from attnlab.analysis.report.runs import RunTable, higher_is_better
 
 
 def _pyplot():

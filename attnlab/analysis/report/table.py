@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attnlab.report.runs import RunTable
+from attnlab.analysis.report.runs import RunTable
 from attnlab.reproduce.report import fmt_number, run_stats
 
 

@@ -20,7 +20,7 @@ import os
 
 import pandas as pd
 
-from attnlab.report.runs import RunTable
+from attnlab.analysis.report.runs import RunTable
 
 
 def _config(runs: RunTable, part: pd.DataFrame) -> dict | None:
@@ -74,7 +74,7 @@ def _measure(name: str, seq_len: int, hp_items: tuple):
 
 
 def point_costs(runs: RunTable, table: pd.DataFrame, seq_len: int | None = None) -> pd.DataFrame:
-  """Per row of `table` (`report.table.seed_table`): cost_variant, cost_T, flops,
+  """Per row of `table` (`analysis.report.table.seed_table`): cost_variant, cost_T, flops,
   temp_bytes (NaN when not measured) and cost_note (why not, or the program failure)."""
   rows = []
   for point in table[runs.axes].to_dict("records") if runs.axes else [{}]:
