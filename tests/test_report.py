@@ -5,6 +5,7 @@ measurement and the front is right; a bad DIR is one line with exit 2."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from attnlab import cli
 from attnlab.analysis.pareto import pareto_mask
 from attnlab.analysis.report.cli import write_report
 from attnlab.analysis.report.runs import load_runs
+from attnlab.sweep.grid import point_name
 
 ACC = {("mha", 32): (0.70, 0.74), ("mha", 64): (0.90, 0.96), ("linear", 32): (0.50, 0.56), ("linear", 64): (0.61, 0.65)}
 SEQ_LEN = 32
@@ -31,6 +33,12 @@ def fake_sweep(root) -> pd.DataFrame:
                    "step": 100, "wall_s": 3.0, "config_hash": "abc", "eval_examples": 512, "params": width * 10})
   rows.append({"arg.variant": "linear", "model.d_model": 128, "seed": 0, "status": "failed"})
   frame = pd.DataFrame(rows)
+  for (variant, width), _ in ACC.items():  # each point's run directory, as the trainer leaves it
+    run_dir = os.path.join(root, point_name({"arg.variant": variant, "model.d_model": str(width)}))
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+      json.dump({"model": {"variant": variant, "d_model": width, "num_heads": 2, "attn": {"window": 3}},
+                 "task": {"seq_len": SEQ_LEN}}, f)
   frame.to_csv(os.path.join(root, "results.csv"), index=False)
   return frame
 
@@ -49,7 +57,7 @@ def test_pareto_front_on_hand_chosen_points():
 
 def test_report_on_fake_sweep(tmp_path):
   frame = fake_sweep(tmp_path)
-  out = write_report(str(tmp_path), seq_len=SEQ_LEN)
+  out = write_report(str(tmp_path))  # T, width and heads from each point's config.json
   runs = load_runs(str(tmp_path))
   assert runs.axes == ["arg.variant", "model.d_model"] and runs.variant == "arg.variant"
   assert runs.metrics == ["eval/accuracy", "eval/loss"] and runs.skipped == 1
@@ -65,11 +73,13 @@ def test_report_on_fake_sweep(tmp_path):
   assert "| mha | 64 | 2 | 512 | 0.9300 ± 0.0424 |" in text  # std of (0.90, 0.96), ddof 1
   for name in ("report.md", "report_model_d_model.png", "report_cost.png"):
     assert os.path.getsize(tmp_path / name) > 0, name
-  # Cost: the cost contract's program at T and the point's width (head_dim = d_model / 4 heads).
+  # Cost: the cost contract's program at the config's T, width and heads (head_dim = d_model / 2);
+  # attn keys the variant does not take (window) are left out.
   costs = out["costs"].set_index(table.index)
   assert costs.cost_T.eq(SEQ_LEN).all() and np.isfinite(costs.temp_bytes).all()
+  assert costs.cost_note[("linear", 32)] == "head_dim=16, num_heads=2"
   from attnlab.bench.cost import measure
-  assert costs.flops[("linear", 32)] == measure("linear", (SEQ_LEN,), memory=False, head_dim=8).flops[0]
+  assert costs.flops[("linear", 32)] == measure("linear", (SEQ_LEN,), memory=False, num_heads=2, head_dim=16).flops[0]
   assert costs.flops[("mha", 64)] > costs.flops[("mha", 32)]
   # At T = 32 linear attention costs more FLOPs than mha at the same width (its [D, D] state
   # per token), and is less accurate here: both linear points are dominated; the front is mha.
@@ -119,3 +129,8 @@ def test_per_run_csv_without_status(tmp_path):
   out = write_report(str(tmp_path), results="runs_by_hand.csv", metrics=["accuracy"], cost=False)
   assert list(out["table"].columns[:3]) == ["variant", "seeds", "examples"]
   assert out["table"].set_index("variant").loc["mha", "accuracy_mean"] == 52.0
+  # No config.json: the variant from its axis, the cost contract's defaults, T from --seq-len.
+  from attnlab.analysis.report.cost import point_attention
+  runs = load_runs(str(tmp_path), "runs_by_hand.csv", ["accuracy"])
+  assert point_attention(runs, {"variant": "mha"}, runs.frame, 16) == ("mha", 16, {})
+  assert point_attention(runs, {"variant": "mha"}, runs.frame)[2] == "sequence length unknown (pass --seq-len)"

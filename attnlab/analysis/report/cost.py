@@ -23,17 +23,26 @@ import pandas as pd
 from attnlab.analysis.report.runs import RunTable
 
 
-def _config(runs: RunTable, part: pd.DataFrame) -> dict | None:
-  """The config.json of the first run of `part` that has one (run dir: the `run` column, or
-  the sweep's point name of the point columns)."""
+def _run_dirs(runs: RunTable, row: dict) -> list:
+  """Where a row's run may live: its `run` column (a reproduction), else the sweep's point
+  name of its point columns, with and without the seed (a seed column is an axis only when
+  the seed was swept)."""
   from attnlab.sweep.grid import point_name
+  if isinstance(row.get("run"), str):
+    return [row["run"]]
+  names = [point_name({c: str(row[c]) for c in runs.point_columns})]
+  names.append(point_name({c: str(row[c]) for c in runs.point_columns if c != "seed"}))
+  return list(dict.fromkeys(names))
+
+
+def _config(runs: RunTable, part: pd.DataFrame) -> dict | None:
+  """The config.json of the first run of `part` that has one (`_run_dirs`)."""
   for row in part.to_dict("records"):
-    name = row["run"] if isinstance(row.get("run"), str) else point_name(
-        {c: str(row[c]) for c in runs.point_columns})
-    path = os.path.join(runs.root, name, "config.json")
-    if os.path.isfile(path):
-      with open(path) as f:
-        return json.load(f)
+    for name in _run_dirs(runs, row):
+      path = os.path.join(runs.root, name, "config.json")
+      if os.path.isfile(path):
+        with open(path) as f:
+          return json.load(f)
   return None
 
 
