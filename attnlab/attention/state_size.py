@@ -10,6 +10,10 @@ window's ring buffer, Mega's EMA state); a KV cache grows by `per_token` floats 
 "cache" collection, per sequence (its batch dimension divided out); integer position
 counters (`cache_index`) are not floats and are not counted. Tests check each formula
 against the element count of the cache the variant's own decode form allocates.
+
+Short convolutions: no registered variant keeps one (DeltaNet's is left to the backbone);
+a backbone block with `model.short_conv = k` (`models.layers.ShortConv`) adds its own
+(k - 1)·d_model floats beside the variant's state (`short_conv_state`).
 """
 
 from __future__ import annotations
@@ -78,4 +82,10 @@ def kv_cache(cfg, d_model: int) -> StateSize:
   return StateSize(0, 2 * hkv * hd, f"k, v {hkv}x{hd} per token")
 
 
-__all__ = ["StateSize", "head_dim", "kv_cache", "kv_heads", "linear_state", "window_kv"]
+def short_conv_state(kernel_size: int, d_model: int) -> StateSize:
+  """The backbone's causal short convolution (`models.layers.ShortConv`): the last
+  kernel_size - 1 inputs of width d_model (0 when kernel_size is 0: no convolution)."""
+  return StateSize(max(kernel_size - 1, 0) * d_model, 0, f"conv inputs {max(kernel_size - 1, 0)}x{d_model}")
+
+
+__all__ = ["StateSize", "head_dim", "kv_cache", "kv_heads", "linear_state", "short_conv_state", "window_kv"]

@@ -11,7 +11,7 @@ import pytest
 
 from attnlab.attention import VARIANTS, build
 from attnlab.attention.registry import state_size
-from attnlab.attention.state_size import StateSize, linear_state
+from attnlab.attention.state_size import StateSize, linear_state, short_conv_state
 from attnlab.attention.variants.linear import linear_state_size
 
 BATCH, D_MODEL = 2, 32
@@ -106,3 +106,12 @@ def test_api_and_list():
     from attnlab.attention.variants.linear import LinearConfig
     register("_bad", family="x", config=LinearConfig, patterns=("causal-self",), cost=("T", "T"),
              state_size=linear_state_size)
+
+
+def test_short_conv_state_equals_its_cache():
+  """The backbone's short convolution keeps kernel_size - 1 inputs (beside the variant's state)."""
+  from attnlab.models.layers import ShortConv
+  for k in (2, 4):
+    shapes = jax.eval_shape(lambda: ShortConv(k).init(jax.random.key(0), jnp.zeros((BATCH, 8, D_MODEL)), decode=True))
+    floats = sum(leaf.size for leaf in jax.tree.leaves(shapes["cache"])) // BATCH
+    assert short_conv_state(k, D_MODEL).fixed == floats == (k - 1) * D_MODEL
