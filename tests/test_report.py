@@ -23,14 +23,16 @@ SEQ_LEN = 32
 
 
 def fake_sweep(root) -> pd.DataFrame:
-  """A results.csv as `attnlab sweep` writes it (axes, status, metrics, bookkeeping), with
-  one failed point that the report must leave out."""
+  """A results.csv as `attnlab sweep --axis seed=0,1` writes it (the axes, then
+  `sweep.local.RESULT_COLUMNS` around the eval metrics), with one failed point that the
+  report must leave out."""
   rows = []
   for (variant, width), accs in ACC.items():
     for seed, acc in enumerate(accs):
       rows.append({"arg.variant": variant, "model.d_model": width, "seed": seed, "status": "done",
-                   "eval/accuracy": acc, "eval/loss": 1.0 - acc + 0.01 * seed, "eval/examples": 512.0,
-                   "step": 100, "wall_s": 3.0, "config_hash": "abc", "eval_examples": 512, "params": width * 10})
+                   "config_hash": "abc", "step": 100, "eval/accuracy": acc, "eval/examples": 512.0,
+                   "eval/loss": 1.0 - acc + 0.01 * seed, "eval_examples": 512, "wall_s": 3.0,
+                   "steps_per_s": 30.0, "params": width * 10, "attempts": 1})
   rows.append({"arg.variant": "linear", "model.d_model": 128, "seed": 0, "status": "failed"})
   frame = pd.DataFrame(rows)
   for (variant, width), _ in ACC.items():  # each point's run directory, as the trainer leaves it

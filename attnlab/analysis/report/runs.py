@@ -18,7 +18,7 @@ RESULT_FILES = ("results.csv", "runs.csv")
 SEED = "seed"
 # Columns that are neither a swept axis nor a metric.
 BOOKKEEPING = frozenset({SEED, "run", "status", "error", "step", "epochs", "best_epoch", "wall_s",
-                         "steps_per_s", "params", "config_hash", "seeds"})
+                         "steps_per_s", "params", "config_hash", "seeds", "attempts"})
 EXAMPLE_COLUMNS = ("eval_examples", "eval/examples", "test/examples", "examples")
 VARIANT_AXES = ("variant", "arg.variant", "model.variant", "model.attn.name", "model")
 FINAL_SPLITS = ("eval/", "test/")
