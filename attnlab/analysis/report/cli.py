@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
-
 from attnlab.errors import INPUT_ERRORS, fail
 
 
@@ -45,21 +43,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
   return p
 
 
-def _cost_markdown(runs, table, costs, metric, fronts) -> str:
-  from attnlab.reproduce.report import fmt_number
-  lines = ["| point | variant | T | GFLOPs | temp MiB | " + metric + " | front (FLOPs) | front (memory) | measured at |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  for i, r in enumerate(table.to_dict("records")):
-    c = costs.iloc[i]
-    point = ", ".join(f"{a}={r[a]}" for a in runs.axes) or "all"
-    gflops = f"{c.flops / 1e9:.3g}" if np.isfinite(c.flops) else "-"
-    mib = f"{c.temp_bytes / 2 ** 20:.3g}" if np.isfinite(c.temp_bytes) else "-"
-    lines.append(f"| {point} | {c.cost_variant or '-'} | {c.cost_T or '-'} | {gflops} | {mib} | "
-                 f"{fmt_number(r[f'{metric}_mean'])} | {'yes' if fronts['flops'][i] else ''} | "
-                 f"{'yes' if fronts['temp_bytes'][i] else ''} | {c.cost_note} |")
-  return "\n".join(lines) + "\n"
-
-
 def write_report(root: str, out: str | None = None, *, results: str | None = None, metrics=None,
                  metric: str | None = None, seq_len: int | None = None, cost: bool = True) -> dict:
   """Writes report.md and the figures into `out` (default `root`); returns {"markdown": path,
@@ -67,8 +50,8 @@ def write_report(root: str, out: str | None = None, *, results: str | None = Non
   bool mask of the table's rows on its Pareto front} (both None without cost)}. Bad input
   raises ValueError / FileNotFoundError with a one-line reason."""
   from attnlab.analysis.report import plots
-  from attnlab.analysis.report.runs import load_runs, main_metric
-  from attnlab.analysis.report.table import seed_table, table_markdown
+  from attnlab.analysis.report.runs import higher_is_better, load_runs, main_metric
+  from attnlab.analysis.report.table import cost_markdown, seed_table, table_markdown
   runs = load_runs(root, results, metrics)
   metric = metric or main_metric(runs.metrics)
   if metric not in runs.metrics:
@@ -95,8 +78,8 @@ def write_report(root: str, out: str | None = None, *, results: str | None = Non
              "width and heads and at T = --seq-len, else the config's task.seq_len (the input length: "
              "a model that re-tokenises, into patches or variates, attends over another length); "
              f"the Pareto front of {metric} "
-             f"({'higher' if plots.higher_is_better(metric) else 'lower'} is better) against each cost.", "",
-             _cost_markdown(runs, table, costs, metric, fronts)]
+             f"({'higher' if higher_is_better(metric) else 'lower'} is better) against each cost.", "",
+             cost_markdown(runs, table, costs, metric, fronts)]
   text += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures]
   md = os.path.join(out, "report.md")
   with open(md, "w") as f:

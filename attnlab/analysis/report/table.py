@@ -1,8 +1,10 @@
-"""The report's table: for each point (the swept axes but the seed), mean ± std over its
-seeds of every final metric, with the seed count and the evaluated examples per run."""
+"""The report's tables: for each point (the swept axes but the seed), mean ± std over its
+seeds of every final metric, with the seed count and the evaluated examples per run; and
+the measured cost of each point with its place on the Pareto fronts."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from attnlab.analysis.report.runs import RunTable
@@ -52,4 +54,21 @@ def table_markdown(runs: RunTable, table: pd.DataFrame) -> str:
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["seed_table", "table_markdown"]
+def cost_markdown(runs: RunTable, table: pd.DataFrame, costs: pd.DataFrame, metric: str, fronts: dict) -> str:
+  """The cost table as markdown: per point its measured variant, T, GFLOPs, temp MiB, the
+  metric, whether it is on the Pareto front of each cost (`plots.cost_fronts`) and what was
+  measured (or why not)."""
+  lines = ["| point | variant | T | GFLOPs | temp MiB | " + metric + " | front (FLOPs) | front (memory) | measured at |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for i, r in enumerate(table.to_dict("records")):
+    c = costs.iloc[i]
+    point = ", ".join(f"{a}={r[a]}" for a in runs.axes) or "all"
+    gflops = f"{c.flops / 1e9:.3g}" if np.isfinite(c.flops) else "-"
+    mib = f"{c.temp_bytes / 2 ** 20:.3g}" if np.isfinite(c.temp_bytes) else "-"
+    lines.append(f"| {point} | {c.cost_variant or '-'} | {c.cost_T or '-'} | {gflops} | {mib} | "
+                 f"{fmt_number(r[f'{metric}_mean'])} | {'yes' if fronts['flops'][i] else ''} | "
+                 f"{'yes' if fronts['temp_bytes'][i] else ''} | {c.cost_note} |")
+  return "\n".join(lines) + "\n"
+
+
+__all__ = ["cost_markdown", "seed_table", "table_markdown"]
