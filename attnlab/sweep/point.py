@@ -132,19 +132,19 @@ def run_point_attempts(config_spec: str, overrides: Sequence[str], workdir: str,
                        info: dict[str, Any] | None = None, attempts: int = 1) -> dict[str, Any]:
   """`run_point` up to `attempts` times until it is done (each retry resumes from the last
   checkpoint); an exception here is a failed attempt with its traceback in error.txt.
-  Returns the last attempt's result with "attempts" (how many ran)."""
+  Returns the last attempt's result, with "attempts" (how many ran; also in result.json)."""
   result: dict[str, Any] = {}
   for attempt in range(1, max(attempts, 1) + 1):
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, LOG_FILE), "a") as log:
       log.write(f"attnlab sweep: attempt {attempt} of {attempts} (pid {os.getpid()} on {socket.gethostname()})\n")
     try:
-      result = run_point(config_spec, overrides, workdir, info)
+      result = run_point(config_spec, overrides, workdir, {**(info or {}), "attempts": attempt})
     except Exception as e:  # the sweep's own failure at this point (disk, permissions): recorded, not fatal
       with open(os.path.join(workdir, ERROR_FILE), "w") as f:
         f.write(traceback.format_exc())
-      result = {"status": "failed", **(info or {}), "error": f"{type(e).__name__}: {e}", "wall_s": 0.0}
-    result["attempts"] = attempt
+      result = {"status": "failed", **(info or {}), "error": f"{type(e).__name__}: {e}", "wall_s": 0.0,
+                "attempts": attempt}
     if result["status"] == "done":
       break
   return result

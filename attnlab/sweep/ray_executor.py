@@ -50,7 +50,8 @@ def run_ray(tasks: Sequence, *, address: str | None = None, cpus_per_point: floa
   ray = require_ray()
   started = not ray.is_initialized()
   if started:
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    local = {} if address else {"include_dashboard": False}  # a cluster's dashboard is its own
+    ray.init(address=address, log_to_driver=False, **local)
   try:
     remote = ray.remote(run_point_attempts).options(
         num_cpus=cpus_per_point, num_gpus=gpus_per_point, max_retries=WORKER_RETRIES, retry_exceptions=False)
