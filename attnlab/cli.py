@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   """Entry point of the `attnlab` console script; returns the exit code."""
   from attnlab.train import initialize_distributed
-  initialize_distributed()  # multi-host only when JAX_COORDINATOR_ADDRESS / ATTNLAB_MULTIHOST is set
+  try:
+    initialize_distributed()  # multi-host only when JAX_COORDINATOR_ADDRESS / ATTNLAB_MULTIHOST is set
+  except INPUT_ERRORS as e:
+    return fail(str(e))
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]

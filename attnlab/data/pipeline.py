@@ -5,7 +5,7 @@ function of its index (see `attnlab.data.seeding`). The training pipeline is
 
   MapDataset.range(n or "infinite")          # example indices
     .seed(seed).shuffle().repeat()           # only for a finite pool of n examples
-    [shard_index::shard_count]               # this host's share
+    [host rows]                              # this host's rows of each global batch
     .map(example_fn)
     .batch(per_host_batch, drop_remainder=True)
     .to_iter_dataset(ReadOptions(...))
@@ -15,7 +15,10 @@ and `iter(...)` of it is a `grain.DatasetIterator` whose whole state is
 exactly the batches that followed it. With `num_examples=None` every index is a
 fresh example (the range has sys.maxsize elements, so the iterator never ends);
 with a finite pool (Zoology's fixed training set) the pool is reshuffled every
-epoch by `repeat` (which reseeds `shuffle` per epoch).
+epoch by `repeat` (which reseeds `shuffle` per epoch). Host s of n takes rows
+[s*B_host, (s+1)*B_host) of every global batch (as `eval_batches` does), so the
+hosts' batches concatenated in process order are the one-host run's batch, row for
+row, and `jax.make_array_from_process_local_data` places them where one host's would be.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def train_dataset(
   batch_size // shard_count (e.g. inputs int32 [B_host, T]). `num_examples=None`
   (or 0) gives fresh examples forever; a positive value cycles a fixed pool of that
   many examples, reshuffled each epoch with `seed`. Shards default to
-  (jax.process_index(), jax.process_count()); hosts see disjoint example indices.
+  (jax.process_index(), jax.process_count()); hosts see disjoint example indices, host s
+  the rows [s*B_host, (s+1)*B_host) of each global batch of the one-host stream.
   `iter(train_dataset(...))` is the checkpointable `grain.DatasetIterator`.
   """
   shard_index, shard_count = _default_shard(shard_index, shard_count)
@@ -82,10 +86,23 @@ def train_dataset(
   else:
     ds = grain.MapDataset.range(sys.maxsize)
   if shard_count > 1:
-    ds = ds[shard_index::shard_count]
+    ds = _host_rows(ds, per_host, shard_index, shard_count)
   ds = ds.map(example_fn).batch(per_host, drop_remainder=True)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                               prefetch_buffer_size=prefetch))
+
+
+def _host_rows(ds: grain.MapDataset, per_host: int, shard_index: int,
+               shard_count: int) -> grain.MapDataset:
+  """Host `shard_index`'s elements of `ds`, in order: element k is ds[position(k)] with
+  position(k) = (k // per_host) * per_host * shard_count + shard_index * per_host + k % per_host,
+  i.e. this host's contiguous block of rows of each global batch."""
+  global_batch = per_host * shard_count
+
+  def element(k):
+    k = int(k)
+    return ds[(k // per_host) * global_batch + shard_index * per_host + k % per_host]
+  return grain.MapDataset.range(len(ds) // shard_count).map(element)
 
 
 def train_iterator(example_fn: Callable[[int], Example], **kwargs: Any) -> grain.DatasetIterator:

@@ -68,11 +68,23 @@ def initialize_distributed() -> bool:
   """Starts `jax.distributed` for a multi-process launch; returns whether it did.
 
   Call it first thing in a launcher (before any other JAX call). It acts when
-  `JAX_COORDINATOR_ADDRESS` is set (with `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, read
-  by `jax.distributed.initialize`) or `ATTNLAB_MULTIHOST=1` (cluster auto-detection:
-  TPU pods, SLURM, ...); otherwise it is a no-op, so single-process runs need nothing.
+  `JAX_COORDINATOR_ADDRESS` (host:port of process 0) is set, with `JAX_NUM_PROCESSES`
+  and `JAX_PROCESS_ID` (jax itself reads only the address; these two are read here,
+  as `scripts/launch_local.sh` sets them), or when `ATTNLAB_MULTIHOST=1` (cluster
+  auto-detection: TPU pods, SLURM, ...). Otherwise it is a no-op, so single-process
+  runs need nothing. CPU processes exchange collectives over gloo (on GPU/TPU the
+  setting is unused). Raises a one-line ValueError if only one of the two counts is set.
   """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("ATTNLAB_MULTIHOST") == "1":
-    jax.distributed.initialize()
-    return True
-  return False
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address and os.environ.get("ATTNLAB_MULTIHOST") != "1":
+    return False
+  counts = {k: os.environ.get(k) for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+  if (counts["JAX_NUM_PROCESSES"] is None) != (counts["JAX_PROCESS_ID"] is None):
+    raise ValueError(f"multi-process launch: set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, got {counts}")
+  kwargs = {}
+  if counts["JAX_NUM_PROCESSES"] is not None:
+    kwargs = dict(num_processes=int(counts["JAX_NUM_PROCESSES"]),
+                  process_id=int(counts["JAX_PROCESS_ID"]))
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(address or None, **kwargs)
+  return True

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from attnlab.train import metrics as mt
 from attnlab.train import sharding as shd
@@ -172,6 +173,8 @@ def _maybe_kill(step: int, checkpointer: Checkpointer) -> None:
   target = os.environ.get(KILL_AFTER_CHECKPOINT_ENV)
   if target is not None and int(target) == step:
     checkpointer.wait()
+    if jax.process_count() > 1:  # every process has finished its part of the checkpoint
+      multihost_utils.sync_global_devices(f"attnlab-kill-after-{step}")
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -7,6 +7,7 @@ import grain
 import grain.checkpoint  # noqa: F401  (registers grain's orbax handler, as attnlab.train.checkpoint does)
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from attnlab.data import pipeline
 from attnlab.data.associative_recall import mqar
@@ -60,12 +61,14 @@ def test_finite_pool_reshuffles_each_epoch():
   assert rows(e1) == rows(e2) and not np.array_equal(e1, e2)
 
 
-def test_shards_are_disjoint():
-  a = next(_iterator(shard_index=0, shard_count=2))["inputs"]
-  b = next(_iterator(shard_index=1, shard_count=2))["inputs"]
-  assert a.shape == (2, 32)
-  np.testing.assert_array_equal(a[0], EXAMPLE(0)["inputs"])
-  np.testing.assert_array_equal(b[0], EXAMPLE(1)["inputs"])
+@pytest.mark.parametrize("num_examples", [None, 16])
+def test_shards_are_the_one_host_batch_split_in_row_blocks(num_examples):
+  one = _iterator(num_examples=num_examples)
+  hosts = [_iterator(num_examples=num_examples, shard_index=s, shard_count=2) for s in range(2)]
+  for _ in range(5):  # past the end of the 16-example pool's first epoch
+    a, b = (next(it)["inputs"] for it in hosts)
+    assert a.shape == (2, 32)
+    np.testing.assert_array_equal(np.concatenate([a, b]), next(one)["inputs"])
 
 
 def test_eval_batches_deterministic_and_sharded():

@@ -63,9 +63,11 @@ class StandinTask:
   def _batches(self, seed: int) -> grain.MapDataset:
     vocab, seq_len, poison = self.vocab_size, self.seq_len, self.poison_step
     rows = self.batch_size // jax.process_count()
+    first = jax.process_index() * rows  # this process's block of rows of each global batch
 
     def make(i):
-      batch = [_example(seed, int(i) * rows + r, vocab, seq_len) for r in range(rows)]
+      batch = [_example(seed, int(i) * self.batch_size + first + r, vocab, seq_len)
+               for r in range(rows)]
       out = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
       if poison and int(i) == poison - 1:
         out["weights"] = np.full_like(out["weights"], np.nan)

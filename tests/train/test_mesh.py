@@ -62,3 +62,15 @@ def test_fit_shardings_replicates_indivisible_dims_and_says_so():
   assert fitted["k"].spec == P(None, None, None)
   (note,) = notes
   assert "['k']" in note and "'kv_heads'" in note and "1 is not divisible" in note
+
+
+def test_initialize_distributed_is_a_no_op_without_a_launcher_and_checks_its_env(monkeypatch):
+  from attnlab.train import initialize_distributed
+  for name in ("JAX_COORDINATOR_ADDRESS", "ATTNLAB_MULTIHOST", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  assert initialize_distributed() is False
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  with pytest.raises(ValueError, match="set both JAX_NUM_PROCESSES and JAX_PROCESS_ID") as info:
+    initialize_distributed()
+  assert "\n" not in str(info.value)
