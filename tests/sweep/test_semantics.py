@@ -55,6 +55,10 @@ def test_ray_executor_without_ray_is_one_line_naming_the_extra(tmp_path, monkeyp
   err = capsys.readouterr().err.strip()
   assert code == 2 and len(err.splitlines()) == 1 and 'pip install -e ".[ray]"' in err
   assert not os.path.exists(tmp_path / "s")
+  code = cli.main(["sweep", "--config", SMOKE, "--workdir", str(tmp_path / "s"), "--axis", "seed=0,1",
+                   "--address", "auto"])  # a Ray address without Ray as the executor
+  assert code == 2 and "--address is for --executor ray" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "s")
 
 
 def test_a_failing_point_keeps_its_traceback_and_is_retried(tmp_path, monkeypatch):
