@@ -133,6 +133,16 @@ def setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run
               shd.batch_sharding(mesh), eval_batches, spec, aux_weights)
 
 
+def jitted_train_step(run: _Run) -> Callable:
+  """`run`'s jitted train step `(state, batch) -> (state, metrics)`: state in and out in
+  `run.shardings` (donated), batch split over (data, fsdp). Trace it under
+  `jax.set_mesh(run.mesh)` and `nn.logical_axis_rules(run.rules)`."""
+  return jit_train_step(
+      make_train_step(run.model, run.task.metrics, run.tx, run.schedule, int(run.config.seed),
+                      run.aux_weights),
+      run.shardings, run.batch_sharding, run.rules)
+
+
 def _run_eval(eval_step, variables: Any, batches: list, sharding) -> dict[str, float]:
   """Exact eval metrics over `batches`: {"eval/<name>": Σ sum / Σ count, "eval/examples": N}.
 
@@ -214,10 +224,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
       writer.truncate_after(start)
       mt.log(f"resumed from step {start}")
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-      train_step = jit_train_step(
-          make_train_step(run.model, run.task.metrics, run.tx, run.schedule, int(config.seed),
-                          run.aux_weights),
-          run.shardings, run.batch_sharding, run.rules)
+      train_step = jitted_train_step(run)
       eval_step = jit_eval_step(make_eval_step(run.model, run.task.metrics, run.task.example_count),
                                 run.shardings.variables(), run.batch_sharding, run.rules)
 
