@@ -56,6 +56,7 @@ def test_sweep_trains_valid_points_records_invalid_ones_and_skips_finished(tmp_p
   mha, linformer = df.iloc[0], df.iloc[1]
   assert mha.status == "done" and mha.step == 4 and 0 <= mha["eval/accuracy"] <= 1
   assert linformer.status == "invalid" and "causal" in linformer.error
+  assert len(linformer.config_hash) == 12 and linformer.config_hash != mha.config_hash and linformer.seed == 0
   assert not os.path.exists(os.path.join(root, "arg.variant=linformer"))
   curves = pd.read_csv(os.path.join(root, "curves.csv"))  # every eval step of every trained point
   final = curves[(curves.step == 4) & (curves.metric == "eval/accuracy")]

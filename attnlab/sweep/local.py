@@ -84,7 +84,7 @@ def run_sweep(config_spec: str, axes: Sequence[tuple[str, list[str]]], root: str
     spec = _absolute_spec(point_config(config_spec, point))
     info = inspect_point(spec, overrides)
     if "error" in info:
-      rows[name] = {**point, "status": "invalid", "error": info["error"]}
+      rows[name] = {**point, "status": "invalid", **info}
       console.log(f"{name}: cannot run: {info['error']}")
       continue
     todo.append(PointTask(name, spec, tuple(overrides), os.path.join(root, name), info, retries + 1))

@@ -35,17 +35,19 @@ def config_hash(config: Any) -> str:
 
 
 def inspect_point(config_spec: str, overrides: Sequence[str]) -> dict[str, Any]:
-  """Loads and validates one point's config: {"config_hash", "seed", "params"}, or {"error":
-  the one-line reason} when it cannot run. A config key that does not exist raises."""
+  """Loads and validates one point's config: {"config_hash", "seed", "params"}, or
+  {"config_hash", "seed", "error": the one-line reason} when it cannot run. A config key
+  that does not exist raises."""
   from attnlab.config_loading import load_config
   from attnlab.train.state import param_count
   from attnlab.train.trainer import setup
   config = load_config(config_spec, overrides)  # unknown keys raise here
+  identity = {"config_hash": config_hash(config), "seed": int(config.seed)}
   try:
     run = setup(config)  # every check before compiling (the point then trains in its own process)
   except INPUT_ERRORS as e:
-    return {"error": str(e).splitlines()[0]}
-  return {"config_hash": config_hash(config), "seed": int(config.seed), "params": param_count(run.abstract)}
+    return {**identity, "error": str(e).splitlines()[0]}
+  return {**identity, "params": param_count(run.abstract)}
 
 
 def check_point(config_spec: str, overrides: Sequence[str]) -> str | None:
