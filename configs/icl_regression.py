@@ -60,7 +60,7 @@ def get_config(arg=None):
   t.weight_decay = 0.0
   t.grad_clip = 1.0
   t.eval_every = 500
-  t.eval_batches = 2  # per evaluated length
+  t.eval_batches = 8  # per evaluated length (512 prompts: the error at one n to about +-0.015)
   t.checkpoint_every = 1000
   t.log_every = 100
   if a["size"] == "garg":
