@@ -40,8 +40,9 @@ def init_apply(name, hparams, x, context=None, seed=0, **call_kw):
 
   Variables come back unboxed (plain arrays, no logical-partitioning metadata)."""
   module = build(name, **hparams)
-  variables = nn.unbox(module.init(jax.random.key(seed), x, context=context, **call_kw))
-  y = module.apply(variables, x, context=context, **call_kw)
+  init = jax.jit(lambda k, x, c: nn.unbox(module.init(k, x, context=c, **call_kw)))
+  variables = init(jax.random.key(seed), x, context)
+  y = jax.jit(lambda v, x, c: module.apply(v, x, context=c, **call_kw))(variables, x, context)
   return module, variables, y
 
 
@@ -161,23 +162,31 @@ def check_patterns(name, hparams, length=16, context_len=24):
       raise AssertionError(f"{name} does not declare {pattern} but did not raise ValueError")
 
 
-def decode_step_by_step(module, variables, x, chunk=1, jit=False, **call_kw):
+def decode_step_by_step(module, variables, x, chunk=1, jit=None, **call_kw):
   """Runs `x` [B, T, d] through the module `chunk` tokens at a time with decode=True
   (`call_kw`, e.g. mask=, passed to every step). jit=True compiles the step once per
-  step length (faster for long runs; the step must not read the cache index in Python)."""
-  cache = module.init(jax.random.key(0), x, decode=True, **call_kw)["cache"]
+  step length; jit=False runs it op by op (a step that reads the cache index in Python
+  needs that); None (default) compiles it unless tracing it raises a concretization
+  error, then runs op by op: the same computation either way, compiling is faster."""
+  cache = jax.jit(lambda x: module.init(jax.random.key(0), x, decode=True, **call_kw))(x)["cache"]
   params = {k: v for k, v in variables.items() if k != "cache"}
-  apply = lambda v, xt: module.apply(v, xt, decode=True, mutable=["cache"], **call_kw)  # noqa: E731
-  apply = jax.jit(apply) if jit else apply
+  eager = lambda v, xt: module.apply(v, xt, decode=True, mutable=["cache"], **call_kw)  # noqa: E731
+  apply = eager if jit is False else jax.jit(eager)
   outs = []
   for i in range(0, x.shape[1], chunk):
-    y, mut = apply({**params, "cache": cache}, x[:, i:i + chunk])
+    try:
+      y, mut = apply({**params, "cache": cache}, x[:, i:i + chunk])
+    except jax.errors.ConcretizationTypeError:
+      if jit:
+        raise
+      apply = eager
+      y, mut = apply({**params, "cache": cache}, x[:, i:i + chunk])
     cache = mut["cache"]
     outs.append(y)
   return jnp.concatenate(outs, axis=1)
 
 
-def check_decode_matches_full(name, hparams, length=12, atol=2e-5, chunk=1, jit=False, **call_kw):
+def check_decode_matches_full(name, hparams, length=12, atol=2e-5, chunk=1, jit=None, **call_kw):
   """Incremental decoding (causal self) equals the full causal pass (`call_kw`, e.g. a
   key-padding mask over the whole sequence, passed to both)."""
   x, _ = make_inputs(length=length)
@@ -211,6 +220,6 @@ def check_grads_finite(name, hparams, length=16, pattern="causal-self"):
   def loss(v, x):
     return jnp.sum(module.apply(v, x) ** 2)
 
-  g = jax.grad(loss, argnums=(0, 1))(variables, x)
+  g = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
   for leaf in jax.tree.leaves(g):
     assert bool(jnp.all(jnp.isfinite(leaf))), name

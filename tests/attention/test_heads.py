@@ -31,8 +31,12 @@ def proj(x, kernel):
 
 
 def softmax_rows(s, allowed):
-  """Softmax over visible keys (rows in these tests always see at least one key)."""
-  e = jnp.where(allowed, jnp.exp(s - jnp.max(jnp.where(allowed, s, -1e30), -1, keepdims=True)), 0.0)
+  """Softmax over visible keys (rows in these tests always see at least one key).
+
+  The row max is a stop_gradient shift: softmax does not depend on it, so its gradient
+  is exactly zero either way."""
+  m = jax.lax.stop_gradient(jnp.max(jnp.where(allowed, s, -1e30), -1, keepdims=True))
+  e = jnp.where(allowed, jnp.exp(s - m), 0.0)
   return e / e.sum(-1, keepdims=True)
 
 

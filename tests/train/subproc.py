@@ -11,17 +11,22 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def cache_env() -> dict[str, str]:
+  """JAX settings for a persistent compilation cache shared by test subprocesses: the
+  directory ATTNLAB_TEST_JAX_CACHE, default a per-user temp dir, every program cached."""
+  return {"JAX_COMPILATION_CACHE_DIR": os.environ.get(
+              "ATTNLAB_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), f"attnlab-test-jax-cache-{os.getuid()}")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 def runner_env(devices: int = 1, extra: dict[str, str] | None = None) -> dict[str, str]:
   """Environment for a CPU-only runner with `devices` host devices.
 
   Runners share a persistent XLA compilation cache (ATTNLAB_TEST_JAX_CACHE, default
   a per-user temp dir): a restarted run then skips recompiling the same programs.
   """
-  env = dict(os.environ)
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(
-      "ATTNLAB_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), f"attnlab-test-jax-cache-{os.getuid()}")))
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  env = {**cache_env(), **os.environ}
   env["JAX_PLATFORMS"] = "cpu"
   flags = [f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f]
   if devices > 1:

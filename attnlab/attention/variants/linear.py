@@ -29,10 +29,12 @@ those columns of the implied attention matrix); any other mask raises ValueError
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.linear import feature_maps as fm
@@ -219,10 +221,16 @@ def performer_projection(cfg: PerformerConfig, head_dim: int):
   """The Performer's fixed random projection W [num_features, head_dim] for `cfg`.
 
   Computed when the program is traced, not inside it: a constant, and its QR (a LAPACK
-  call on CPU) stays out of the compiled step."""
+  call on CPU) stays out of the compiled step. Memoised per (seed, layer, M, D): init,
+  apply and every retrace of a layer reuse one host array instead of re-running the
+  dozen eager ops (a QR among them) that draw it."""
+  return _projection(layer_seed(cfg.feature_seed, cfg.layer_index), cfg.num_features, head_dim)
+
+
+@functools.lru_cache(maxsize=256)
+def _projection(seed: int, num_features: int, head_dim: int) -> np.ndarray:
   with jax.ensure_compile_time_eval():
-    key = jax.random.key(layer_seed(cfg.feature_seed, cfg.layer_index))
-    return fm.orthogonal_random_features(key, cfg.num_features, head_dim)
+    return np.asarray(fm.orthogonal_random_features(jax.random.key(seed), num_features, head_dim))
 
 
 # ---- cosformer ----------------------------------------------------------------------------------

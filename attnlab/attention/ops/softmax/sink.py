@@ -12,6 +12,7 @@ masked row puts all its mass on the sink (all-zero weights).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
@@ -27,7 +28,9 @@ def sink_softmax_weights(s, sink, allowed=None):
   sink = jnp.asarray(sink, jnp.float32)[None, :, None, None]  # [1, H, 1, 1]
   if allowed is not None:
     s = jnp.where(allowed, s, -jnp.inf)
-  m = jnp.maximum(jnp.max(s, axis=-1, keepdims=True), sink)  # finite: sink is finite
+  # The shift m is finite (sink is) and the weights do not depend on it: stop_gradient, as in
+  # jax.nn.softmax, so no gradient flows through the max of -inf-masked rows.
+  m = jax.lax.stop_gradient(jnp.maximum(jnp.max(s, axis=-1, keepdims=True), sink))
   e = jnp.exp(s - m)  # exp(-inf) = 0 for masked keys
   return e / (jnp.exp(sink - m) + jnp.sum(e, axis=-1, keepdims=True))
 
