@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 
 from attnlab.attention import VARIANTS, build
+from attnlab.attention.variants.base import ATTENTION
 from attnlab.models.layers import MLP, RMSNorm, ShortConv
 
 MLP_KINDS = ("swiglu", "gelu", "none")
@@ -121,6 +122,8 @@ class Block(nn.Module):
     if cfg.mlp != "none":
       h = MLP(cfg.hidden_dim(), cfg.mlp, cfg.dtype, name="mlp")(RMSNorm(name="mlp_norm")(x))
       x = x + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+    if not self.is_initializing() and self.is_mutable_collection(ATTENTION):
+      self.sow(ATTENTION, "hidden", x)  # analysis call only: the residual stream [B, T, d] after this block
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 

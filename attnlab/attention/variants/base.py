@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
+from attnlab.attention.ops.softmax.common import weighted_values
 from attnlab.attention.positional import apply_rope
 from attnlab.attention.registry import PATTERNS
 
@@ -121,11 +122,54 @@ def remap_cache_slots(q_offset, mask, bias):
   return mask, bias, q_offset
 
 
+# Opt-in variable collections of the analysis hooks (`attnlab.analysis.capture`). None of
+# them is touched unless the caller of `apply` names it: training never sees them.
+ATTENTION = "attention"          # sown: "weights" [B, H, Tq, Tk], the attention the layer implies
+PERTURBATIONS = "perturbations"  # zeros added to those weights: d loss / d it = d loss / d weights
+HEAD_GATES = "head_gates"        # "xi" [H], all ones: multiplies each head's output (Michel et al., 2019)
+
+
 class AttentionModule(nn.Module):
   """Base class: subclasses implement __call__ with the standard signature."""
   cfg: AttentionConfig
   patterns: frozenset = frozenset(PATTERNS)
   variant: str = "?"
+
+  # ---- analysis hooks (attnlab.analysis) ------------------------------------------------
+  # What the weights a variant sows mean: "probability" (rows >= 0 and sum to 1 over the
+  # visible keys), "nonnegative" (>= 0, rows not normalised: sigmoid, unnormalised linear),
+  # "signed" (may be negative: cog, retention's q.k). `weights_unavailable` is None when the
+  # variant sows its weights in an analysis call, else the one-line reason it cannot.
+  weight_kind: ClassVar[str] = "probability"
+  weights_unavailable: ClassVar[str | None] = "it does not implement the attention-weights hook"
+
+  def capturing(self) -> bool:
+    """True in an analysis call: the caller made the "attention" collection mutable (and
+    this is not `init`). The variant then runs its reference path (fp32, materialised) and
+    sows the attention it implies (`attend_captured`); a training call never does."""
+    return not self.is_initializing() and self.is_mutable_collection(ATTENTION)
+
+  def attend_captured(self, w, v):
+    """The analysis path of one layer's attention: w [B, H, Tq, Tk] fp32 (the matrix the
+    variant implies), v [B, Tk, Hkv, Dv] -> w @ v [B, Tq, H, Dv] in v's dtype.
+
+    w is sown as attention/weights, after adding the "perturbations" entry of the same name
+    when the caller passes one (zeros), so the gradient with respect to that entry is the
+    gradient with respect to the weights (Chefer et al., 2021's grad A)."""
+    w = self.perturb("weights", w, collection=PERTURBATIONS)
+    self.sow(ATTENTION, "weights", w)
+    return weighted_values(w, v, v.dtype)
+
+  def gate_heads(self, y):
+    """y [B, T, H, Dv] times the head gates xi [H] when the caller passes or collects the
+    "head_gates" collection (Michel et al., 2019, "Are Sixteen Heads Really Better than
+    One?", Sec. 3: d loss / d xi_h is head h's importance; xi_h = 0 removes head h), else y
+    unchanged."""
+    if self.is_initializing() or not (self.is_mutable_collection(HEAD_GATES)
+                                      or self.has_variable(HEAD_GATES, "xi")):
+      return y
+    xi = self.variable(HEAD_GATES, "xi", jnp.ones, (y.shape[2],), jnp.float32).value
+    return (y * xi[:, None]).astype(y.dtype)
 
   # ---- checks -------------------------------------------------------------------
   def check_pattern(self, context, decode: bool) -> None:
@@ -163,7 +207,9 @@ class AttentionModule(nn.Module):
                       self.cfg.use_bias, self.compute_dtype, name=name)(x)
 
   def project_out(self, y, d_model: int, name: str = "out"):
-    """y [B, T, H, Dv] -> [B, T, d_model]; kernel [H, Dv, d_model] as params[name]["kernel"]."""
+    """y [B, T, H, Dv] -> [B, T, d_model]; kernel [H, Dv, d_model] as params[name]["kernel"].
+    The head gates of an analysis call (`gate_heads`) multiply y's heads first."""
+    y = self.gate_heads(y)
     return Projection((d_model,), ("heads", "head_dim", "embed"), "bthk,hkd->btd",
                       self.cfg.use_bias, self.compute_dtype, name=name)(y)
 

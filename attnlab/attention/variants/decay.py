@@ -107,6 +107,7 @@ class Retention(LinearAttentionBase):
   The paper's extra normalisations of D and of the score rows (sec. 2.2, "Retention
   Score Normalization") are left out: GroupNorm is invariant to them up to its epsilon.
   """
+  weight_kind = "signed"  # q . k (retention) and silu features (lightning) can be negative
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -160,6 +161,7 @@ class LightningAttention(LinearAttentionBase):
   channels (no affine). No score scaling, as in the paper. LRPE (used in TransNormerLLM's
   first layer only) is not included.
   """
+  weight_kind = "signed"  # q . k (retention) and silu features (lightning) can be negative
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):

@@ -136,6 +136,13 @@ class LinearAttention(LinearAttentionBase):
   No positional encoding (as in the paper); `positions` is unused.
   """
 
+  @property
+  def weight_kind(self):
+    """Normalised non-negative features give probabilities; "identity" features signed weights."""
+    if self.cfg.feature_map == "identity":
+      return "signed"
+    return "probability" if self.cfg.normalize else "nonnegative"
+
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
@@ -284,6 +291,7 @@ class BasedAttention(LinearAttentionBase):
   library's choice, documented here.) Decoding keeps the linear state plus a ring-buffer KV
   cache of the window for the window branch (`AttentionModule.window_cache`): O(w) per token.
   """
+  weights_unavailable = "its two summed branches (Taylor linear + softmax window) are not captured as one matrix"
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):

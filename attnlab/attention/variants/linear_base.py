@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.linear.common import check_form
-from attnlab.attention.ops.linear.core import linear_attention, linear_attention_recurrent
+from attnlab.attention.ops.linear.core import linear_attention, linear_attention_parallel, linear_attention_recurrent
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
 
 
@@ -53,7 +53,12 @@ def key_padding_valid(mask, variant: str, batch: int, length: int, offset=0):
 
 
 class LinearAttentionBase(AttentionModule):
-  """Shared plumbing for linear / decay variants: form checks, key padding, decode state."""
+  """Shared plumbing for linear / decay variants: form checks, key padding, decode state.
+
+  An analysis call (`capturing`, not decoding) runs the materialised form and sows the
+  matrix it implies: phi(q) . phi(k) with the decay and causal mask applied, row-normalised
+  when the variant normalises (`linear_attention_parallel(return_weights=True)`)."""
+  weights_unavailable = None
 
   def check_call(self, context, decode):
     """Pattern check plus the linear-specific ones (form; decode is causal self only)."""
@@ -74,6 +79,9 @@ class LinearAttentionBase(AttentionModule):
     cfg = self.cfg
     eps = getattr(cfg, "eps", 1e-6) if eps is None else eps  # unused unless normalize
     kw = dict(log_decay=log_decay, normalize=normalize, scale=scale, eps=eps)
+    if not decode and self.capturing() and self.weights_unavailable is None:
+      _, w = linear_attention_parallel(fq, fk, v, causal=cfg.causal, return_weights=True, **kw)
+      return self.attend_captured(w, v)
     if not decode:
       return linear_attention(fq, fk, v, form=cfg.form, causal=cfg.causal, chunk_size=cfg.chunk_size, **kw)
     b, t, h, f = fq.shape

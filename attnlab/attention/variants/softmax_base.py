@@ -13,6 +13,7 @@ import flax.linen as nn
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax import softmax_attention
+from attnlab.attention.ops.softmax.reference import softmax_attention_reference
 from attnlab.attention.positional import AlibiBias
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule, remap_cache_slots
 from attnlab.attention.variants.common import POSITIONAL
@@ -73,8 +74,28 @@ class SoftmaxAttention(AttentionModule):
                                             decode=decode, rope_base=rope_base)
     bias = AlibiBias(cfg.num_heads) if cfg.positional == "alibi" else None
     mask, bias, q_offset = remap_cache_slots(q_offset, M.combine(self.structure_mask(), mask), bias)
-    y = self.attend(q, k, v, mask=mask, bias=bias, q_offset=q_offset)
+    if self.capturing():  # analysis call: the materialised weights, sown (base.attend_captured)
+      y = self.attend_captured(self.attention_weights(q, k, v, mask=mask, bias=bias, q_offset=q_offset), v)
+    else:
+      y = self.attend(q, k, v, mask=mask, bias=bias, q_offset=q_offset)
     return self.project_out(y, d_model)
+
+  @property
+  def weights_unavailable(self):
+    """None when this class's weights come from `attention_weights` (its `attend` is
+    softmax's, or it defines `attention_weights` beside its own `attend`, and it keeps this
+    `__call__`); else the reason (a subclass with its own `__call__` or weight map)."""
+    cls = type(self)
+    if cls.__call__ is not SoftmaxAttention.__call__:
+      return "it does not implement the attention-weights hook (own __call__)"
+    if cls.attend is not SoftmaxAttention.attend and cls.attention_weights is SoftmaxAttention.attention_weights:
+      return "it does not implement the attention-weights hook (own attend without attention_weights)"
+    return None
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    """The weights `attend` applies, materialised in fp32: [B, Hq, Tq, Tk] (analysis only).
+    A variant that overrides `attend` overrides this with its op's reference."""
+    return softmax_attention_reference(q, k, v, mask=mask, bias=bias, q_offset=q_offset, return_weights=True)[1]
 
   def attend(self, q, k, v, *, mask, bias, q_offset):
     """The score -> weight -> output op: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] -> [B, Tq, Hq, D].

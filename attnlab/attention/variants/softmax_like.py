@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 
 from attnlab.attention import masks as M
-from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention
-from attnlab.attention.ops.softmax.sigmoid import sequence_bias, sigmoid_attention
-from attnlab.attention.ops.softmax.signed import signed_softmax_attention
-from attnlab.attention.ops.softmax.sink import sink_softmax_attention
+from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention, scalable_softmax_attention_reference
+from attnlab.attention.ops.softmax.sigmoid import sequence_bias, sigmoid_attention, sigmoid_attention_reference
+from attnlab.attention.ops.softmax.signed import signed_softmax_attention, signed_softmax_attention_reference
+from attnlab.attention.ops.softmax.sink import sink_softmax_attention, sink_softmax_attention_reference
 from attnlab.attention.registry import PATTERNS, register
 from attnlab.attention.variants.common import heads_param
 from attnlab.attention.variants.softmax_base import SoftmaxAttention, SoftmaxConfig
@@ -47,8 +47,14 @@ class CogAttention(WeightMapAttention):
   impl: "auto"/"xla" (blocked, masked tiles skipped, O(T * block) memory) or "reference".
   """
 
+  weight_kind = "signed"
+
   def attend(self, q, k, v, *, mask, bias, q_offset):
     return signed_softmax_attention(q, k, v, mask=mask, bias=bias, q_offset=q_offset, impl=self.cfg.impl)
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    return signed_softmax_attention_reference(q, k, v, mask=mask, bias=bias, q_offset=q_offset,
+                                              return_weights=True)[1]
 
 
 # ---- sigmoid -------------------------------------------------------------------------
@@ -72,10 +78,17 @@ class SigmoidAttention(WeightMapAttention):
   stabilisers, hybrid-norm and LayerScale, live outside the attention layer.)
   """
 
+  weight_kind = "nonnegative"
+
   def attend(self, q, k, v, *, mask, bias, q_offset):
     n = self.cfg.bias_n or k.shape[1]
     return sigmoid_attention(q, k, v, mask=mask, bias=bias, q_offset=q_offset, seq_bias=sequence_bias(n),
                              impl=self.cfg.impl)
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    n = self.cfg.bias_n or k.shape[1]
+    return sigmoid_attention_reference(q, k, v, mask=mask, bias=bias, q_offset=q_offset,
+                                       seq_bias=sequence_bias(n), return_weights=True)[1]
 
 
 # ---- softmax_off_by_one ------------------------------------------------------------
@@ -96,9 +109,16 @@ class SinkSoftmaxAttention(WeightMapAttention):
   head as in gpt-oss. Parameter `sinks` [num_heads].
   """
 
+  weight_kind = "nonnegative"  # rows sum to less than 1 (the sink takes the rest)
+
   def attend(self, q, k, v, *, mask, bias, q_offset):
     sinks = heads_param(self, "sinks", self.cfg.num_heads, self.cfg.sink_init)
     return sink_softmax_attention(q, k, v, sinks, mask=mask, bias=bias, q_offset=q_offset, impl=self.cfg.impl)
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    sinks = heads_param(self, "sinks", self.cfg.num_heads, self.cfg.sink_init)
+    return sink_softmax_attention_reference(q, k, v, sinks, mask=mask, bias=bias, q_offset=q_offset,
+                                            return_weights=True)[1]
 
 
 # ---- scalable_softmax -----------------------------------------------------------------
@@ -128,3 +148,10 @@ class ScalableSoftmaxAttention(WeightMapAttention):
     s = heads_param(self, "ssmax_s", cfg.num_heads, cfg.s_init)
     b = heads_param(self, "ssmax_b", cfg.num_heads, 0.0) if cfg.ssmax_bias else None
     return scalable_softmax_attention(q, k, v, s, b=b, mask=mask, bias=bias, q_offset=q_offset, impl=cfg.impl)
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    cfg = self.cfg
+    s = heads_param(self, "ssmax_s", cfg.num_heads, cfg.s_init)
+    b = heads_param(self, "ssmax_b", cfg.num_heads, 0.0) if cfg.ssmax_bias else None
+    return scalable_softmax_attention_reference(q, k, v, s, b=b, mask=mask, bias=bias, q_offset=q_offset,
+                                                return_weights=True)[1]

@@ -86,7 +86,9 @@ class StaticSparseAttention(AttentionModule):
   """Projections, RoPE/ALiBi, KV cache and dispatch shared by the static sparse variants.
 
   Subclasses define `check_hparams`, `allowed`, `key_plans` and optionally `global_rows`.
+  An analysis call (`capturing`) runs the materialised reference and sows its masked matrix.
   """
+  weights_unavailable = None
 
   def check_hparams(self) -> None:
     """Raises ValueError for invalid hyperparameters."""
@@ -137,7 +139,11 @@ class StaticSparseAttention(AttentionModule):
     tk = k.shape[1]
     heads = np.arange(cfg.num_heads)
     common = dict(mask=mask, bias=self._bias(heads))
-    if cfg.impl == "reference":
+    if self.capturing() and not decode:  # analysis call: the masked matrix, sown (base.attend_captured)
+      w = sparse_attention_reference(q, k, v, self.allowed(heads, tk), q_offset=q_offset, return_weights=True,
+                                     **common)[1]
+      y = self.attend_captured(w, v)
+    elif cfg.impl == "reference":
       y = sparse_attention_reference(q, k, v, self.allowed(heads, tk), q_offset=q_offset, **common)
     elif decode:
       y = self._sparse_decode(q, k, v, mask, q_offset)

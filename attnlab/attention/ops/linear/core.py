@@ -107,14 +107,16 @@ def _jit(*static):
 
 
 # ---- parallel (materialised) form: the oracle ------------------------------------------
-@_jit("causal")
+@_jit("causal", "return_weights")
 def linear_attention_parallel(q, k, v, *, log_decay=None, causal=True, normalize=False,
-                              scale=1.0, eps=1e-6):
+                              scale=1.0, eps=1e-6, return_weights=False):
   """Materialises the [T, T] attention matrix the recurrence implies. The oracle; O(T^2).
 
   q [B, Tq, H, Dk], k [B, Tk, Hkv, Dk], v [B, Tk, Hkv, Dv], log_decay None | [H] |
   [B, T, H] | [B, T, H, Dk] (causal only) -> [B, Tq, H, Dv] in q's dtype.
   A[i, j] = scale * sum_d q_id k_jd exp(b_id - b_jd) for j <= i (b = cumsum(log_decay)).
+  return_weights: also the matrix the output applies to v, [B, H, Tq, Tk] fp32: A, or
+  with normalize A[i, j] / (sum_j A[i, j] + eps_i) (Katharopoulos et al.'s normaliser).
   """
   qf, kf, vf, g = _prepare(q, k, v, log_decay, causal, normalize)
   tq, tk = qf.shape[1], kf.shape[1]
@@ -129,6 +131,10 @@ def linear_attention_parallel(q, k, v, *, log_decay=None, causal=True, normalize
     a = jnp.einsum("bihd,bjhd,bijhd->bhij", qf, kf, jnp.broadcast_to(w, w.shape[:4] + (qf.shape[-1],)))
   a = jnp.where(allowed, a, 0.0) * scale
   out = jnp.einsum("bhij,bjhe->bihe", a, vf)
+  if return_weights:
+    # The normaliser column of `out` is sum_j A[i, j]; eps may be per query ([B, T, H, 1]).
+    w = a / jnp.swapaxes(out[..., -1:] + eps, 1, 2) if normalize else a
+    return _finish(out, normalize, eps, q.dtype), w
   return _finish(out, normalize, eps, q.dtype)
 
 

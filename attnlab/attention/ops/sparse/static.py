@@ -156,13 +156,14 @@ def sparse_attention(q, k, v, kv_pos_fn: KeyTable, *, block_q: int, allowed: Pre
 
 def sparse_attention_reference(q, k, v, allowed: Predicate, *, mask=None,
                                bias: PositionBias | None = None, scale: float | None = None,
-                               q_offset=0, q_positions=None):
+                               q_offset=0, q_positions=None, return_weights=False):
   """The materialised form: softmax over the full [H, Tq, Tk] mask `allowed` implies.
 
-  q [B, Tq, H, D], k/v [B, Tk, Hkv, D] -> [B, Tq, H, Dv]; `allowed`, `bias` as in
+  q [B, Tq, H, D], k/v [B, Tk, Hkv, D] -> [B, Tq, H, Dv] (and the weights [B, H, Tq, Tk],
+  zero off the pattern, if return_weights); `allowed`, `bias` as in
   `gather_sparse_attention` (called with q_pos [1, 1, Tq, 1], k_pos [1, 1, 1, Tk]); query i
   sits at q_offset + i, or at q_positions[i] (int [Tq]) when given.
-  Quadratic memory: for tests and debugging only.
+  Quadratic memory: for tests, debugging and analysis only.
   """
   _, tq, tk, h, _, d = check_qkv(q, k, v)
   scale = default_scale(d, scale)
@@ -178,6 +179,9 @@ def sparse_attention_reference(q, k, v, allowed: Predicate, *, mask=None,
     allow = allow & (extra if extra.ndim == 3 else extra[None])[:, None]
   if bias is not None:
     s = s + jnp.asarray(bias(qp, kp), jnp.float32)[:, 0][None]
+  if return_weights:
+    w = masked_softmax(s, allow)[0]
+    return jnp.einsum("bhqk,bkhd->bqhd", w, vf).astype(q.dtype), w
   out = _masked_softmax_av(s, allow, jnp.moveaxis(vf, 2, 1))  # [B, H, Tq, Dv]
   return jnp.moveaxis(out, 1, 2).astype(q.dtype)
 
