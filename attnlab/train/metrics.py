@@ -65,10 +65,15 @@ class MetricsWriter:
       self._tb = SummaryWriter(logdir=workdir)
 
   def truncate_after(self, step: int) -> None:
-    """Drops records with "step" > `step` (left by a run that died after its last checkpoint)."""
+    """Drops records with "step" > `step` (left by a run that died after its last checkpoint),
+    and a last line cut short by a kill mid-write."""
     if not _is_writer() or not os.path.exists(self.path):
       return
-    kept = [r for r in read_metrics(os.path.dirname(self.path)) if r.get("step", 0) <= step]
+    with open(self.path) as f:
+      lines = [line for line in f if line.strip()]
+    if lines and not lines[-1].endswith("\n"):  # written without its newline: cut by a kill
+      lines.pop()
+    kept = [r for r in map(json.loads, lines) if r.get("step", 0) <= step]
     with open(self.path + ".tmp", "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     os.replace(self.path + ".tmp", self.path)

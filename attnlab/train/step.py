@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from attnlab.train import fault_hooks
+from attnlab.train.nonfinite import GRAD_FINITE, finite_flags
 from attnlab.train.state import AUX_COLLECTION, TrainState, sown_losses
 
 Batch = dict[str, Any]
@@ -32,12 +34,15 @@ def make_train_step(model: nn.Module, metrics_fn: Callable[[Any, Batch], Pairs],
   auxiliary loss NAME a variant sows into the "losses" collection (summed over layers),
   `aux_weights[NAME] * value`. Returns the task's metrics (sum / count), `aux/NAME` for
   each sown loss (unweighted), `objective` (what was differentiated, when any loss is sown), `learning_rate`
-  (used by this update) and `grad_norm` (global L2 norm before clipping). The dropout
+  (used by this update), `grad_norm` (global L2 norm before clipping) and `grad_finite`
+  (bool [param leaves]: which gradient tensors are finite; see `nonfinite`). The dropout
   key is `fold_in(fold_in(key(seed), 1), step)`, so a resumed run draws the same masks.
   Non-param collections (`state.model_state`) are applied as mutable and the updated
-  values kept (e.g. k-means centroids moved by EMA).
+  values kept (e.g. k-means centroids moved by EMA). The test hook ATTNLAB_TEST_INJECT_NAN
+  (`fault_hooks`) is read here, once.
   """
   aux_weights = dict(aux_weights or {})
+  inject = fault_hooks.nan_injection()
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), state.step)
@@ -59,12 +64,20 @@ def make_train_step(model: nn.Module, metrics_fn: Callable[[Any, Batch], Pairs],
       metrics.update({f"aux/{k}": v for k, v in aux.items()})
       if aux:
         metrics["objective"] = objective
+      if inject is not None and inject[0] == "loss":  # test hook: loss (and so grads) NaN at step K
+        scale = fault_hooks.nan_scale(state.step, inject[1])
+        objective = objective * scale
+        metrics = {k: v * scale if k in ("loss", "objective") else v for k, v in metrics.items()}
       return objective, (metrics, {k: new_vars[k] for k in state.model_state})
 
     grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    if inject is not None and inject[0].startswith("grad:"):  # test hook: one gradient NaN at step K
+      grads = fault_hooks.poison_grads(grads, inject[0][len("grad:"):],
+                                       fault_hooks.nan_scale(state.step, inject[1]))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=optax.tree.norm(grads))
+    metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=optax.tree.norm(grads),
+                   **{GRAD_FINITE: finite_flags(grads)})
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
     return new_state, metrics

@@ -19,17 +19,20 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from attnlab.train import fault_hooks
 from attnlab.train import metrics as mt
 from attnlab.train import sharding as shd
 from attnlab.train.checkpoint import Checkpointer
 from attnlab.train.mesh import make_mesh
+from attnlab.train.nonfinite import GRAD_FINITE, first_nonfinite, grad_names
 from attnlab.train.state import (TrainState, abstract_state, aux_loss_names, init_state,
                                  make_init_fn, make_optimizer, param_count)
 from attnlab.train.step import jit_eval_step, jit_train_step, make_eval_step, make_train_step
 
 # Test hook: when set to a step number, the process SIGKILLs itself right after the
-# checkpoint of that step is fully on disk (used to test crash/resume).
-KILL_AFTER_CHECKPOINT_ENV = "ATTNLAB_TEST_KILL_AFTER_CHECKPOINT"
+# checkpoint of that step is fully on disk (used to test crash/resume). The other fault
+# hooks (kill at a phase of a step, NaN injection) are in `fault_hooks`.
+KILL_AFTER_CHECKPOINT_ENV = fault_hooks.KILL_AFTER_CHECKPOINT_ENV
 
 
 @dataclasses.dataclass
@@ -161,19 +164,21 @@ def _run_eval(eval_step, variables: Any, batches: list, sharding) -> dict[str, f
   return result
 
 
-def _check_finite(host_metrics: list[tuple[int, dict]], checkpointer: Checkpointer) -> None:
-  """Raises FloatingPointError naming the first step whose train loss is not finite."""
-  for step, m in host_metrics:
-    loss = float(np.asarray(m.get("objective", m["loss"])))
-    if not np.isfinite(loss):
-      raise FloatingPointError(
-          f"non-finite loss at step {step} (loss={loss}); latest checkpoint: "
-          f"step {checkpointer.latest_step()}; lower config.train.learning_rate or check the data")
+def _check_finite(host_metrics: list[tuple[int, dict]], checkpointer: Checkpointer,
+                  names: list[str] | None = None) -> None:
+  """Raises FloatingPointError naming the first step whose train loss, or one of whose
+  gradient tensors (`names`: `nonfinite.grad_names(params)`), is not finite, and that tensor."""
+  bad = first_nonfinite(host_metrics, names)
+  if bad is not None:
+    step, what, loss = bad
+    raise FloatingPointError(
+        f"non-finite {what} at step {step} (loss={loss}); latest checkpoint: "
+        f"step {checkpointer.latest_step()}; lower config.train.learning_rate or check the data")
 
 
 def _window_means(host_metrics: list[tuple[int, dict]]) -> dict[str, float]:
   """Mean of each train metric over the logged window -> {"train/<name>": value}."""
-  keys = host_metrics[0][1].keys()
+  keys = [k for k in host_metrics[0][1] if k != GRAD_FINITE]
   return {f"train/{k}": float(np.mean([np.float64(np.asarray(m[k])) for _, m in host_metrics]))
           for k in keys}
 
@@ -195,8 +200,11 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
   Writes WORKDIR/config.json, metrics.jsonl, TensorBoard events and checkpoints/.
   Returns {"step": config.train.steps, "eval/loss": ..., "eval/accuracy": ...,
   "eval/examples": N} (the task's metrics, exact over all of `task.eval_batches()`). Raises FloatingPointError
-  naming the step if the train loss becomes non-finite (checked at every log step
-  and before every checkpoint, so no non-finite state is ever saved).
+  naming the step and the first non-finite tensor if the train loss or a gradient
+  becomes non-finite (checked at every log step and before every checkpoint, so no
+  non-finite state is ever saved). An unreadable newest checkpoint is skipped with a
+  warning (see `Checkpointer.restore_latest`); a failed checkpoint write raises
+  `CheckpointWriteError` naming the step and directory.
   """
   run = run or setup(config, task, model)  # every input check happens before anything is written
   workdir = os.path.abspath(workdir)
@@ -211,16 +219,21 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
   checkpointer = Checkpointer(workdir, keep=tc.get("keep_checkpoints", 3))
   writer = mt.MetricsWriter(workdir)
   iterator = run.task.train_iterator()
+  kill_at = fault_hooks.KillAt(workdir)
+  names = grad_names(run.abstract.params)
   progress = None
   try:
-    start = checkpointer.latest_step()
+    # An unreadable newest checkpoint is reported and set aside, and the previous one used
+    # (config.train.restore_fallback=False makes it an error instead).
+    start, state = checkpointer.restore_latest(run.abstract, iterator,
+                                               fallback=bool(tc.get("restore_fallback", True)))
     if start is None:
       start = 0
+      writer.truncate_after(0)  # records of a run killed before its first checkpoint
       state = init_state(run.init_fn, run.shardings, run.rules)
       mt.log(f"initialised {param_count(run.abstract):,} params on mesh "
              f"{dict(run.mesh.shape)}; training {total} steps")
     else:
-      state = checkpointer.restore(run.abstract, iterator)
       writer.truncate_after(start)
       mt.log(f"resumed from step {start}")
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
@@ -242,6 +255,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
         if step == start + 1:
           _check_batch("train", batch, run.input_spec, local_rows)
         state, step_metrics = train_step(state, shd.put_batch(batch, run.batch_sharding))
+        kill_at.at("step", step)
         pending.append((step, step_metrics))
         progress.advance(step)
         is_last = step == total
@@ -250,7 +264,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
         is_ckpt = (ckpt_every and step % ckpt_every == 0) or is_last
         if is_log or is_ckpt:
           pending = jax.device_get(pending)
-          _check_finite(pending, checkpointer)
+          _check_finite(pending, checkpointer, names)
         if is_log:
           now = time.perf_counter()
           scalars = _window_means(pending)
@@ -258,14 +272,17 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
           progress.report(writer.write(step, scalars), scalars["train/steps_per_sec"])
           pending, mark_time, mark_step = [], now, step
         if is_eval:
+          kill_at.at("eval", step)
           final = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
           if final:
             progress.report(writer.write(step, final))
         if is_ckpt:
           checkpointer.save(step, state, iterator)
+          kill_at.at("checkpoint", step)
           _maybe_kill(step, checkpointer)
         if is_eval or is_ckpt:
           mark_time, mark_step = time.perf_counter(), step
+        kill_at.at("between", step)
   finally:
     if progress is not None:
       progress.close()
@@ -282,7 +299,7 @@ def evaluate(config: Any, workdir: str, *, task: Any = None, model: nn.Module | 
   nothing. Raises FileNotFoundError if the workdir has no checkpoint.
   """
   run = run or setup(config, task, model)
-  checkpointer = Checkpointer(os.path.abspath(workdir), keep=None)
+  checkpointer = Checkpointer(os.path.abspath(workdir), keep=None, read_only=True)
   try:
     step = checkpointer.latest_step() if step is None else step
     if step is None:

@@ -1,15 +1,20 @@
 """Subprocess entry for trainer tests: `python -m tests.train.runner '<json spec>'`.
 
 spec: {"runs": [{"workdir": str, "mesh": {...}, "train": {...}, "task": {...},
-                 "report_specs": bool}]}.
+                 "report_specs": bool, "enospc_at": int}]}.
 Each run trains the stand-in task/model (tests/train/standins.py) with those config
 overrides and prints one line `RESULT <json>` holding the returned eval metrics and,
 with "report_specs", the parameters' mesh PartitionSpecs (as lists) that train used.
+With "enospc_at": K, every file write into checkpoint K's directory fails with ENOSPC
+(`enospc_during_save`), as on a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sys
 
 import jax
@@ -26,13 +31,38 @@ def _spec_lists(shardings) -> dict[str, list]:
           for p, s in flat}
 
 
+@contextlib.contextmanager
+def enospc_during_save(step: int):
+  """Within the block, opening any file for writing inside checkpoint `step`'s directory
+  (orbax's temporary `<step>.orbax-checkpoint-tmp-*` or the final `<step>`) raises
+  OSError(ENOSPC): etils' epath `open`, through which orbax's JSON metadata and grain's
+  iterator state are written, is patched."""
+  from etils.epath import gpath
+  original = gpath._GPath.open  # pylint: disable=protected-access
+
+  def guarded(self, mode="r", *args, **kwargs):
+    parts = os.fspath(self).split(os.sep)
+    if any(c in mode for c in "wax") and any(
+        p == str(step) or p.startswith(f"{step}.orbax-checkpoint-tmp") for p in parts):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(self))
+    return original(self, mode, *args, **kwargs)
+
+  gpath._GPath.open = guarded  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    gpath._GPath.open = original  # pylint: disable=protected-access
+
+
 def run_one(run: dict) -> dict:
   """Trains one stand-in run; returns {"result", "devices"} (+ "specs", "array_specs", "shard_shapes")."""
   config = standin_config(**run.get("train", {}))
   config.mesh.update(run.get("mesh", {}))
   config.task.update(run.get("task", {}))
   task, model = build_standins(config)
-  result = trainer.train(config, run["workdir"], task=task, model=model)
+  full_disk = enospc_during_save(run["enospc_at"]) if run.get("enospc_at") else contextlib.nullcontext()
+  with full_disk:
+    result = trainer.train(config, run["workdir"], task=task, model=model)
   if not run.get("report_specs"):
     return {"result": result, "devices": jax.device_count()}
   setup = trainer.setup(config, task, model)  # the shardings train() used
