@@ -1,4 +1,4 @@
-"""`attnlab train | eval | sweep | reproduce | report | list | bench`.
+"""`attnlab train | eval | sweep | reproduce | report | analyze | list | bench`.
 
 Bad input (unknown variant/task/config key, shapes that don't divide, missing files) is
 reported as one line on stderr with exit code 2, before anything compiles.
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
   reproduce_cli.register_cli(sub)
   from attnlab.analysis.report import cli as report_cli
   report_cli.register_cli(sub)
+  from attnlab.analysis import analyze_cli
+  analyze_cli.register_cli(sub)
   p = sub.add_parser("list", help="list registered attention variants and tasks")
   p.add_argument("--json", action="store_true", help="machine-readable output")
   p.set_defaults(func=cmd_list)
