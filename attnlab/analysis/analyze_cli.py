@@ -109,6 +109,17 @@ def _explained_position(batch) -> int:
   return int(nz[-1]) if len(nz) else len(w) - 1
 
 
+def _target_score(outputs, batch, pos: int, fallback):
+  """The logit of the target at the explained position of input 0: outputs [1, T, V] with
+  targets [1, T] (token tasks) or [1, C] with targets [1] (classifiers); else fallback(outputs)."""
+  targets = batch.get("targets")
+  if targets is not None and outputs.ndim == 3 and targets.ndim == 2:
+    return outputs[0, pos, targets[0, pos]]
+  if targets is not None and outputs.ndim == 2 and targets.ndim == 1:
+    return outputs[0, targets[0]]
+  return fallback(outputs)
+
+
 def restore_variables(run, workdir: str, step: int):
   """The `model.apply` variables of checkpoint `step` of `workdir`."""
   import jax
@@ -187,12 +198,13 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
       results["maps"] = {**{k: v.tolist() for k, v in stats.items()},
                          **{f"pattern_{k}": v.tolist() for k, v in pats.items()},
                          "top1_token_mass": top.tolist(), "massive": {k: v.tolist() for k, v in massive.items()}}
+      shown = [k for k in pats if k not in stats]  # previous_token is in both (same number)
       rows = []
       for layer in range(len(weights)):
         for head in range(weights[layer].shape[1]):
           rows.append([layer, head] + [float(stats[k][layer, head]) for k in stats]
-                      + [float(pats[k][layer, head]) for k in pats] + [float(top[layer, head])])
-      header = ["layer", "head"] + list(stats) + list(pats) + ["top-1 token mass"]
+                      + [float(pats[k][layer, head]) for k in shown] + [float(top[layer, head])])
+      header = ["layer", "head"] + list(stats) + [f"{k} pattern" for k in shown] + ["top-1 token mass"]
       mrows = [[i, float(massive["max"][i]), float(massive["median"][i]), float(massive["ratio"][i]),
                 int(massive["position"][i])] for i in range(len(weights))]
       parts = [W.figure_tag(figures.model_view([w[0] for w in weights]), "model view"),
@@ -213,7 +225,7 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
       res = {"rollout": r[pos].tolist(), "raw_last_layer": one[-1].mean(0)[pos].tolist()}
       rows = {"raw (last layer)": res["raw_last_layer"], "rollout": res["rollout"]}
       if t <= MAX_FLOW_LENGTH:
-        res["flow"] = flow(one)[pos].tolist()
+        res["flow"] = flow(one, rows=[pos])[pos].tolist()
         rows["flow"] = res["flow"]
       else:
         res["flow_refused"] = f"sequence length {t} exceeds {MAX_FLOW_LENGTH} (flow solves T^2 max-flow problems)"
@@ -227,17 +239,18 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
         continue
       x0 = jax.tree.map(lambda a: a[:1], batch)
 
-      def target(outputs):  # the explained position's loss on input 0
-        w = jnp.zeros_like(x0["weights"]).at[0, pos].set(1.0) if x0["weights"].ndim == 2 else x0["weights"]
-        return task.loss_fn(outputs, {**x0, "weights": w})[0]
+      def target(outputs):  # Chefer et al. explain the target class's score: its logit
+        return _target_score(outputs, x0, pos, lambda o: task.loss_fn(o, x0)[0])
 
       cap, grads = jax.device_get(jax.jit(lambda v, x: C.weight_gradients(model, v, x, target))(
           variables, x0["inputs"]))
       rel = relevancy([w[0] for w in cap["weights"]], [g[0] for g in grads])
+      beyond = rel[pos] - np.eye(t)[pos]  # without the identity R starts from
       results["relevancy"] = {"relevancy": rel[pos].tolist()}
-      sections.append(W.section("relevancy", W.paragraph(f"explained position {pos} of input 0 (gradient of its loss)"),
-                                W.figure_tag(figures.token_overlay({"relevancy": rel[pos]}, labels),
-                                             "relevancy overlay")))
+      sections.append(W.section(
+          "relevancy", W.paragraph(f"explained position {pos} of input 0: gradient of the target's logit; "
+                                   "shown without the identity R starts from"),
+          W.figure_tag(figures.token_overlay({"relevancy - I": beyond}, labels), "relevancy overlay")))
     elif method == "heads":
       gates0 = jax.device_get(C.unit_head_gates(model, variables, batch["inputs"]))
       n_layers, n_heads = C.gates_array(gates0).shape

@@ -54,6 +54,8 @@ def heatmap(values, title: str, xlabel: str = "head", ylabel: str = "layer", cma
   im = ax.imshow(v, cmap=cmap, aspect="auto")
   for (i, j), x in np.ndenumerate(v):
     ax.text(j, i, f"{x:.2g}", ha="center", va="center", fontsize=6, color="w")
+  ax.set_xticks(range(v.shape[1]))
+  ax.set_yticks(range(v.shape[0]))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)

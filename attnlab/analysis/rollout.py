@@ -43,9 +43,10 @@ def rollout(weights) -> np.ndarray:
   return r
 
 
-def flow(weights, *, max_length: int = MAX_FLOW_LENGTH) -> np.ndarray:
+def flow(weights, *, max_length: int = MAX_FLOW_LENGTH, rows=None) -> np.ndarray:
   """Attention flow: weights [L] of [H, T, T] (one input) -> [T, T], row i the max-flow
   from every input token to output token i, normalised to sum 1 (networkx, Edmonds-Karp).
+  `rows`: only these output rows are solved (the others stay 0).
 
   T > max_length raises ValueError (T^2 max-flow problems on an L*T-node graph)."""
   mats = residual_attention(weights)
@@ -58,13 +59,14 @@ def flow(weights, *, max_length: int = MAX_FLOW_LENGTH) -> np.ndarray:
     graph.add_edges_from(((layer, int(j)), (layer + 1, int(i)), {"capacity": float(a[i, j])})
                          for i, j in zip(rows, cols))
   out = np.zeros((t, t))
-  for i in range(t):
+  for i in (range(t) if rows is None else rows):
     sink = (n_layers, i)
     for j in range(t):
       if graph.has_node((0, j)) and nx.has_path(graph, (0, j), sink):
         out[i, j] = nx.maximum_flow_value(graph, (0, j), sink,
                                           flow_func=nx.algorithms.flow.edmonds_karp)
-  return out / out.sum(axis=-1, keepdims=True)
+  total = out.sum(axis=-1, keepdims=True)
+  return out / np.where(total > 0, total, 1.0)
 
 
 __all__ = ["MAX_FLOW_LENGTH", "flow", "residual_attention", "rollout"]

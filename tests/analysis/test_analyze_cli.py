@@ -5,6 +5,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -24,10 +26,22 @@ def run_dir(tmp_path_factory):
   return workdir
 
 
-def test_analyze_writes_a_self_contained_report_and_the_numbers(run_dir, capsys):
-  assert main(["analyze", "--workdir", run_dir, "--inputs", "3"]) == 0
+@pytest.fixture(scope="module")
+def report(run_dir):
+  """Runs `attnlab analyze` once; returns (exit code, stdout, report path)."""
+  import contextlib
+  import io
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    code = main(["analyze", "--workdir", run_dir, "--inputs", "3"])
+  return code, buf.getvalue(), os.path.join(run_dir, "analysis", "report.html")
+
+
+def test_analyze_writes_a_self_contained_report_and_the_numbers(run_dir, report):
+  code, stdout, _ = report
+  assert code == 0
   out = os.path.join(run_dir, "analysis")
-  assert capsys.readouterr().out.strip() == os.path.join(out, "report.html")
+  assert stdout.strip() == os.path.join(out, "report.html")
   page = open(os.path.join(out, "report.html")).read()
   assert "<script" not in page and "http" not in page.replace("http-equiv", "")  # nothing to fetch
   images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -60,3 +74,44 @@ def test_missing_run_exits_2(tmp_path, capsys):
   assert main(["analyze", "--workdir", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip()
   assert "config.json not found" in err and "\n" not in err
+
+
+# Loads a page in an iframe of a wrapper page (same file:// origin with
+# --allow-file-access-from-files) and writes how many of its images failed to decode.
+_WRAPPER = """<!DOCTYPE html><html><body><iframe id="f" src="%s" width="1200" height="800"></iframe>
+<pre id="result">pending</pre><script>
+var f = document.getElementById("f");
+f.onload = function() {
+  var imgs = f.contentDocument.images, broken = [];
+  for (var i = 0; i < imgs.length; i++) if (!(imgs[i].complete && imgs[i].naturalWidth > 0)) broken.push(i);
+  document.getElementById("result").textContent = "images=" + imgs.length + " broken=" + JSON.stringify(broken);
+};
+</script></body></html>"""
+
+
+def _chromium_check(page: str, tmp_path) -> tuple[int, list, list]:
+  """(images, indices of broken images, console lines) of `page` in headless Chromium."""
+  wrapper = tmp_path / ("wrap_" + os.path.basename(page))
+  wrapper.write_text(_WRAPPER % ("file://" + os.path.abspath(page)))
+  proc = subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+                         "--allow-file-access-from-files", "--virtual-time-budget=5000", "--enable-logging=stderr",
+                         "--v=0", "--dump-dom", "file://" + str(wrapper)], capture_output=True, text=True, timeout=120)
+  m = re.search(r"images=(\d+) broken=(\[[^<]*\])", proc.stdout)
+  assert m, f"the wrapper page did not report (chromium rc={proc.returncode}): {proc.stderr[-500:]}"
+  console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+  return int(m.group(1)), json.loads(m.group(2)), console
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="headless Chromium not installed (Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+  _, _, page = report
+  n, broken, console = _chromium_check(page, tmp_path)
+  assert n >= 6 and broken == [] and console == []
+  # canaries: a corrupted figure is reported broken; a console error is seen
+  html = open(page).read()
+  first = re.search(r'base64,([^"]+)"', html).group(1)
+  bad = tmp_path / "bad.html"
+  bad.write_text(html.replace(first, first[100:300], 1) + "<script>console.error('canary')</script>")
+  n_bad, broken_bad, console_bad = _chromium_check(str(bad), tmp_path)
+  assert broken_bad == [0] and any("canary" in line for line in console_bad)
