@@ -202,34 +202,45 @@ def kill_case(ref_dir: str, workdir: str, kill: dict) -> dict:
           "identical": not diff, "note": diff or note}
 
 
-def silently_corrupt(step_dir: str) -> str:
-  """Overwrites 64 bytes of one array file of checkpoint `step_dir` such that orbax's
-  StandardCheckpointer still restores it without error, to different values.
-
-  Tries the data files under state/ largest first, at a few offsets (putting the original
-  bytes back where that does not qualify); returns the corrupted file's path. Raises if
-  none qualifies.
-  """
+def _restored_bytes(state_dir: str) -> dict[str, bytes] | None:
+  """{leaf: bytes} of orbax's StandardCheckpointer restore of `state_dir`; None if it raises."""
   import orbax.checkpoint as ocp
+  try:
+    return {k: v.tobytes() for k, v in _flat(ocp.StandardCheckpointer().restore(state_dir)).items()}
+  except Exception:  # noqa: BLE001  (any failure to restore counts)
+    return None
+
+
+def _damage_one_file(step_dir: str, damages, wanted) -> str:
+  """Applies each of `damages` (bytes -> bytes) to the data files under `step_dir`/state/,
+  largest first, until `wanted(before, after)` holds for orbax's raw restore (`before`,
+  `after`: `_restored_bytes`), putting the original bytes back otherwise. OCDBT files also
+  hold bytes no array reads, so not every file and offset qualifies. Returns the path."""
   state_dir = os.path.join(step_dir, "state")
-  before = {k: v.tobytes() for k, v in _flat(ocp.StandardCheckpointer().restore(state_dir)).items()}
+  before = _restored_bytes(state_dir)
   files = [f for f in glob.glob(os.path.join(state_dir, "**", "d", "*"), recursive=True) if os.path.isfile(f)]
   for path in sorted(files, key=os.path.getsize, reverse=True):
     with open(path, "rb") as f:
       original = f.read()
-    for frac in (0.25, 0.1, 0.5, 0.75):  # OCDBT files also hold bytes no array reads
-      at = int(len(original) * frac)
+    for damage in damages:
       with open(path, "wb") as f:
-        f.write(original[:at] + bytes(range(64)) + original[at + 64:])
-      try:
-        after = {k: v.tobytes() for k, v in _flat(ocp.StandardCheckpointer().restore(state_dir)).items()}
-        if after != before:
-          return path
-      except Exception:  # noqa: BLE001  (orbax noticed: not the silent kind)
-        pass
+        f.write(damage(original))
+      if wanted(before, _restored_bytes(state_dir)):
+        return path
       with open(path, "wb") as f:
         f.write(original)
-  raise RuntimeError(f"no array file in {state_dir} corrupts silently")
+  raise RuntimeError(f"no data file in {state_dir} can be damaged that way")
+
+
+def _overwrite_at(frac: float):
+  return lambda b: b[:int(len(b) * frac)] + bytes(range(64)) + b[int(len(b) * frac) + 64:]
+
+
+def silently_corrupt(step_dir: str) -> str:
+  """Overwrites 64 bytes of one array file of checkpoint `step_dir` such that orbax's
+  StandardCheckpointer still restores it without error, to different values; returns its path."""
+  return _damage_one_file(step_dir, [_overwrite_at(f) for f in (0.25, 0.1, 0.5, 0.75)],
+                          lambda before, after: after is not None and after != before)
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
@@ -238,12 +249,10 @@ def _flat(tree) -> dict[str, np.ndarray]:
 
 
 def truncate_array_file(step_dir: str) -> str:
-  """Truncates the largest file under `step_dir`/state/ to an eighth of its size (its tail
-  can be bytes no array reads: OCDBT appends); returns its path."""
-  files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True) if os.path.isfile(f)]
-  path = max(files, key=os.path.getsize)
-  os.truncate(path, os.path.getsize(path) // 8)
-  return path
+  """Truncates one data file of checkpoint `step_dir` (to an eighth, else to nothing) such that
+  orbax's StandardCheckpointer fails to restore it; returns its path."""
+  return _damage_one_file(step_dir, [lambda b: b[:len(b) // 8], lambda b: b""],
+                          lambda before, after: after is None)
 
 
 def remove_item(step_dir: str, item: str = "data") -> str:

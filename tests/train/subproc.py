@@ -50,3 +50,12 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, list[dict
   out, err = proc.communicate(timeout=timeout)
   results = [json.loads(line[len("RESULT "):]) for line in out.splitlines() if line.startswith("RESULT ")]
   return proc.returncode, results, err
+
+
+def load_script(name: str):
+  """Imports scripts/NAME.py (not a package) as a module, so tests reuse a script's functions."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(f"scripts_{name}", os.path.join(REPO, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
