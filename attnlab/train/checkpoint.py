@@ -17,8 +17,8 @@ temporary directory is deleted when the next run opens the manager.
 
 `restore_latest` falls back: if the newest checkpoint does not restore (a truncated or
 garbage file, a missing item, a fingerprint mismatch), it logs a warning naming the step
-and the exception, moves that step to WORKDIR/checkpoints_unreadable/ and tries the next
-older one. A failed write (e.g. a full disk) raises `CheckpointWriteError` naming the
+and the exception and tries the next older one; the unreadable newer steps are then moved
+to WORKDIR/checkpoints_unreadable/. A failed write (e.g. a full disk) raises `CheckpointWriteError` naming the
 step and the directory; the checkpoints written before it are untouched.
 """
 
@@ -157,25 +157,31 @@ class Checkpointer:
     """(step, state) of the newest checkpoint that restores; (None, None) if there is none.
 
     With `fallback`, a checkpoint that fails to restore is reported (a warning naming
-    its step and the exception), moved to WORKDIR/checkpoints_unreadable/<step>-<time>
-    so the run can write that step again, and the next older one is tried. Raises
-    NoRestorableCheckpointError if none restores; without `fallback`, the first error.
+    its step and the exception) and the next older one is tried; once one restores, the
+    newer unreadable ones are moved to WORKDIR/checkpoints_unreadable/<step>-<time>, so
+    the run can write those steps again. If none restores (e.g. the config no longer
+    matches them), nothing is moved and NoRestorableCheckpointError lists them. Without
+    `fallback`, the first error is raised.
     """
-    failures = []
+    failed, failures = [], []
     for step in reversed(self.all_steps()):
       try:
-        return step, self.restore(abstract, iterator, step=step)
+        state = self.restore(abstract, iterator, step=step)
       except Exception as e:
         if not fallback:
           raise
+        failed.append(step)
         failures.append(f"step {step} ({type(e).__name__})")
         mt.log(f"WARNING: checkpoint step {step} in {self.directory} could not be restored "
                f"({_one_line(e)}); trying the previous one")
-        self._set_aside(step)
+        continue
+      for bad in failed:
+        self._set_aside(bad)
+      return step, state
     if failures:
       raise NoRestorableCheckpointError(
           f"no checkpoint in {self.directory} could be restored: {', '.join(failures)}; "
-          f"they were moved to {os.path.join(self.workdir, UNREADABLE_DIR)}")
+          f"nothing was moved (see the warnings above for each error)")
     return None, None
 
   def _set_aside(self, step: int) -> None:

@@ -73,6 +73,7 @@ def test_unreadable_checkpoints_are_skipped_and_the_run_finishes_identically(ref
     faults.remove_item(os.path.join(gone, "checkpoints", str(step)))
   with pytest.raises(NoRestorableCheckpointError, match=r"step 16 \(\w+\), step 12 .*step 4 \(\w+\)"):
     _train(gone)
+  assert faults.step_dirs(gone) == [4, 8, 12, 16]  # nothing moved when nothing restores
 
 
 def test_full_disk_during_a_save_is_a_clear_error_and_the_previous_checkpoint_survives(reference, tmp_path, capfd):
