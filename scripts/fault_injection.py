@@ -352,6 +352,17 @@ def table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def in_flight(rows: list[dict]) -> str:
+  """One sentence: how many kill/checkpoint kills left orbax's temporary directory (the write
+  was in flight) and whether every restart removed it."""
+  ck = [r for r in rows if r["fault"] == "kill/checkpoint"]
+  hit = [r for r in ck if "tmp dir left by the kill: [" in str(r["note"])]
+  cleaned = all("after restart: removed" in str(r["note"]) for r in ck)
+  return (f"{len(hit)} of {len(ck)} kill/checkpoint kills landed while orbax's background write was in "
+          f"flight (its `<step>.orbax-checkpoint-tmp` directory was there after the kill); "
+          f"{'every' if cleaned else 'NOT every'} restart ignored and removed it.")
+
+
 def write_report(out_dir: str, rows: list[dict], command: str, seconds: float) -> None:
   """Writes OUT/results.csv (one row a case) and OUT/README.md (the table and the command)."""
   import pandas as pd
@@ -379,6 +390,8 @@ the restart correctly ignores (and deletes) the unfinished one. Nothing is lost 
 those steps, which are retrained to the same bits.
 
 {table(rows)}
+
+{in_flight(rows)}
 """
   with open(os.path.join(out_dir, "README.md"), "w") as f:
     f.write(text)
