@@ -23,6 +23,7 @@ Errors: config_flags and absl report a traceback of get_config, a KeyError with 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -44,7 +45,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   leaf (int, float, bool, str, tuple, ConfigDict); new keys in open sections are Python
   literals, else strings. Raises FileNotFoundError for a missing file and a one-line
   ValueError for an unknown key, a badly typed value or an error in get_config.
-  Returns an unlocked ConfigDict.
+  A float leaf that is NaN or infinite (from the file or an override) is a ValueError too:
+  no attnlab setting takes one. Returns an unlocked ConfigDict.
   """
   config = _load_file(spec)
   items = [_normalise(o) for o in overrides]
@@ -54,7 +56,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   try:
     config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
     flag_values(argv)
-  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError, SyntaxError) as e:
+    # SyntaxError: config_flags parses some values as Python literals ("(1, 2" for a str leaf)
     raise ValueError(_override_error(e, config, items)) from None
   finally:
     config.unlock()
@@ -62,7 +65,36 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     value = holder[leaf]
     del holder[leaf]
     holder[leaf] = value
+  _check_finite(config)
   return config
+
+
+def _check_finite(config: ml_collections.ConfigDict, prefix: str = "config") -> None:
+  """Raises a one-line ValueError naming the first float leaf that is NaN or +-inf."""
+  for key, value in config.items():
+    name = f"{prefix}.{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_finite(value, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"{name} is {value}; it must be a finite number")
+
+
+# The leaves every command needs (`attnlab.config_lib.base_config()` has them all); the trainer
+# and tasks read them as attributes, so a file without one would fail with an AttributeError.
+REQUIRED_KEYS = ("seed", "task.name", "model.variant", "model.num_layers", "model.d_model",
+                 "model.num_heads", "train.steps", "train.batch_size", "train.learning_rate",
+                 "mesh.data", "mesh.fsdp", "mesh.tensor")
+
+
+def check_required_keys(config: ml_collections.ConfigDict, spec: str = "the config") -> None:
+  """Raises a one-line ValueError naming the first of REQUIRED_KEYS that `config` lacks."""
+  for key in REQUIRED_KEYS:
+    node = config
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ValueError(f"{spec.partition(':')[0]} has no config.{key} (config files start from "
+                         f"attnlab.config_lib.base_config())")
+      node = node[part]
 
 
 def _load_file(spec: str) -> ml_collections.ConfigDict:
@@ -89,8 +121,12 @@ def _load_file(spec: str) -> ml_collections.ConfigDict:
     raise ValueError(_first_line(cause)) from None
   except AttributeError as e:
     if "get_config" not in str(e):
-      raise
+      raise ValueError(f"{path}: {_first_line(e)}") from None
     raise ValueError(f"{path} has no get_config(arg) function") from None
+  except SyntaxError as e:  # the file itself does not parse
+    raise ValueError(f"{path} is not valid Python: {e.msg} (line {e.lineno})") from None
+  except Exception as e:  # noqa: BLE001  (importing the file ran its top level, which raised)
+    raise ValueError(f"{path}: loading it raised {type(e).__name__}: {_first_line(e)}") from None
   if not isinstance(config, ml_collections.ConfigDict):
     error = vars(config).get("_error")  # config_flags defers an OSError of get_config
     if isinstance(error, OSError):
@@ -150,6 +186,14 @@ _TYPE_NAMES = {int: "an int", float: "a float", bool: "a boolean", str: "a strin
 def _override_error(e: Exception, config: ml_collections.ConfigDict, items: Sequence[str]) -> str:
   """One line for an error of config_flags / absl while parsing `items`."""
   message = _first_line(e)
+  if isinstance(e, SyntaxError):
+    for item in items:
+      key, _, text = item.partition("=")
+      try:
+        compile(text, "<override>", "eval")
+      except SyntaxError:
+        return f"--config.{key}: cannot parse {text!r} ({e.msg}); quote a string value, e.g. '\"{text}\"'"
+    return f"a --config override does not parse ({e.msg})"
   for item in items:
     key, _, text = item.partition("=")
     if message.startswith(f"flag --config.{key}="):  # absl's IllegalFlagValueError

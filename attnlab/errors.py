@@ -14,6 +14,10 @@ from attnlab.registry import UnknownNameError
 # commands report these in one line with exit code 2 instead of a traceback.
 INPUT_ERRORS = (ValueError, UnknownNameError, FileNotFoundError, TypeError)
 
+# What setting up (building host data and abstract shapes, nothing compiled) raises for sizes
+# no machine holds (a batch of 10**21, a d_model past int32): also bad input, caught around setup only.
+SIZE_ERRORS = (OverflowError, MemoryError)
+
 INPUT_ERROR_EXIT = 2
 
 

@@ -134,7 +134,7 @@ def folder_source(root: str, image_size: int = 0, channels: int = 0) -> ArraySou
            for f in sorted(os.listdir(os.path.join(root, c))) if f.lower().endswith(IMAGE_EXTENSIONS)]
   if not files:
     raise ValueError(f"image folder {root!r} has no {'/'.join(IMAGE_EXTENSIONS)} files in its class folders")
-  pil = [Image.open(p) for p, _ in files]
+  pil = [_open_image(Image, p) for p, _ in files]
   if channels == 0:
     channels = 1 if all(im.mode in ("L", "1", "I;16") for im in pil) else 3
   if channels not in (1, 3):
@@ -151,6 +151,18 @@ def folder_source(root: str, image_size: int = 0, channels: int = 0) -> ArraySou
     raise ValueError(f"images in {root!r} have different sizes {sorted(shapes)[:3]}; set task.image_size")
   return ArraySource(np.stack(arrays), np.array([c for _, c in files], np.int32), len(classes),
                      tuple(classes))
+
+
+def _open_image(image_module, path: str):
+  """PIL's image at `path`, read now; a file PIL cannot read (not an image, truncated) is a
+  one-line ValueError naming it."""
+  try:
+    im = image_module.open(path)
+    im.load()
+  except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncated files
+    raise ValueError(f"image folder: {path} is not a readable image ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+  return im
 
 
 class TfdsSource:

@@ -33,6 +33,10 @@ Example = dict[str, np.ndarray]
 
 DEFAULT_NUM_THREADS = 8
 DEFAULT_PREFETCH = 32  # elements (= batches here) buffered ahead by the reader threads
+# The most eval examples `eval_batches` builds in host memory (example by example, before anything
+# compiles). Eval sets are small (LRA 2,000, CIFAR-10's test 10,000, ImageNet's val 50,000); a
+# bigger request is a mistyped size, which would otherwise hang the setup.
+MAX_EVAL_EXAMPLES = 1_000_000
 
 
 def host_batch_size(batch_size: int, shard_count: int) -> int:
@@ -129,6 +133,10 @@ def eval_batches(
   per_host = host_batch_size(batch_size, shard_count)
   if num_batches < 1:
     raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+  if num_batches * batch_size > MAX_EVAL_EXAMPLES:
+    raise ValueError(f"eval would build {num_batches} batches x {batch_size} = {num_batches * batch_size} "
+                     f"examples in memory, more than {MAX_EVAL_EXAMPLES:,}: lower config.train.batch_size, "
+                     f"the eval batches or the eval split's size")
   ds = grain.MapDataset.range(num_batches * batch_size)
   ds = ds.batch(per_host, drop_remainder=True)[shard_index::shard_count]
   return [_stack([example_fn(int(i)) for i in idx]) for idx in ds]

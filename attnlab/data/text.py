@@ -88,14 +88,31 @@ def load_text_tokens(path: str, vocab: str = "byte",
   except UnicodeDecodeError as e:
     raise ValueError(f"char_lm: {path} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
   if vocab_file and os.path.isfile(vocab_file):
-    with open(vocab_file, encoding="utf-8") as f:
-      char_vocab = CharVocab.from_json(f.read())
+    char_vocab = read_vocab_file(vocab_file)
   else:
     char_vocab = CharVocab.from_text(text)
     if vocab_file:
-      with open(vocab_file, "w", encoding="utf-8") as f:
-        f.write(char_vocab.to_json())
+      try:
+        with open(vocab_file, "w", encoding="utf-8") as f:
+          f.write(char_vocab.to_json())
+      except OSError as e:  # a directory, a missing parent, no permission
+        raise ValueError(f"char_lm: cannot write vocab_file {vocab_file} ({e.strerror})") from None
   return char_vocab.encode(text), char_vocab
+
+
+def read_vocab_file(path: str) -> CharVocab:
+  """The CharVocab stored at `path` by `CharVocab.to_json`; a one-line ValueError if the file
+  is not UTF-8 JSON of the form {"chars": "<distinct characters>"}."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"char_lm: vocab_file {path} is not UTF-8 JSON ({str(e).splitlines()[0]})") from None
+  chars = data.get("chars") if isinstance(data, dict) else None
+  if not isinstance(chars, str) or not chars or len(set(chars)) != len(chars):
+    raise ValueError(f"char_lm: vocab_file {path} must hold {{\"chars\": <distinct characters>}} "
+                     f"(as CharVocab.to_json writes it)")
+  return CharVocab(chars=chars)
 
 
 def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -150,10 +150,20 @@ def generate_series(num_rows: int = 4000, seed: int = 0, num_drivers: int = 3,
 
 
 def read_csv(path: str) -> pd.DataFrame:
-  """Reads a forecasting CSV; FileNotFoundError (one line) if it is missing."""
+  """Reads a forecasting CSV; FileNotFoundError (one line) if it is missing, a one-line
+  ValueError naming the file if it is a directory, empty, not UTF-8 or not parseable CSV."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"forecast data file {path!r} does not exist")
-  return pd.read_csv(path)
+  if not os.path.isfile(path):
+    raise ValueError(f"forecast data file {path!r} is not a file")
+  try:
+    return pd.read_csv(path)
+  except pd.errors.EmptyDataError:
+    raise ValueError(f"forecast data file {path!r} is empty (no header row)") from None
+  except UnicodeDecodeError as e:
+    raise ValueError(f"forecast data file {path!r} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+  except pd.errors.ParserError as e:
+    raise ValueError(f"forecast data file {path!r} is not valid CSV ({str(e).splitlines()[0]})") from None
 
 
 @dataclasses.dataclass

@@ -40,6 +40,18 @@ def _layer_overrides(model_cfg, num_layers: int) -> tuple[tuple[tuple[str, Any],
   return tuple(tuple(sorted(d.items())) for d in out)
 
 
+def _check_dtype(name) -> None:
+  """One-line ValueError unless `name` is a floating dtype name ("float32", "bfloat16", ...);
+  numpy parses some strings as structured dtypes, so "(1,2" would raise a SyntaxError."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  try:
+    dtype = jnp.dtype(name)
+  except (TypeError, ValueError, SyntaxError):
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"config.model.dtype must be a floating dtype (float32, bfloat16, float16), got {name!r}")
+
+
 def transformer_config(model_cfg) -> TransformerConfig:
   """TransformerConfig from the `config.model` ConfigDict (validated, one-line errors).
 
@@ -54,6 +66,9 @@ def transformer_config(model_cfg) -> TransformerConfig:
   if d_model % num_heads and not attn_cfg.get("head_dim", 0):
     raise ValueError(f"config.model.d_model ({d_model}) is not divisible by "
                      f"config.model.num_heads ({num_heads}): the head dimension must be an integer")
+  _check_dtype(model_cfg.get("dtype", "float32"))
+  if int(model_cfg.get("mlp_dim", 0)) < 0:
+    raise ValueError(f"config.model.mlp_dim must be >= 0 (0 = the default width), got {model_cfg.mlp_dim}")
   if int(model_cfg.get("short_conv", 0)) < 0:
     raise ValueError(f"config.model.short_conv must be >= 0 (0 = none), got {model_cfg.short_conv}")
   if model_cfg.mlp not in MLP_KINDS:

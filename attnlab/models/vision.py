@@ -46,6 +46,11 @@ def sincos_2d(gh: int, gw: int, dim: int) -> jnp.ndarray:
   return jnp.concatenate([rows, cols], axis=-1)
 
 
+# A bound on model.stem, far above CCT's 1-2 layers: a mistyped count (10**12) would otherwise
+# spend the setup building conv layers one by one.
+MAX_STEM_LAYERS = 64
+
+
 def stem_output_size(size: int, stem_pool: bool) -> int:
   """Spatial size after the stem: unchanged by the SAME 3x3 convolutions, ceil(size/2) after the pool."""
   return -(-size // 2) if stem_pool else size
@@ -130,8 +135,8 @@ def build_vit(backbone: TransformerConfig, model_cfg, *, num_classes: int,
     raise ValueError("vit: set config.model.causal=False (an image encoder is not causal)")
   patch, stem_pool = int(model_cfg.get("patch_size", 2)), bool(model_cfg.get("stem_pool", False))
   stem = int(model_cfg.get("stem", 0))
-  if stem < 0:
-    raise ValueError(f"model.stem (number of 3x3 conv layers) must be >= 0, got {stem}")
+  if not 0 <= stem <= MAX_STEM_LAYERS:
+    raise ValueError(f"model.stem (number of 3x3 conv layers) must be in [0, {MAX_STEM_LAYERS}], got {stem}")
   grid = patch_grid(image_shape, patch, stem_pool)
   tokens = grid[0] * grid[1] + (pooling == "cls")
   if any(takes(v, "max_len") for v in backbone.layer_variants) and "max_len" not in dict(backbone.attn):

@@ -90,6 +90,8 @@ class Task(abc.ABC):
       raise ValueError(
           f"{self.name}: unknown config.task keys {self._unknown_keys}; "
           f"known: {sorted(self.all_defaults())}")
+    if self.seed < 0:  # numpy's SeedSequence, which derives the data streams, takes none
+      raise ValueError(f"config.seed must be >= 0, got {self.seed}")
     if self.batch_size < 1:
       raise ValueError(f"{self.name}: config.train.batch_size must be >= 1, got {self.batch_size}")
     if self.num_eval_batches < 1:
