@@ -45,7 +45,7 @@ def test_unreadable_checkpoints_are_skipped_and_the_run_finishes_identically(ref
   work = str(tmp_path / "run")
   shutil.copytree(reference, work)
   ckpt = os.path.join(work, "checkpoints")
-  # 16: garbage bytes orbax restores without error; 12: a truncated array file; 8: no data item.
+  # 16: a flipped bit orbax restores without error; 12: a truncated array file; 8: no data item.
   faults.silently_corrupt(os.path.join(ckpt, "16"))
   faults.truncate_array_file(os.path.join(ckpt, "12"))
   faults.remove_item(os.path.join(ckpt, "8"))
