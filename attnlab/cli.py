@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from attnlab.errors import INPUT_ERRORS, SIZE_ERRORS, fail
+from attnlab.errors import INPUT_ERRORS, RUN_FAULT_EXIT, SIZE_ERRORS, fail
 
 
 def _json_result(result) -> str:
@@ -34,7 +34,14 @@ def _validated_then(action):
       return fail(str(e))
     except SIZE_ERRORS as e:  # setup only builds host data and abstract shapes: sizes beyond any machine
       return fail(f"the config's sizes are too large to set up ({type(e).__name__}: {e})")
-    print(_json_result(action(config, args.workdir, run=run)))
+    from attnlab.train.checkpoint import CheckpointWriteError, NoRestorableCheckpointError
+    try:
+      result = action(config, args.workdir, run=run)
+    except (FloatingPointError, CheckpointWriteError, NoRestorableCheckpointError) as e:
+      # A run that stopped on a fault (non-finite loss or gradient, a failed checkpoint
+      # write, no readable checkpoint) -- not bad input: one line, exit code 1.
+      return fail(f"{type(e).__name__}: {e}", code=RUN_FAULT_EXIT)
+    print(_json_result(result))
     return 0
 
   return command

@@ -20,6 +20,10 @@ SIZE_ERRORS = (OverflowError, MemoryError)
 
 INPUT_ERROR_EXIT = 2
 
+# A run that started but stopped on a fault (a non-finite loss or gradient, a checkpoint
+# that could not be written or read): one line on stderr, this exit code.
+RUN_FAULT_EXIT = 1
+
 
 def fail(message: str, code: int = INPUT_ERROR_EXIT) -> int:
   """Prints "attnlab: error: MESSAGE" (on one line: newlines become spaces) to stderr; returns `code`."""

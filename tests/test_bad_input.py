@@ -20,6 +20,10 @@ COMPILE_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 # (config argument, overrides, a pattern the one line must contain)
 BAD = {
     "d_model=0": ("", ["--config.model.d_model=0"], "model.d_model"),
+    "warmup_steps<0": ("", ["--config.train.warmup_steps=-5"], "warmup_steps"),
+    "weight_decay<0": ("", ["--config.train.weight_decay=-0.1"], "weight_decay"),
+    "b2=1": ("", ["--config.train.b2=1.0"], "train.b2"),
+    "unknown protocol": ("", ["--config.train.protocol=epochs"], "train.protocol"),
     "d_model<0": ("", ["--config.model.d_model=-8"], "model.d_model"),
     "num_heads=0": ("", ["--config.model.num_heads=0"], "model.num_heads"),
     "num_layers=0": ("", ["--config.model.num_layers=0"], "model.num_layers"),

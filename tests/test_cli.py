@@ -71,3 +71,16 @@ def test_bad_input_exit_code_from_console_script(tmp_path):
                       "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert r.returncode == 2
   assert r.stderr.strip().startswith("attnlab: error: unknown attention variant 'nope'")
+
+
+def test_a_run_stopped_by_a_fault_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+  """A NaN gradient injected at step 2 (attnlab.train.fault_hooks) stops `attnlab train`
+  with one stderr line naming the step and the tensor, exit code 1 (not 2: the input was fine)."""
+  from attnlab.train.fault_hooks import INJECT_NAN_ENV
+  monkeypatch.setenv(INJECT_NAN_ENV, "loss@2")
+  code = cli.main(["train", "--config", MQAR + ":smoke=True", "--workdir", str(tmp_path),
+                   "--config.train.steps=3", "--config.train.log_every=1"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 1, err
+  assert err[-1].startswith("attnlab: error: FloatingPointError: non-finite") and "step 2" in err[-1], err
+  assert not any("Traceback" in line for line in err)

@@ -89,6 +89,16 @@ def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
         f"config.train.batch_size={batch} must be a positive multiple of mesh data*fsdp={shards}")
   if batch % jax.process_count():
     raise ValueError(f"config.train.batch_size={batch} is not divisible by {jax.process_count()} processes")
+  if int(tc.get("warmup_steps", 0)) < 0:
+    raise ValueError(f"config.train.warmup_steps must be >= 0, got {tc.warmup_steps}")
+  if float(tc.get("weight_decay", 0.0)) < 0:
+    raise ValueError(f"config.train.weight_decay must be >= 0, got {tc.weight_decay}")
+  for beta in ("b1", "b2"):
+    if not 0 <= float(tc.get(beta, 0.9)) < 1:
+      raise ValueError(f"config.train.{beta} must be in [0, 1), got {tc.get(beta)}")
+  protocols = ("steps", "early_stopping")
+  if tc.get("protocol", "steps") not in protocols:
+    raise ValueError(f"config.train.protocol must be one of {protocols}, got {tc.get('protocol')!r}")
   if int(tc.get("warmup_steps", 0)) > int(tc.steps):
     raise ValueError(f"config.train.warmup_steps={tc.warmup_steps} exceeds steps={tc.steps}")
   if _every(tc.get("log_every", 1)) < 1:
