@@ -64,5 +64,15 @@ def scores(weights, tokens, names=tuple(PATTERNS)) -> dict[str, np.ndarray]:
   return out
 
 
-__all__ = ["PATTERNS", "duplicate_token_pattern", "pattern_score", "prefix_matching_pattern",
-           "previous_token_pattern", "scores"]
+def last_query_scores(weights, tokens, name: str = "prefix_matching") -> np.ndarray:
+  """[L, H] score of pattern `name` at the last query row only, averaged over the batch
+  (inputs with no match there are left out): weights [L] of [B, H, T, T], tokens int [B, T].
+  On the induction task that row is the one the task scores (the second TRIGGER)."""
+  pats = np.stack([PATTERNS[name](row) for row in np.asarray(tokens)])
+  last = np.zeros_like(pats)
+  last[:, -1] = pats[:, -1]
+  return np.stack([np.nanmean(pattern_score(np.asarray(w), last), axis=0) for w in weights])
+
+
+__all__ = ["PATTERNS", "duplicate_token_pattern", "last_query_scores", "pattern_score",
+           "prefix_matching_pattern", "previous_token_pattern", "scores"]

@@ -50,10 +50,7 @@ def main(argv=None):
 
   # (a) eval inputs, the scored (last) query row only
   w_task = [np.asarray(w) for w in jax.device_get(cap(variables, batch["inputs"])["weights"])]
-  pats = np.stack([patterns.prefix_matching_pattern(row) for row in batch["inputs"]])
-  last = np.zeros_like(pats)
-  last[:, t - 1] = pats[:, t - 1]
-  task_scores = np.stack([np.nanmean(patterns.pattern_score(w, last), axis=0) for w in w_task])
+  task_scores = patterns.last_query_scores(w_task, batch["inputs"])
   # (b) repeated random sequences, all rows with a match (the second half)
   rep = repeated_random(args.inputs, t, int(config.task.vocab_size))
   w_rep = [np.asarray(w) for w in jax.device_get(cap(variables, rep)["weights"])]
