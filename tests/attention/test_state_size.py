@@ -26,6 +26,7 @@ SECOND = {
     "lightning": dict(num_heads=2, head_dim=6),
     "gla": dict(expand_k=1.0, expand_v=2.0),
     "deltanet": dict(num_heads=2, head_dim=12),
+    "gated_deltanet": dict(num_heads=2, head_dim=12),
     "mala": dict(num_heads=2, head_dim=12),
     "mega": dict(chunk_size=0, ema_dim=4, z_dim=8, v_dim=24),
     "sliding_window": dict(window=8, num_kv_heads=2),
@@ -60,7 +61,7 @@ def mismatch(name: str, formula, seq_len: int, **hp) -> str | None:
 def test_every_recurrent_variant_is_declared():
   assert set(SECOND) == set(DECLARED), "each declared variant needs a second setting here"
   for name in ("linear", "performer", "cosformer", "based", "retention", "lightning", "gla",
-               "deltanet", "mala", "mega"):
+               "deltanet", "gated_deltanet", "mala", "mega"):
     assert state_size(name, D_MODEL).bounded, name
 
 

@@ -1,10 +1,12 @@
-"""Gated and magnitude-aware linear attention: GLA, DeltaNet, MALA.
+"""Gated and magnitude-aware linear attention: GLA, DeltaNet, Gated DeltaNet, MALA.
 
 gla: Yang et al., 2024, "Gated Linear Attention Transformers with Hardware-Efficient
   Training" (ICML 2024).
 deltanet: Schlag et al., 2021, "Linear Transformers Are Secretly Fast Weight Programmers";
   Yang et al., 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence
   Length" (NeurIPS 2024).
+gated_deltanet: Yang, Kautz & Hatamizadeh, 2024, "Gated Delta Networks: Improving Mamba2
+  with Delta Rule" (ICLR 2025).
 mala: Fan et al., 2025, "Rectifying Magnitude Neglect in Linear Attention" (ICCV 2025).
 
 Each has three forms chosen by the `form` hyperparameter: "chunked" (default; O(T)
@@ -207,6 +209,16 @@ class DeltaNet(_StatefulLinear):
   left to the backbone). Causal only.
   """
 
+  def log_gate(self, x):
+    """log alpha [B, T, H] of the decay gate, or None (DeltaNet is ungated)."""
+    del x
+    return None
+
+  def finish(self, x, o, d_model):
+    """Per-head output norm, then W_o. o [B, T, H, D] -> [B, T, d_model]."""
+    del x
+    return self.project_out(HeadNorm(self.cfg.norm, name="head_norm")(o), d_model)
+
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = check_recurrent_call(self, context, decode, positions)
@@ -217,22 +229,81 @@ class DeltaNet(_StatefulLinear):
     k = _l2norm(nn.silu(self.project_heads(x, h, hd, "key")))
     v = self.project_heads(x, h, hd, "value")
     beta = jax.nn.sigmoid(self.project_heads(x, h, 1, "beta")[..., 0].astype(jnp.float32))
+    g = self.log_gate(x)
     offset = self.cache_offset(decode)
     valid = key_valid_from_mask(self.variant, mask, b, t, offset)
     if valid is not None:
       beta = beta * valid[:, :, None]  # beta = 0: identity transition, nothing written
+      if g is not None:
+        g = g * valid[:, :, None]  # and no decay at a padded step
 
     if decode:
       is_init, state, pos = self.recurrent_state(jnp.zeros((b, h, hd, hd), jnp.float32))
       if is_init:
-        o, _ = delta_rule_attention(q, k, v, beta, form="recurrent")
+        o, _ = delta_rule_attention(q, k, v, beta, form="recurrent", log_alpha=g)
       else:
         o, state.value = delta_rule_attention(q, k, v, beta, form="recurrent",
-                                              initial_state=state.value)
+                                              initial_state=state.value, log_alpha=g)
         pos.value = pos.value + t
     else:
-      o, _ = delta_rule_attention(q, k, v, beta, form=cfg.form, chunk_size=cfg.chunk_size)
-    o = HeadNorm(cfg.norm, name="head_norm")(o.astype(self.compute_dtype))
+      o, _ = delta_rule_attention(q, k, v, beta, form=cfg.form, chunk_size=cfg.chunk_size,
+                                  log_alpha=g)
+    return self.finish(x, o.astype(self.compute_dtype), d_model)
+
+
+# ---- Gated DeltaNet -----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GatedDeltaNetConfig(DeltaNetConfig):
+  """DeltaNet's (form, chunk_size, norm) plus the Mamba2-style gate's initial ranges:
+  A ~ U[a_init_range] (decay rate per head), dt ~ logU[dt_min, dt_max] (its bias)."""
+  a_init_range: tuple = (1.0, 16.0)
+  dt_min: float = 1e-3
+  dt_max: float = 0.1
+
+  def __post_init__(self):
+    super().__post_init__()
+    lo, hi = self.a_init_range
+    if not 0 < lo <= hi:
+      raise ValueError(f"gated_deltanet: a_init_range must satisfy 0 < lo <= hi, got {self.a_init_range}")
+    if not 0 < self.dt_min <= self.dt_max:
+      raise ValueError(f"gated_deltanet: need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+
+
+@register("gated_deltanet", family="gated", config=GatedDeltaNetConfig,
+          patterns=("causal-self", "decode"),
+          paper="Yang, Kautz & Hatamizadeh, 2024, Gated Delta Networks (ICLR 2025)",
+          cost=("T*c", "T"), state_size=deltanet_state_size)
+class GatedDeltaNet(DeltaNet):
+  """Gated DeltaNet (Yang, Kautz & Hatamizadeh, 2024, Eq. 10): the gated delta rule
+
+      S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,   o_t = S_t q_t
+
+  with DeltaNet's q, k = L2norm(SiLU(x W)), beta_t = sigmoid(x W_beta), and the paper's
+  (Mamba2) gate per head: log alpha_t = -exp(A_log) softplus(x W_a + dt_bias) (so alpha_t
+  in (0, 1)); output y = (RMSNorm(o) * SiLU(x W_g)) W_o (the paper's output gate). Same
+  chunked / parallel / recurrent forms as DeltaNet (attnlab/attention/ops/linear/delta_rule.py).
+  Deviation, as DeltaNet here: no short convolution on q/k/v. With alpha = 1 this is DeltaNet
+  plus the output gate.
+  """
+
+  def log_gate(self, x):
+    cfg, h = self.cfg, self.cfg.num_heads
+    lo, hi = cfg.a_init_range
+    a_log = self.param("A_log", _logical(
+        lambda key, shape: jnp.log(jax.random.uniform(key, shape, jnp.float32, lo, hi)), ("heads",)), (h,))
+
+    def dt_init(key, shape):
+      dt = jnp.exp(jax.random.uniform(key, shape, jnp.float32, jnp.log(cfg.dt_min), jnp.log(cfg.dt_max)))
+      return dt + jnp.log(-jnp.expm1(-dt))  # inverse softplus
+
+    dt_bias = self.param("dt_bias", _logical(dt_init, ("heads",)), (h,))
+    a = self.project_heads(x, h, 1, "gate_a")[..., 0].astype(jnp.float32)
+    return -jnp.exp(a_log) * jax.nn.softplus(a + dt_bias)
+
+  def finish(self, x, o, d_model):
+    hd = o.shape[-1]
+    gate = _dense_heads(x, self.cfg.num_heads, hd, "out_gate", self.cfg.use_bias, self.compute_dtype)
+    o = HeadNorm(self.cfg.norm, name="head_norm")(o) * nn.silu(gate)
     return self.project_out(o, d_model)
 
 
@@ -292,4 +363,5 @@ class MALA(_StatefulLinear):
     return self.project_out(o.astype(self.compute_dtype) * gate, d_model)
 
 
-__all__ = ["GLA", "DeltaNet", "MALA", "GLAConfig", "DeltaNetConfig", "MALAConfig", "HeadNorm"]
+__all__ = ["GLA", "DeltaNet", "GatedDeltaNet", "MALA", "GLAConfig", "DeltaNetConfig", "GatedDeltaNetConfig",
+           "MALAConfig", "HeadNorm"]

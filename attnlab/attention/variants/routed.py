@@ -27,6 +27,7 @@ by tests/attention/test_cost_contract.py; sub-quadratic = compute and memory < T
            O(T * D) memory plus per-query-tile buffers             quadratic compute
   topk     O(T^2) time (every score is computed, blockwise), O(T * (block_k + k))
            memory                                                   quadratic compute
+  knn      as topk, plus O(T * D) prefix means                    quadratic compute
   duo      O(T^2): the full-attention half of every head, memory O(T) quadratic compute
 """
 
@@ -43,6 +44,7 @@ import numpy as np
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.sparse import block_select as BS
+from attnlab.attention.ops.sparse import knn as KNN
 from attnlab.attention.ops.sparse import routed as R
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.positional import AlibiBias
@@ -330,6 +332,38 @@ class TopkAttention(_CachedQKV):
     structure = M.Causal() if cfg.causal else None
     y = BS.topk_attention(q, k, v, top_k=cfg.top_k, mask=M.combine(structure, mask), q_offset=q_offset,
                          block_k=cfg.block_k)
+    return self.project_out(y, x.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnConfig(TopkConfig):
+  """top_k: keys kept per query (besides the mean context key); block_k, positional,
+  rope_base as `topk`."""
+
+
+@register("knn", family="routed", config=KnnConfig, cost=("T^2", "T"),
+          patterns=("causal-self", "noncausal-self", "decode"),
+          paper="Wang et al., 2022 (KVT: k-NN Attention); mean context key: attnlab issue 18")
+class KnnAttention(_CachedQKV):
+  """kNN attention with a mean context key (`ops.sparse.knn.knn_mean_attention`): each
+  query softmaxes over its top_k best allowed keys (the `topk` variant's selection) plus
+  one extra key/value, the mean of the keys/values it may see. Departure from KVT (Wang
+  et al., 2022): KVT keeps only the top-k; the mean context key is issue 18's addition (a
+  summary of the unselected keys). Masks: None or `masks.KeyPadding` (the mean is over
+  valid keys); any other mask raises. Compute O(T^2) as `topk`, memory O(T)."""
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    self.check_pattern(context, decode)
+    cfg = self.cfg
+    if mask is not None and not isinstance(mask, M.KeyPadding):
+      raise ValueError(f"variant 'knn' supports only mask=None or masks.KeyPadding, got {type(mask).__name__}")
+    q, k, v, q_offset = self.qkv(x, context, positions, decode)
+    valid = None
+    if mask is not None:
+      valid = jnp.broadcast_to(jnp.asarray(mask.kv_valid, bool), (k.shape[0], k.shape[1]))
+    y = KNN.knn_mean_attention(q, k, v, top_k=cfg.top_k, causal=cfg.causal, key_valid=valid,
+                               q_offset=q_offset, block_k=cfg.block_k)
     return self.project_out(y, x.shape[-1])
 
 

@@ -10,6 +10,9 @@ softmax_off_by_one: Miller, 2023, "Attention Is Off By One" and gpt-oss's learne
   (ops/softmax/sink.py).
 scalable_softmax: Nakanishi, 2025, "Scalable-Softmax Is Superior for Attention"
   (arXiv:2501.19399): logits times s_h * log(n) (ops/softmax/scalable.py).
+logn_scaling: Chiang & Cholak, 2022, "Overcoming a Theoretical Limitation of
+  Self-Attention" (ACL), and Su, 2021 (kexue.fm/archives/8823): logits times
+  log(n) / log(n_train), a fixed (not learned) SSMax factor (ops/softmax/scalable.py).
 
 All reuse `SoftmaxAttention`'s projections, GQA (num_kv_heads), RoPE / ALiBi and KV
 cache; only the op that turns scores into weights differs (`attend`).
@@ -18,6 +21,9 @@ cache; only the op that turns scores into weights differs (`attend`).
 from __future__ import annotations
 
 import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention, scalable_softmax_attention_reference
@@ -154,4 +160,43 @@ class ScalableSoftmaxAttention(WeightMapAttention):
     s = heads_param(self, "ssmax_s", cfg.num_heads, cfg.s_init)
     b = heads_param(self, "ssmax_b", cfg.num_heads, 0.0) if cfg.ssmax_bias else None
     return scalable_softmax_attention_reference(q, k, v, s, b=b, mask=mask, bias=bias, q_offset=q_offset,
+                                                return_weights=True)[1]
+
+
+# ---- logn_scaling -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LognScalingConfig(SoftmaxConfig):
+  """n_train: the training length n_train in the factor log(n) / log(n_train) (>= 2)."""
+  n_train: int = 512
+
+  def __post_init__(self):
+    super().__post_init__()
+    if isinstance(self.n_train, bool) or not isinstance(self.n_train, int) or self.n_train < 2:
+      raise ValueError(f"logn_scaling: n_train must be an integer >= 2, got {self.n_train!r}")
+
+
+@register("logn_scaling", family="softmax_like", config=LognScalingConfig, patterns=PATTERNS,
+          paper="Chiang & Cholak, 2022; Su, 2021 (log-n scaling)", cost=("T^2", "T"))
+class LognScalingAttention(WeightMapAttention):
+  """Entropy-aware log-n scaling: softmax((log n_i / log n_train) q k^T / sqrt(d)), n_i the
+  keys query i sees (causal: position + 1; padding reduces it).
+
+  Chiang & Cholak, 2022, Sec. 5 (scale logits by log n) in Su's normalised form log_{n_train} n,
+  so that at n = n_train it is plain softmax attention. No clamp: for n < n_train the
+  logits are scaled down (Su's form; some LLM reimplementations use max(1, .)). This is
+  SSMax with a fixed per-head s = 1 / log(n_train) and no parameters, so it runs through
+  `scalable_softmax_attention` (cfg.impl selects the softmax implementation).
+  """
+
+  def _s(self):
+    """s = 1 / log(n_train) for every query head, [num_heads]."""
+    return jnp.full((self.cfg.num_heads,), 1.0 / np.log(self.cfg.n_train), jnp.float32)
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    return scalable_softmax_attention(q, k, v, self._s(), mask=mask, bias=bias, q_offset=q_offset,
+                                      impl=self.cfg.impl)
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    return scalable_softmax_attention_reference(q, k, v, self._s(), mask=mask, bias=bias, q_offset=q_offset,
                                                 return_weights=True)[1]
