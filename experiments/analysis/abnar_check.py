@@ -64,15 +64,42 @@ def _log(msg):
   print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def check_run(workdir: str, n: int) -> dict:
+def load_run(workdir: str, n: int):
+  """(config, run, latest step, its variables, the first n eval examples) of a workdir."""
   _log(f"{workdir}: setup")
   config = load_run_config(workdir)
   run = setup(config)
   ckpt = Checkpointer(workdir, keep=None)
   step = ckpt.latest_step()
   ckpt.close()
-  variables = restore_variables(run, workdir, step)
-  batch = _first_examples(run.eval_batches, n)
+  return config, run, step, restore_variables(run, workdir, step), _first_examples(run.eval_batches, n)
+
+
+COLUMNS = [f"{m}_vs_{r}" for r in ("ablation", "grad") for m in ("raw", "rollout", "flow")]
+
+
+def print_table(rows: list, acc_key: str, acc_label: str, cell=lambda r, c: f"{r[c]:.3f}") -> None:
+  """The markdown table of `check_run` rows: run, variant, accuracy, the six correlations."""
+  print(f"| run | variant | {acc_label} | " + " | ".join(COLUMNS) + " |")
+  print("|" + "---|" * (3 + len(COLUMNS)))
+  for r in rows:
+    if "refused" in r:
+      print(f"| {r['workdir']} | refused: {r['refused']} |")
+      continue
+    print(f"| {r['workdir']} | {r['variant']} | {r[acc_key]:.2f} | " + " | ".join(cell(r, c) for c in COLUMNS) + " |")
+
+
+def run_all(check, argv=None) -> list:
+  """Parses `RUN [RUN ...] [--inputs N]` and returns [check(run, N) for each run]."""
+  p = argparse.ArgumentParser()
+  p.add_argument("workdirs", nargs="+")
+  p.add_argument("--inputs", type=int, default=32)
+  args = p.parse_args(argv)
+  return [check(w, args.inputs) for w in args.workdirs]
+
+
+def check_run(workdir: str, n: int) -> dict:
+  config, run, step, variables, batch = load_run(workdir, n)
   tokens, targets = np.asarray(batch["inputs"]), np.asarray(batch["targets"])
   b, t = tokens.shape
   pos = t - 1
@@ -119,20 +146,8 @@ def check_run(workdir: str, n: int) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser()
-  p.add_argument("workdirs", nargs="+")
-  p.add_argument("--inputs", type=int, default=32)
-  args = p.parse_args(argv)
-  rows = [check_run(w, args.inputs) for w in args.workdirs]
-  cols = [f"{m}_vs_{r}" for r in ("ablation", "grad") for m in ("raw", "rollout", "flow")]
-  print("| run | variant | p(target)>0.5 | " + " | ".join(cols) + " |")
-  print("|" + "---|" * (3 + len(cols)))
-  for r in rows:
-    if "refused" in r:
-      print(f"| {r['workdir']} | refused: {r['refused']} |")
-      continue
-    print(f"| {r['workdir']} | {r['variant']} | {r['base_accuracy']:.2f} | "
-          + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+  rows = run_all(check_run, argv)
+  print_table(rows, "base_accuracy", "p(target)>0.5")
   print(json.dumps(rows))
 
 
