@@ -48,6 +48,12 @@ def init_apply(name, hparams, x, context=None, seed=0, **call_kw):
 
 
 
+def init_variables(module, x, seed=0, **call_kw):
+  """`module.init(key(seed), x, **call_kw)` compiled as one program, unboxed (an eager init
+  runs, and compiles, every initializer op by op)."""
+  return jax.jit(lambda k, x: nn.unbox(module.init(k, x, **call_kw)))(jax.random.key(seed), x)
+
+
 def random_params(module, x, context=None, seed=1):
   """Random parameters of the module's shapes (no init compile): kernels ~ N(0, 1/fan_in),
   other (per-head / per-dim) params 1 + N(0, 0.3^2) for scales, else N(0, 0.3^2)."""

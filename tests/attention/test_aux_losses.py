@@ -7,7 +7,6 @@ aux_loss_weights["load_balance"] * (its sum over layers) to the task loss, so th
 must reach the router's parameters.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +19,7 @@ HP = dict(num_heads=4, num_shared=1, top_k=2)  # 3 routed heads, 2 active per to
 
 def _moh(x, seed=0):
   module = build("moh", **HP)
-  params = nn.unbox(module.init(jax.random.key(seed), x))
+  params = contract.init_variables(module, x, seed)
   # An uneven but unsaturated router (saturated softmax probabilities carry no gradient).
   params = jax.tree.map(lambda a: a, params)
   params["params"]["router_routed"] = params["params"]["router_routed"] * 2.0

@@ -13,7 +13,6 @@ masks), forward and gradients. Independent of the ops' own "parallel" forms:
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +34,7 @@ NAMES = sorted(HP)
 def _perturbed(name, hp, x, seed=1):
   """Module and unboxed params with noise added (so gates/norms are not at their init)."""
   module = build(name, **hp)
-  params = nn.meta.unbox(module.init(jax.random.key(0), x))["params"]
+  params = contract.init_variables(module, x)["params"]
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   leaves = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]

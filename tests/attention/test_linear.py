@@ -1,7 +1,6 @@
 """Oracle, form-agreement and contract tests for the shared linear-attention core and the
 linear family: linear, performer, cosformer, based."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,8 +118,8 @@ def test_core_noncausal_global_form_and_errors():
 def init_params(name, hp, x, context=None):
   """(module, unboxed variables). Initialises through the cheap parallel form: the
   parameters do not depend on the form."""
-  params = build(name, **{**hp, "form": "parallel"}).init(jax.random.key(0), x, context=context)
-  return build(name, **hp), nn.unbox(params)
+  params = contract.init_variables(build(name, **{**hp, "form": "parallel"}), x, context=context)
+  return build(name, **hp), params
 
 
 

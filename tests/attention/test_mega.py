@@ -10,7 +10,6 @@ and gradients.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +26,7 @@ FORMS = ("chunked", "parallel", "recurrent")
 
 def _perturbed(hp, x, seed=1):
   module = build("mega", **hp)
-  params = nn.meta.unbox(module.init(jax.random.key(0), x))["params"]
+  params = contract.init_variables(module, x)["params"]
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   leaves = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]

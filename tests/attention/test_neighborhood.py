@@ -8,14 +8,13 @@ bias, and runs plain softmax attention with the module's own parameters.
 
 import itertools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attnlab.attention import VARIANTS, build, masks
-from tests.attention.contract import assert_oracle, check_grads_finite, check_patterns
+from tests.attention.contract import assert_oracle, check_grads_finite, check_patterns, init_variables
 
 
 def oracle_axis(length, i, window, dilation, causal):
@@ -81,7 +80,7 @@ def test_forward_and_grads_match_per_pixel_oracle(grid, window, dilation, causal
   x = jax.random.normal(jax.random.key(1), (2, t, 16), jnp.float32)
   module = build("neighborhood", num_heads=2, window=window, dilation=dilation, grid=grid,
                  causal_axes=causal, causal=False)
-  params = nn.unbox(module.init(jax.random.key(0), x))["params"]
+  params = init_variables(module, x)["params"]
   params = dict(params, rel_pos_bias=jax.random.normal(jax.random.key(2), params["rel_pos_bias"].shape))
   allowed, bias = oracle_mask_bias(shape, window, dilation, causal, np.asarray(params["rel_pos_bias"]))
   counts = allowed.sum(1)
@@ -92,12 +91,12 @@ def test_forward_and_grads_match_per_pixel_oracle(grid, window, dilation, causal
     # The bias as a differentiable function of the table, at the oracle's (query, key) pairs.
     return oracle_forward(p, x, allowed, _bias_of(p["rel_pos_bias"], shape, window, dilation, causal))
 
-  y = module.apply({"params": params}, x)
+  y = jax.jit(lambda p, x: module.apply({"params": p}, x))(params, x)
   assert_oracle("neighborhood", "fwd", y, oracle_forward(params, x, allowed, bias), atol=2e-5)
   loss_m = lambda p, x: jnp.sum(module.apply({"params": p}, x) ** 2)  # noqa: E731
   loss_o = lambda p, x: jnp.sum(oracle(p, x) ** 2)  # noqa: E731
-  gm = jax.grad(loss_m, argnums=(0, 1))(params, x)
-  go = jax.grad(loss_o, argnums=(0, 1))(params, x)
+  gm = jax.jit(jax.grad(loss_m, argnums=(0, 1)))(params, x)
+  go = jax.jit(jax.grad(loss_o, argnums=(0, 1)))(params, x)
   assert_oracle("neighborhood", "grad", gm, go, atol=1e-4, rtol=1e-4)
 
 

@@ -6,14 +6,13 @@ position bias from the tokens' coordinates, attends with plain softmax, writes t
 back and rolls the image back.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attnlab.attention import VARIANTS, build
-from tests.attention.contract import assert_oracle, check_patterns
+from tests.attention.contract import assert_oracle, check_patterns, init_variables
 
 
 def swin_oracle(params, x, grid, window, shift, heads):
@@ -65,12 +64,13 @@ def test_matches_roll_window_unroll_oracle(name, layer, grid, window, expect_shi
   x = jax.random.normal(jax.random.key(1), (2, t, 16))
   module = build(name, num_heads=heads, window=window, grid=grid, causal=False,
                  layer_index=layer, num_layers=2)
-  params = nn.unbox(module.init(jax.random.key(0), x))["params"]
+  params = init_variables(module, x)["params"]
   params = dict(params, rel_pos_bias=jax.random.normal(jax.random.key(2), params["rel_pos_bias"].shape))
   assert params["rel_pos_bias"].shape == (heads, (2 * window - 1) ** 2)
   oracle = jax.jit(lambda p, x: swin_oracle(p, x, grid, window, expect_shift, heads))
-  assert_oracle(name, "fwd", module.apply({"params": params}, x), oracle(params, x), atol=2e-5)
-  gm = jax.grad(lambda p, x: jnp.sum(module.apply({"params": p}, x) ** 2), argnums=(0, 1))(params, x)
+  assert_oracle(name, "fwd", jax.jit(lambda p, x: module.apply({"params": p}, x))(params, x),
+                oracle(params, x), atol=2e-5)
+  gm = jax.jit(jax.grad(lambda p, x: jnp.sum(module.apply({"params": p}, x)  ** 2), argnums=(0, 1)))(params, x)
   go = jax.jit(jax.grad(lambda p, x: jnp.sum(oracle(p, x) ** 2), argnums=(0, 1)))(params, x)
   assert_oracle(name, "grad", gm, go, atol=1e-4, rtol=1e-4)
 
@@ -79,18 +79,18 @@ def test_shift_mixes_windows_and_small_resolution_has_no_shift():
   x = jax.random.normal(jax.random.key(1), (1, 16, 16))
   shifted = build("shifted_window", window=2, grid=(4, 4), causal=False, layer_index=1, num_layers=2,
                   num_heads=2)
-  p = shifted.init(jax.random.key(0), x)
+  p = init_variables(shifted, x)
   # After the shift, token 5 = (1, 1) shares a window with (1, 2), (2, 1), (2, 2): tokens 6, 9, 10.
-  grad = jax.grad(lambda x: shifted.apply(p, x)[0, 5].sum())(x)
+  grad = jax.jit(jax.grad(lambda x: shifted.apply(p, x)[0, 5].sum()))(x)
   assert float(jnp.abs(grad[0, 10]).sum()) > 0 and float(jnp.abs(grad[0, 0]).sum()) == 0.0
   plain = build("window", window=2, grid=(4, 4), causal=False, num_heads=2)
-  gp = jax.grad(lambda x: plain.apply(p, x)[0, 5].sum())(x)  # window of tokens 0, 1, 4, 5
+  gp = jax.jit(jax.grad(lambda x: plain.apply(p, x)[0, 5].sum()))(x)  # window of tokens 0, 1, 4, 5
   assert float(jnp.abs(gp[0, 0]).sum()) > 0 and float(jnp.abs(gp[0, 10]).sum()) == 0.0
   # Resolution <= window: one window, no shift, i.e. full attention over the grid.
   full = build("shifted_window", window=8, grid=(4, 4), causal=False, layer_index=1, num_layers=2,
                num_heads=2)
-  pf = full.init(jax.random.key(0), x)
-  gf = jax.grad(lambda x: full.apply(pf, x)[0, 0].sum())(x)
+  pf = init_variables(full, x)
+  gf = jax.jit(jax.grad(lambda x: full.apply(pf, x)[0, 0].sum()))(x)
   assert bool(jnp.all(jnp.abs(gf[0]).sum(-1) > 0))
 
 

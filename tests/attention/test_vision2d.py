@@ -9,13 +9,13 @@ halo, a wrong grid, a wrong routing) shows that each oracle rejects a near miss.
 (twins, channel, inline, shvit: test_vision2d_global.py.)
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attnlab.attention import VARIANTS, build
+from tests.attention import contract
 from tests.attention.contract import assert_oracle, check_patterns
 from tests.attention.vision2d_common import (D, compare, coords_of, dense_attention, init_params, project,
                                              table_bias)
@@ -137,8 +137,8 @@ def test_maxvit_block_then_grid_reaches_every_token():
   for layer in (0, 1):
     m = build("maxvit", num_heads=1, block_size=4, grid_size=3, grid=(12, 12), causal=False,
               layer_index=layer, num_layers=2)
-    p = m.init(jax.random.key(0), x)
-    jac = jax.jacrev(lambda x: m.apply(p, x)[0].sum(-1))(x)[:, 0]  # [T, T, d]
+    p = contract.init_variables(m, x)
+    jac = jax.jit(jax.jacrev(lambda x: m.apply(p, x)[0].sum(-1)))(x)[:, 0]  # [T, T, d]
     reach.append(np.asarray(jnp.abs(jac).sum(-1) > 0))
   np.testing.assert_array_equal(reach[0], blk)
   np.testing.assert_array_equal(reach[1], grd)
@@ -227,7 +227,7 @@ def test_biformer_matches_routing_oracle(shape, regions, topk, lce):
 def test_biformer_with_all_regions_is_full_attention():
   x = jax.random.normal(jax.random.key(1), (2, 64, D))
   module = build("biformer", num_heads=2, regions=4, topk=16, lce=0, grid=(8, 8), causal=False)
-  params = nn.unbox(module.init(jax.random.key(0), x))["params"]
+  params = contract.init_variables(module, x)["params"]
   mha = build("mha", num_heads=2, causal=False, positional="none")
   y_mha = mha.apply({"params": params}, x)
   assert_oracle("biformer", "fwd-full", module.apply({"params": params}, x), y_mha, atol=2e-5)

@@ -22,6 +22,7 @@ import pytest
 
 from attnlab.attention import VARIANTS, build
 from attnlab.attention.variants.base import window_extents
+from tests.attention import contract
 
 T, D_MODEL, W = 12, 16, 5  # W = 5: the canary (6) adds a distance (5, or 3 non-causal) no power of two covers
 
@@ -70,12 +71,12 @@ def dependency(name, hp, causal):
   """bool [T, T]: |d y_t / d x_s| > 0, from one vjp per query (batched), random params."""
   module = build(name, num_heads=2, causal=causal, **hp)
   x = jax.random.normal(jax.random.key(0), (1, T, D_MODEL), jnp.float32)
-  variables = module.init(jax.random.key(1), x)
+  variables = contract.init_variables(module, x, seed=1)
   if name == "based":  # zero the linear branch's values: y_lin == 0 and so is its gradient
     params = dict(variables["params"])
     params["value"] = jax.tree.map(jnp.zeros_like, params["value"])
     variables = {**variables, "params": params}
-  y, vjp = jax.vjp(lambda x: module.apply(variables, x), x)
+  y, vjp = jax.vjp(jax.jit(lambda x: module.apply(variables, x)), x)
   r = jax.random.normal(jax.random.key(2), y.shape[1:])  # [T, d]: a generic direction per query
   cot = jnp.eye(T)[:, None, :, None] * r[None, None]  # [T (query), 1, T, d]
   (g,) = jax.jit(jax.vmap(vjp))(cot)  # [T (query), 1, T (input), d]

@@ -6,10 +6,10 @@ comparison. None of it imports the variants' helpers: the oracles stay independe
 
 import itertools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tests.attention import contract
 from tests.attention.contract import assert_oracle
 
 D = 16
@@ -47,7 +47,7 @@ def table_bias(table, index, allowed):
 
 def init_params(module, x, seed=2):
   """Unboxed params with a random (not ~0) relative-bias table, so that the bias is tested."""
-  params = nn.unbox(module.init(jax.random.key(0), x))["params"]
+  params = contract.init_variables(module, x)["params"]
   for name in [n for n in params if n.startswith("rel_pos_bias")]:
     params = dict(params, **{name: jax.random.normal(jax.random.key(seed), params[name].shape)})
   return params
