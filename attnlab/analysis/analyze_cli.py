@@ -10,6 +10,8 @@ and RUN/analysis/<method>.json. Methods:
   relevancy   gradient-weighted relevancy (Chefer et al., 2021) for the explained position
   heads       head importance |dL/dxi| (Michel et al., 2019), single-head ablation and
               importance-ordered vs random pruning curves
+  qk          query-key joint embedding per head (AttentionViz, Yeh et al., 2023): PCA of
+              q and k (phi(q), phi(k) for linear variants) of all inputs' positions
 The explained position is the last one the task weights in input 0 (e.g. the induction
 query). A method a variant cannot serve is refused with its one-line reason, in the report
 and in its JSON; bad arguments exit 2 before anything compiles.
@@ -25,7 +27,7 @@ import numpy as np
 
 from attnlab.errors import INPUT_ERRORS, fail
 
-METHODS = ("maps", "rollout", "relevancy", "heads")
+METHODS = ("maps", "rollout", "relevancy", "heads", "qk")
 MAX_LENGTH = 512  # the capture path materialises [B, H, T, T] per layer
 PRUNE_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -141,7 +143,7 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
   import jax.numpy as jnp
 
   from attnlab.analysis import capture as C
-  from attnlab.analysis import figures, head_importance, head_stats, patterns
+  from attnlab.analysis import figures, head_importance, head_stats, patterns, qk_embedding
   from attnlab.analysis import html_report as W
   from attnlab.analysis.relevancy import relevancy
   from attnlab.analysis.rollout import MAX_FLOW_LENGTH, flow, rollout
@@ -271,6 +273,17 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
           W.figure_tag(figures.heatmap(abl - base, f"{name} change when the head is removed", cmap="RdBu_r"),
                        "ablation"),
           W.figure_tag(figures.pruning_plot(curves, name), "pruning curves")))
+    elif method == "qk":
+      qk = jax.device_get(jax.jit(lambda v, x: qk_embedding.capture_qk(model, v, x))(variables, batch["inputs"]))
+      if len(qk) != len(infos):
+        refused(method, f"{len(infos) - len(qk)} of {len(infos)} layers have no query-key hook")
+        continue
+      emb = qk_embedding.embeddings(qk)
+      results["qk"] = {"queries": [[q.tolist() for q, _ in row] for row in emb],
+                       "keys": [[k.tolist() for _, k in row] for row in emb]}
+      sections.append(W.section("qk", W.paragraph(
+          f"all {results['inputs']} inputs' positions; keys translated to the queries' centroid and "
+          "norm-matched, then a joint PCA per head"), W.figure_tag(figures.qk_scatter(emb), "qk embedding")))
   for method in methods:
     with open(os.path.join(out_dir, f"{method}.json"), "w") as f:
       json.dump(results.get(method, {}), f)

@@ -7,6 +7,16 @@ import numpy as np
 from attnlab.analysis.html_report import plt
 
 
+def _label_cell(ax, layer: int, head: int) -> None:
+  """A layer x head grid cell: no ticks, the head on the top row, the layer on the left."""
+  ax.set_xticks([])
+  ax.set_yticks([])
+  if layer == 0:
+    ax.set_title(f"h{head}", fontsize=8)
+  if head == 0:
+    ax.set_ylabel(f"L{layer}", fontsize=8)
+
+
 def model_view(weights, title: str = ""):
   """The layer x head thumbnail grid ("model view", as bertviz's): weights [L] of
   [H, T, T] for one input; signed maps use a diverging colour map."""
@@ -21,12 +31,7 @@ def model_view(weights, title: str = ""):
       lim = float(np.abs(w[head]).max()) or 1.0
       ax.imshow(w[head], cmap="RdBu_r" if signed else "viridis", vmin=-lim if signed else 0.0, vmax=lim,
                 interpolation="nearest")
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if layer == 0:
-        ax.set_title(f"h{head}", fontsize=8)
-      if head == 0:
-        ax.set_ylabel(f"L{layer}", fontsize=8)
+      _label_cell(ax, layer, head)
   fig.suptitle(title or "attention maps (rows: queries, columns: keys)", fontsize=9)
   return fig
 
@@ -77,4 +82,21 @@ def pruning_plot(curves: dict, metric: str):
   return fig
 
 
-__all__ = ["heatmap", "model_view", "pruning_plot", "token_overlay"]
+def qk_scatter(emb, title: str = ""):
+  """The layer x head grid of query-key joint embeddings (AttentionViz, Yeh et al., 2023):
+  emb [L][H] of (queries [N, 2], keys [M, 2]); queries blue, keys orange."""
+  n_layers, n_heads = len(emb), len(emb[0])
+  fig, axes = plt.subplots(n_layers, n_heads, figsize=(1.6 * n_heads + 0.6, 1.6 * n_layers + 0.5),
+                           squeeze=False)
+  for layer, row in enumerate(emb):
+    for head, (q, k) in enumerate(row):
+      ax = axes[layer, head]
+      ax.scatter(q[:, 0], q[:, 1], s=2, c="tab:blue", label="query")
+      ax.scatter(k[:, 0], k[:, 1], s=2, c="tab:orange", label="key")
+      _label_cell(ax, layer, head)
+  axes[0, 0].legend(fontsize=6, markerscale=3)
+  fig.suptitle(title or "query-key joint embedding (PCA; blue queries, orange keys)", fontsize=9)
+  return fig
+
+
+__all__ = ["heatmap", "model_view", "pruning_plot", "qk_scatter", "token_overlay"]

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from attnlab.cli import main
@@ -45,7 +46,7 @@ def test_analyze_writes_a_self_contained_report_and_the_numbers(run_dir, report)
   page = open(os.path.join(out, "report.html")).read()
   assert "<script" not in page and "http" not in page.replace("http-equiv", "")  # nothing to fetch
   images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-  assert len(images) >= 6  # model view, prefix heatmap, rollout overlay, relevancy, 2 head maps + pruning
+  assert len(images) >= 8  # model view, prefix heatmap, rollout, relevancy, 2 head maps, pruning, qk
   for data in images:
     assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
   maps = json.load(open(os.path.join(out, "maps.json")))
@@ -56,6 +57,8 @@ def test_analyze_writes_a_self_contained_report_and_the_numbers(run_dir, report)
   heads = json.load(open(os.path.join(out, "heads.json")))
   assert len(heads["importance"]) == 2 and len(heads["ablation"][0]) == 2
   assert heads["prune_fractions"][0] == 0.0 and heads["prune_importance"][0] == pytest.approx(heads["baseline"])
+  qk = json.load(open(os.path.join(out, "qk.json")))  # [L][H] of 3 inputs x 16 positions, 2-D
+  assert len(qk["queries"]) == 2 and len(qk["keys"][1]) == 2 and np.shape(qk["queries"][0][0]) == (48, 2)
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert summary["inputs"] == 3 and summary["step"] == 2 and summary["explained_position"] == 15
 
