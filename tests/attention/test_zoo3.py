@@ -132,7 +132,7 @@ def test_gated_deltanet_patterns():
 
 
 def test_gated_deltanet_decode_matches_full():
-  contract.check_decode_matches_full("gated_deltanet", GDN, length=6)
+  contract.check_decode_matches_full("gated_deltanet", GDN, length=4)
 
 
 @pytest.mark.parametrize("bad", [dict(a_init_range=(0.0, 16.0)), dict(dt_min=0.2, dt_max=0.1)])
@@ -219,7 +219,7 @@ def test_knn_oracle_and_reduction(causal, top_k):
 
 def test_knn_patterns_and_decode():
   contract.check_patterns("knn", KNN)
-  contract.check_decode_matches_full("knn", KNN, length=6)
+  contract.check_decode_matches_full("knn", KNN, length=4)
   with pytest.raises(ValueError, match="KeyPadding"):
     x, _ = contract.make_inputs(length=8)
     module = build("knn", **KNN)
@@ -282,6 +282,54 @@ def test_logn_scaling_reduces_to_softmax_at_n_train():
 
 def test_logn_scaling_contract():
   contract.check_patterns("logn_scaling", LOGN)
-  contract.check_decode_matches_full("logn_scaling", LOGN, length=6)
+  contract.check_decode_matches_full("logn_scaling", LOGN, length=4)
   with pytest.raises(ValueError, match="n_train"):
     build("logn_scaling", num_heads=2, n_train=1)
+
+
+# ---- gatv2 ---------------------------------------------------------------------------------
+GAT = dict(num_heads=2, q_chunk=8)
+
+
+def gatv2_oracle(name, hp, variables, x, context=None, causal=True, positional="none", kv_valid=None,
+                 slope=None):
+  """Explicit per-(i, j) pre-activations q_i + k_j [B, Tq, Tk, H, D], LeakyReLU written as
+  max(z, slope z), score a_h . (.), softmax over the allowed keys. slope=1.0 removes the
+  nonlinearity (the canary)."""
+  from tests.attention.oracle_parts import out_proj, proj
+  p = variables["params"]
+  src = x if context is None else context
+  q, k, v = proj(x, p, "query"), proj(src, p, "key"), proj(src, p, "value")
+  tq, tk = q.shape[1], k.shape[1]
+  z = q[:, :, None, :, :] + k[:, None, :, :, :]
+  slope = hp.get("negative_slope", 0.2) if slope is None else slope
+  e = jnp.einsum("bijhd,hd->bhij", jnp.where(z > 0, z, slope * z), p["gatv2_a"])
+  allowed = np.tril(np.ones((tq, tk), bool)) if causal else np.ones((tq, tk), bool)
+  allowed = allowed[None] & (np.ones((x.shape[0], tk), bool) if kv_valid is None else np.asarray(kv_valid))[:, None]
+  w = jax.nn.softmax(jnp.where(allowed[:, None], e, -jnp.inf), -1)
+  return out_proj(jnp.einsum("bhij,bjhd->bihd", w, v), p)
+
+
+def test_gatv2_oracle_padding_and_canary():
+  """Fwd + grads vs the explicit oracle, causal, key padding, T = 20 in query tiles of 8
+  (the last padded). Canary: the oracle without the LeakyReLU (slope 1) differs."""
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[0, 13:] = False
+  contract.check_against_oracle(gatv2_oracle, "gatv2", GAT, x, positional="none", kv_valid=valid)
+  hp = {**GAT, "causal": True, "positional": "none"}
+  variables = contract.random_params(build("gatv2", **hp), x)
+  mask = M.KeyPadding(jnp.asarray(valid))
+  y = jax.jit(lambda v, x: build("gatv2", **hp).apply(v, x, mask=mask))(variables, x)
+  y_lin = gatv2_oracle("gatv2", hp, variables, x, kv_valid=valid, slope=1.0)
+  gap = float(jnp.max(jnp.abs(y - y_lin)))
+  print(f"gatv2 canary (no LeakyReLU): max diff {gap:.2e}")
+  assert gap > 1e-2
+
+
+def test_gatv2_contract():
+  contract.check_patterns("gatv2", GAT)
+  contract.check_decode_matches_full("gatv2", GAT, length=4)
+  for bad in (dict(positional="rope"), dict(q_chunk=0), dict(impl="pallas")):
+    with pytest.raises(ValueError, match="gatv2"):
+      build("gatv2", **{**GAT, **bad})

@@ -13,6 +13,8 @@ scalable_softmax: Nakanishi, 2025, "Scalable-Softmax Is Superior for Attention"
 logn_scaling: Chiang & Cholak, 2022, "Overcoming a Theoretical Limitation of
   Self-Attention" (ACL), and Su, 2021 (kexue.fm/archives/8823): logits times
   log(n) / log(n_train), a fixed (not learned) SSMax factor (ops/softmax/scalable.py).
+gatv2: Brody, Alon & Yahav, 2022, "How Attentive are Graph Attention Networks?" (ICLR):
+  scores a_h^T LeakyReLU(q_i + k_j) instead of q_i . k_j (ops/softmax/gatv2.py).
 
 All reuse `SoftmaxAttention`'s projections, GQA (num_kv_heads), RoPE / ALiBi and KV
 cache; only the op that turns scores into weights differs (`attend`).
@@ -22,10 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention import masks as M
+from attnlab.attention.ops.common import repeat_kv
+from attnlab.attention.ops.softmax.gatv2 import gatv2_attention, gatv2_weights
 from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention, scalable_softmax_attention_reference
 from attnlab.attention.ops.softmax.sigmoid import sequence_bias, sigmoid_attention, sigmoid_attention_reference
 from attnlab.attention.ops.softmax.signed import signed_softmax_attention, signed_softmax_attention_reference
@@ -200,3 +205,54 @@ class LognScalingAttention(WeightMapAttention):
   def attention_weights(self, q, k, v, *, mask, bias, q_offset):
     return scalable_softmax_attention_reference(q, k, v, self._s(), mask=mask, bias=bias, q_offset=q_offset,
                                                 return_weights=True)[1]
+
+
+# ---- gatv2 -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GATv2Config(SoftmaxConfig):
+  """negative_slope: LeakyReLU's slope (paper: 0.2); q_chunk: queries per tile (memory
+  knob, no effect on the result); positional: "none" (default) or "alibi" (an additive
+  bias; "rope" raises: it is a dot-product encoding and GATv2's score is not a product)."""
+  positional: str = "none"
+  negative_slope: float = 0.2
+  q_chunk: int = 64
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.impl not in ("auto", "xla"):
+      raise ValueError(f"gatv2: impl must be 'auto' or 'xla' (its one form), got {self.impl!r}")
+    if self.positional == "rope":
+      raise ValueError("gatv2: positional='rope' is a dot-product encoding; use 'none' or 'alibi'")
+    if isinstance(self.q_chunk, bool) or not isinstance(self.q_chunk, int) or self.q_chunk < 1:
+      raise ValueError(f"gatv2: q_chunk must be an integer >= 1, got {self.q_chunk!r}")
+    if not 0.0 <= self.negative_slope < 1.0:
+      raise ValueError(f"gatv2: negative_slope must be in [0, 1), got {self.negative_slope!r}")
+
+
+@register("gatv2", family="softmax_like", config=GATv2Config, patterns=PATTERNS,
+          paper="Brody, Alon & Yahav, 2022 (GATv2)", cost=("T^2", "T"))
+class GATv2Attention(WeightMapAttention):
+  """GATv2 attention: e_ij = a_h^T LeakyReLU(q_i + k_j), softmax over the allowed j.
+
+  Brody et al., 2022, Eq. 7, with the graph's neighbourhoods replaced by the sequence's
+  mask (causal / padding) and W [x_i || x_j] split into the query and key projections
+  (W_q x_i + W_k x_j). Parameter `gatv2_a` [num_heads, head_dim]. Departure: the paper
+  shares one W for values and keys (it sums W x_j); we keep a separate value projection, as
+  an attention layer does. cfg.impl does not apply (one XLA form, query-tiled); the
+  analysis hook materialises the weights (`gatv2_weights`).
+  """
+
+  def _a(self, head_dim):
+    """The per-head score vector a [num_heads, head_dim]."""
+    init = nn.with_logical_partitioning(nn.initializers.normal(head_dim ** -0.5), ("heads", "head_dim"))
+    return self.param("gatv2_a", init, (self.cfg.num_heads, head_dim))
+
+  def attend(self, q, k, v, *, mask, bias, q_offset):
+    return gatv2_attention(q, k, v, self._a(q.shape[-1]), mask=mask, bias=bias, q_offset=q_offset,
+                           negative_slope=self.cfg.negative_slope, q_chunk=self.cfg.q_chunk)
+
+  def attention_weights(self, q, k, v, *, mask, bias, q_offset):
+    k = repeat_kv(k.astype(jnp.float32), q.shape[2])
+    return gatv2_weights(q.astype(jnp.float32), k, self._a(q.shape[-1]), mask=mask, bias=bias,
+                         q_offset=q_offset, negative_slope=self.cfg.negative_slope)
