@@ -1,10 +1,17 @@
-"""Attention zoo, part 3 (issue 18): gated_deltanet (attnlab/attention/variants/gated.py).
+"""Attention zoo, part 3 (issue 18): gated_deltanet (variants/gated.py), knn (variants/routed.py),
+logn_scaling and gatv2 (variants/softmax_like.py).
 
-Oracle: the paper's recurrence written plainly, token by token, in the paper's convention
-(S_t [Dv, Dk]): S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
-o_t = S_t q_t, from the module's own parameters with plain jnp (none of the op's helpers;
-no WY/UT transform, no triangular solve), forward and gradients, every form, on T = 20
-with chunk_size 8 (three chunks, the last padded) and with key padding.
+Every oracle is built here from the module's parameters with plain jnp / numpy and the
+shared test helpers (oracle_parts: projections, RoPE), none of the module's own helpers:
+* gated_deltanet: the paper's recurrence written plainly, token by token, in the paper's
+  convention (S_t [Dv, Dk]): S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T,
+  o_t = S_t q_t (no WY/UT transform, no triangular solve); T = 20, chunk 8 (3 chunks, the
+  last padded), key padding;
+* knn: dense scores, the top-k kept set chosen in numpy, the mean context key as a dense
+  masked [T, T] average; 3 key tiles of block_k 8, the last partial, key padding;
+* logn_scaling: dense softmax with log(n_i) / log(n_train), n_i counted from the dense mask;
+* gatv2: explicit [Tq, Tk, H, D] pre-activations, LeakyReLU as max(z, slope z); 3 query tiles.
+Each has a canary: the oracle with the mechanism's piece removed is far from the module.
 """
 
 from __future__ import annotations
@@ -20,6 +27,13 @@ from tests.attention import contract
 
 T = 20
 GDN = dict(num_heads=2, chunk_size=8)
+
+
+def _assert_bites(variant, what, y, y_wrong, floor=1e-2):
+  """The canary: the oracle with `what` broken is visibly far (> floor) from the module."""
+  gap = float(jnp.max(jnp.abs(y - y_wrong)))
+  print(f"{variant} canary ({what}): max diff {gap:.2e}")
+  assert gap > floor, f"{variant}: the oracle with {what} still matches ({gap:.2e})"
 
 
 # ---- gated_deltanet oracle -------------------------------------------------------------
@@ -96,14 +110,13 @@ def test_gated_deltanet_oracle_all_forms_padding_and_canary():
                             ("chunked", "recurrent"), call_kw={"mask": M.KeyPadding(valid)})
   variables = contract.random_params(build("gated_deltanet", **GDN), x)
   y_ungated = jax.jit(lambda v, x: gated_deltanet_oracle(v["params"], x, valid=valid, gated=False))(variables, x)
-  gap = float(jnp.max(jnp.abs(y_ungated - y_ref)))
-  print(f"gated_deltanet canary (gate removed): max diff {gap:.2e}")
-  assert gap > 1e-2
+  _assert_bites("gated_deltanet", "gate removed", y_ref, y_ungated)
 
 
 def test_gated_delta_rule_reduces_to_delta_rule():
-  """Reduction (alpha = 1 is DeltaNet): the op with log_alpha = 0 equals the ungated op,
-  every form, output and final state; with a real gate it differs (canary), and the gated
+  """Reduction (alpha = 1 is DeltaNet): the op with log_alpha = 0 equals the ungated op
+  (its chunked form, itself tested against the paper's definition in test_gated.py), every
+  form, output and final state; with a real gate it differs (canary), and the gated
   forms agree with each other (chunked = parallel = recurrent, output and state)."""
   ks = jax.random.split(jax.random.key(0), 5)
   b, t, h, d = 2, 19, 2, 4
@@ -113,16 +126,14 @@ def test_gated_delta_rule_reduces_to_delta_rule():
   beta = jax.random.uniform(ks[3], (b, t, h))
   gate = jax.nn.log_sigmoid(jax.random.normal(ks[4], (b, t, h)) + 1.0)
 
-  @jax.jit
-  def run(g):
-    return {form: delta_rule_attention(q, k, v, beta, form=form, chunk_size=8, log_alpha=g)
-            for form in ("chunked", "parallel", "recurrent")}
-
-  plain, ones, gated = run(None), run(jnp.zeros((b, t, h))), run(gate)
-  for form in plain:
-    for a, e in zip(ones[form], plain[form]):
+  forms = ("chunked", "parallel", "recurrent")
+  run = jax.jit(lambda g, forms: {f: delta_rule_attention(q, k, v, beta, form=f, chunk_size=8, log_alpha=g)
+                                  for f in forms}, static_argnums=1)
+  plain, ones, gated = run(None, ("chunked",)), run(jnp.zeros((b, t, h)), forms), run(gate, forms)
+  for form in forms:  # every gated form at alpha = 1 equals the ungated op (chunked: WY path)
+    for a, e in zip(ones[form], plain["chunked"]):
       np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=1e-5)
-    assert float(jnp.max(jnp.abs(gated[form][0] - plain[form][0]))) > 1e-2
+    assert float(jnp.max(jnp.abs(gated[form][0] - plain["chunked"][0]))) > 1e-2
     for a, e in zip(gated[form], gated["recurrent"]):
       np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=1e-5)
 
@@ -212,9 +223,7 @@ def test_knn_oracle_and_reduction(causal, top_k):
   gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
   print(f"knn causal={causal} top_k={top_k}: fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
   y_plain = jax.jit(lambda v, x: knn_oracle(v["params"], x, kept, causal, valid, with_mean=False))(variables, x)
-  gap = float(jnp.max(jnp.abs(y_plain - y_ref)))
-  print(f"knn canary (no mean key): max diff {gap:.2e}")
-  assert gap > 1e-2
+  _assert_bites("knn", "no mean key", y_ref, y_plain)
 
 
 def test_knn_patterns_and_decode():
@@ -262,9 +271,7 @@ def test_logn_scaling_oracle_padding_and_canary():
   mask = M.KeyPadding(jnp.asarray(valid))
   y = jax.jit(lambda v, x: build("logn_scaling", **hp).apply(v, x, mask=mask))(variables, x)
   y_plain = logn_oracle("logn_scaling", hp, variables, x, kv_valid=valid, scaled=False)
-  gap = float(jnp.max(jnp.abs(y - y_plain)))
-  print(f"logn_scaling canary (no factor): max diff {gap:.2e}")
-  assert gap > 1e-2
+  _assert_bites("logn_scaling", "no factor", y, y_plain)
 
 
 def test_logn_scaling_reduces_to_softmax_at_n_train():
@@ -322,9 +329,7 @@ def test_gatv2_oracle_padding_and_canary():
   mask = M.KeyPadding(jnp.asarray(valid))
   y = jax.jit(lambda v, x: build("gatv2", **hp).apply(v, x, mask=mask))(variables, x)
   y_lin = gatv2_oracle("gatv2", hp, variables, x, kv_valid=valid, slope=1.0)
-  gap = float(jnp.max(jnp.abs(y - y_lin)))
-  print(f"gatv2 canary (no LeakyReLU): max diff {gap:.2e}")
-  assert gap > 1e-2
+  _assert_bites("gatv2", "no LeakyReLU", y, y_lin)
 
 
 def test_gatv2_contract():

@@ -19,7 +19,7 @@ gates and norms.
 Masks: these variants accept `mask=None` or a `masks.KeyPadding` (invalid keys write
 nothing to the state: GLA zeroes their key (its data-dependent decay still applies at
 that step), MALA zeroes key and value and does not count them in N, DeltaNet sets
-beta = 0, i.e. an identity transition); any other mask raises ValueError (their causal structure is built
+beta = 0, i.e. an identity transition, and Gated DeltaNet also alpha = 1, no decay); any other mask raises ValueError (their causal structure is built
 in). `positions` must be None: they have no positional encoding (order enters through the
 recurrence), so a passed `positions` would be ignored and raises instead.
 """
