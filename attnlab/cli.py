@@ -10,13 +10,27 @@ import argparse
 import json
 import sys
 
-from attnlab.errors import INPUT_ERRORS, RUN_FAULT_EXIT, SIZE_ERRORS, fail
+from attnlab.errors import INPUT_ERRORS, RUN_FAULT_EXIT, RUN_FAULT_TRACEBACK, SIZE_ERRORS, fail
 
 
 def _json_result(result) -> str:
   """The final metrics as one JSON line (step as an int)."""
   return json.dumps({k: int(v) if k == "step" else float(v) for k, v in (result or {}).items()},
                     sort_keys=True)
+
+
+def _save_traceback(workdir: str) -> str:
+  """Writes the exception being handled to WORKDIR/traceback.txt; returns " (traceback:
+  PATH)" for the error line, or "" if it could not be written (e.g. the disk is full)."""
+  import os
+  import traceback
+  path = os.path.join(os.path.abspath(workdir), RUN_FAULT_TRACEBACK)
+  try:
+    with open(path, "w") as f:
+      f.write(traceback.format_exc())
+  except OSError:
+    return ""
+  return f" (traceback: {path})"
 
 
 def _validated_then(action):
@@ -40,7 +54,7 @@ def _validated_then(action):
     except (FloatingPointError, CheckpointWriteError, NoRestorableCheckpointError) as e:
       # A run that stopped on a fault (non-finite loss or gradient, a failed checkpoint
       # write, no readable checkpoint) -- not bad input: one line, exit code 1.
-      return fail(f"{type(e).__name__}: {e}", code=RUN_FAULT_EXIT)
+      return fail(f"{type(e).__name__}: {e}{_save_traceback(args.workdir)}", code=RUN_FAULT_EXIT)
     print(_json_result(result))
     return 0
 

@@ -24,6 +24,10 @@ INPUT_ERROR_EXIT = 2
 # that could not be written or read): one line on stderr, this exit code.
 RUN_FAULT_EXIT = 1
 
+# ... and its traceback goes to this file in the run's workdir (a sweep point's error.txt
+# includes it).
+RUN_FAULT_TRACEBACK = "traceback.txt"
+
 
 def fail(message: str, code: int = INPUT_ERROR_EXIT) -> int:
   """Prints "attnlab: error: MESSAGE" (on one line: newlines become spaces) to stderr; returns `code`."""

@@ -84,3 +84,5 @@ def test_a_run_stopped_by_a_fault_is_one_line_exit_1(tmp_path, capsys, monkeypat
   assert code == 1, err
   assert err[-1].startswith("attnlab: error: FloatingPointError: non-finite") and "step 2" in err[-1], err
   assert not any("Traceback" in line for line in err)
+  with open(tmp_path / "traceback.txt") as f:  # the traceback is kept in the workdir
+    assert "FloatingPointError: non-finite" in f.read()

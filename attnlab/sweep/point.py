@@ -20,7 +20,7 @@ import time
 import traceback
 from typing import Any, Sequence
 
-from attnlab.errors import INPUT_ERRORS
+from attnlab.errors import INPUT_ERRORS, RUN_FAULT_TRACEBACK
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
@@ -108,7 +108,7 @@ def run_point(config_spec: str, overrides: Sequence[str], workdir: str,
   os.makedirs(workdir, exist_ok=True)
   cmd = [sys.executable, "-m", "attnlab", "train", "--config", config_spec, "--workdir", workdir, *overrides]
   log_path = os.path.join(workdir, LOG_FILE)
-  start = time.perf_counter()
+  start, started_at = time.perf_counter(), time.time()
   with open(log_path, "a") as log:
     offset = log.tell()
     proc = subprocess.run(_dying_with_parent(cmd), stdout=subprocess.PIPE, stderr=log, text=True)
@@ -117,6 +117,10 @@ def run_point(config_spec: str, overrides: Sequence[str], workdir: str,
   lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
   if proc.returncode != 0 or not lines:
     text = _attempt_traceback(log_path, offset)
+    saved = os.path.join(workdir, RUN_FAULT_TRACEBACK)  # a fault's traceback, saved by `attnlab train`
+    if os.path.exists(saved) and os.path.getmtime(saved) >= started_at - 1:
+      with open(saved) as f:
+        text = f.read().rstrip() + "\n" + text
     with open(os.path.join(workdir, ERROR_FILE), "w") as f:
       f.write(f"{' '.join(cmd)}\nexit {proc.returncode}\n{text}\n")
     tail = text.splitlines()[-1] if text else ""
