@@ -4,6 +4,7 @@ Positional plumbing of the softmax-style variants (softmax_like.py, heads.py):
 `POSITIONAL`, `check_positional`, `rope_and_cache`, `alibi_bias`, `heads_param`.
 Input checks of the recurrent variants (gated.py, mega.py): `check_form`,
 `check_no_positions`, `check_recurrent_call`, `key_valid_from_mask`.
+The analysis path of variants whose op is linear in the values: `attend_or_capture`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention import masks as M
+from attnlab.attention.ops.implied import implied_weights
 from attnlab.attention.ops.linear.common import FORMS, check_form
 from attnlab.attention.positional import AlibiBias
 
@@ -83,5 +85,17 @@ def check_recurrent_call(module, context, decode: bool, positions):
   return cfg
 
 
-__all__ = ["FORMS", "POSITIONAL", "alibi_bias", "check_form", "check_no_positions", "check_positional",
-           "check_recurrent_call", "heads_param", "key_valid_from_mask", "rope_and_cache"]
+def attend_or_capture(module, attend, v, *, impl="auto", decode: bool = False):
+  """attend(v, impl) -> [B, Tq, H, Dv], an op linear in its values v [B, Tk, Hv, Dv].
+
+  In an analysis call (`module.capturing()`, not decoding) the matrix the op implies is
+  read off its reference implementation, attend(identity, "reference")
+  (`ops.implied.implied_weights`), then sown and applied to v (`attend_captured`);
+  otherwise this is attend(v, impl), the training path, unchanged."""
+  if module.capturing() and not decode:
+    return module.attend_captured(implied_weights(lambda e: attend(e, "reference"), v), v)
+  return attend(v, impl)
+
+
+__all__ = ["FORMS", "POSITIONAL", "alibi_bias", "attend_or_capture", "check_form", "check_no_positions",
+           "check_positional", "check_recurrent_call", "heads_param", "key_valid_from_mask", "rope_and_cache"]
