@@ -34,6 +34,12 @@ def parse_arg(arg: str | None, allowed: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+def check_choice(a: dict[str, Any], key: str, choices) -> None:
+  """Raises a one-line ValueError unless the parsed argument `a[key]` is one of `choices`."""
+  if a[key] not in choices:
+    raise ValueError(f"{key} must be one of {', '.join(map(str, choices))}, got {a[key]!r}")
+
+
 def _typed(key: str, text: str, default: Any) -> Any:
   """`text` as the type of `default` (bool, int, float; else the string); one-line ValueError."""
   if isinstance(default, bool):

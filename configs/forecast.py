@@ -59,10 +59,8 @@ HORIZON_SHAPES = {
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
-  if a["model"] not in MODEL_SHAPES:
-    raise ValueError(f"model must be one of {', '.join(MODEL_SHAPES)}, got {a['model']!r}")
-  if a["protocol"] not in ("early_stopping", "steps"):
-    raise ValueError(f"protocol must be early_stopping or steps, got {a['protocol']!r}")
+  config_lib.check_choice(a, "model", MODEL_SHAPES)
+  config_lib.check_choice(a, "protocol", ("early_stopping", "steps"))
   c = config_lib.base_config()
   c.seed = a["seed"]
   c.task.name = "forecast"

@@ -33,10 +33,8 @@ VARIANT_ATTN = {"mha": {"positional": "none"},
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
-  if a["size"] not in ("default", "garg"):
-    raise ValueError(f"size must be 'default' or 'garg', got {a['size']!r}")
-  if a["lengths"] not in ("fixed", "all"):
-    raise ValueError(f"lengths must be 'fixed' or 'all', got {a['lengths']!r}")
+  config_lib.check_choice(a, "size", ("default", "garg"))
+  config_lib.check_choice(a, "lengths", ("fixed", "all"))
   c = config_lib.base_config()
   c.seed = a["seed"]
   c.task.name = "icl_regression"

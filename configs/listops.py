@@ -31,6 +31,7 @@ ARGS = dict(variant="mha", size="default", smoke=False)
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
+  config_lib.check_choice(a, "size", ("default", "lra"))
   c = config_lib.base_config()
   c.task.name = "listops"
   c.task.seq_len = 256
@@ -58,8 +59,6 @@ def get_config(arg=None):
     c.task.min_length = 500
     c.task.max_length = 2000
     c.task.num_val_examples = 2000
-  elif a["size"] != "default":
-    raise ValueError(f"size must be 'default' or 'lra', got {a['size']!r}")
   if a["smoke"]:
     config_lib.apply_smoke(c)
     c.task.seq_len = 64

@@ -22,6 +22,7 @@ ARGS = dict(variant="mha", size="default", smoke=False)
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
+  config_lib.check_choice(a, "size", ("default", "zoology", "recall"))
   c = config_lib.base_config()
   c.task.name = "mqar"
   c.task.vocab_size = 64  # keys from [1, 32), values from [32, 64)
@@ -63,8 +64,6 @@ def get_config(arg=None):
     c.train.warmup_steps = 30
     c.train.eval_every = 100
     c.train.log_every = 50
-  elif a["size"] != "default":
-    raise ValueError(f"size must be 'default', 'zoology' or 'recall', got {a['size']!r}")
   if a["smoke"]:
     config_lib.apply_smoke(c)
     c.task.seq_len = 32

@@ -26,6 +26,7 @@ ARGS = dict(variant="mha", size="default", smoke=False, train_path="", val_path=
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
+  config_lib.check_choice(a, "size", ("default", "lra"))
   c = config_lib.base_config()
   c.task.name = "text_classification"
   c.task.train_path = a["train_path"]
@@ -49,8 +50,6 @@ def get_config(arg=None):
   if a["size"] == "lra":
     config_lib.apply_lra_size(c, seq_len=4096, num_layers=4, d_model=256, num_heads=4, mlp_dim=1024,
                               steps=20000, warmup_steps=8000, eval_every=1000)
-  elif a["size"] != "default":
-    raise ValueError(f"size must be 'default' or 'lra', got {a['size']!r}")
   if a["smoke"]:
     config_lib.apply_smoke(c)
     c.task.seq_len = 64

@@ -77,10 +77,8 @@ CROSSVIT = {"small_patch": 2, "large_patch": 4, "small_dim": 48, "large_dim": 64
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
-  if a["dataset"] not in DATASET_RECIPES:
-    raise ValueError(f"dataset must be one of {', '.join(DATASET_RECIPES)}, got {a['dataset']!r}")
-  if a["ablate"] not in ABLATIONS:
-    raise ValueError(f"ablate must be one of {', '.join(ABLATIONS)}, got {a['ablate']!r}")
+  config_lib.check_choice(a, "dataset", DATASET_RECIPES)
+  config_lib.check_choice(a, "ablate", ABLATIONS)
   r = DATASET_RECIPES[a["dataset"]]
   if a["variant"] == "crossvit":
     a["model"], a["variant"] = "crossvit", "mha"
