@@ -3,6 +3,7 @@
 from attnlab.attention.variants import (  # noqa: F401  (each import registers its variants)
     biformer,
     channel,
+    conv,
     decay,
     gated,
     halo,
@@ -13,6 +14,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     lowrank,
     maxvit,
     mega,
+    moa,
     neighborhood,
     routed,
     shvit,

@@ -82,6 +82,23 @@ def block_positions(blocks, block: int):
   return pos.reshape(blocks.shape[:-1] + (blocks.shape[-1] * block,))
 
 
+def window_key_table(block: int, left: int, right: int, extra=None):
+  """A key table (KeyPlan.kv_pos) for a sliding window of `left` keys before and `right`
+  after each query, in query tiles of `block`: tile i reads [i*block - left, i*block + block
+  + right), plus the `extra` key positions (int [G], e.g. global tokens or sinks) that fall
+  outside that range (inside it they would be duplicates). Returns kv_pos(qb) -> [1, n, K]."""
+  width = left + block + right
+
+  def kv_pos(qb):
+    start = qb[:, None] * block - left  # tile's window: [start, start + width)
+    win = start + jnp.arange(width)
+    if extra is None:
+      return win[None]
+    in_win = (extra >= start) & (extra < start + width)
+    return jnp.concatenate([win, jnp.where(in_win, -1, extra)], axis=-1)[None]
+  return kv_pos
+
+
 class StaticSparseAttention(AttentionModule):
   """Projections, RoPE/ALiBi, KV cache and dispatch shared by the static sparse variants.
 

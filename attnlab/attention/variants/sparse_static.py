@@ -19,7 +19,7 @@ import numpy as np
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import window_extents
 from attnlab.attention.variants.sparse_base import (SELF_PATTERNS, KeyPlan, SparseConfig, StaticSparseAttention,
-                                                    check_nonnegative, check_positive)
+                                                    check_nonnegative, check_positive, window_key_table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,14 +163,8 @@ class LongformerAttention(StaticSparseAttention):
   def key_plans(self, tq, tk):
     bs = self.cfg.block_size
     left, right = window_extents(self.cfg.window, self.cfg.causal)
-    width = left + bs + right
-    g = jnp.asarray(self.globals_(tk))
-
-    def kv_pos(qb):
-      start = qb[:, None] * bs - left  # tile's window: [start, start + width)
-      win = start + jnp.arange(width)
-      in_win = (g >= start) & (g < start + width)  # global keys already in the window
-      return jnp.concatenate([win, jnp.where(in_win, -1, g)], axis=-1)[None]
+    # global keys outside the tile's window are appended (inside it they are already there)
+    kv_pos = window_key_table(bs, left, right, jnp.asarray(self.globals_(tk)))
     return [KeyPlan(tuple(range(self.cfg.num_heads)), bs, kv_pos)]
 
   def global_rows(self, tq, tk):

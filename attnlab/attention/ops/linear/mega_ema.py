@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
+from attnlab.attention.ops.conv import causal_conv_fft
 from attnlab.attention.ops.linear.common import check_form, scan_chunks, to_chunks
 
 FAMILY = "linear.ema"
@@ -58,9 +59,7 @@ def ema_parallel(x, alpha, delta, beta, eta, *, initial_state=None):
   t = x.shape[1]
   h0 = _state0(x, alpha, initial_state)
   k = ema_kernel(alpha, delta, beta, eta, t)  # [D, T]
-  n_fft = 2 * t
-  y = jnp.fft.irfft(jnp.fft.rfft(x, n_fft, axis=1) * jnp.fft.rfft(k.T, n_fft, axis=0)[None],
-                    n_fft, axis=1)[:, :t]
+  y = causal_conv_fft(x, k.T)
   p, log_r = ema_coeffs(alpha, delta, beta)
   steps = jnp.arange(1, t + 1)
   # Initial state: y_t += sum_n eta r^{t+1} h_{-1}.

@@ -1,0 +1,170 @@
+"""Attention zoo, part 3 (issue 18), second batch: baseconv (variants/conv.py), moa
+(variants/moa.py).
+
+Oracles are written here from the papers' definitions in plain jnp / numpy (oracle_parts
+for projections and RoPE), importing none of the modules' helpers:
+* baseconv: y = (x W1 + b1) ⊙ (h * (x W2 + b2)), the implicit filter's MLP on positional
+  features written out, the convolution as a direct sum over lags (a [T, T] Toeplitz
+  matrix); T = 20 with key padding. The op's FFT convolution equals a numpy loop for
+  filters shorter and longer than T. Canary: the oracle without the gate.
+* moa: dense masked softmax, each head with its own window span from the rule
+  span_h(L) = alpha_h + beta_h L, plus sinks; T = 20 in query tiles of 8 (the last
+  partial), key padding. Canary: every head with head 0's span. Reduction: spans >= T is mha.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.attention import build, masks as M
+from attnlab.attention.ops.conv import causal_conv_fft
+from tests.attention import contract
+from tests.attention.oracle_parts import out_proj, proj, rope_bt
+from tests.attention.test_zoo3 import _assert_bites
+
+T = 20
+
+
+def _padding(t=T):
+  valid = np.ones((2, t), bool)
+  valid[0, 13:] = False
+  return valid
+
+
+def _compare(name, module, variables, x, oracle, call_kw):
+  """Module vs oracle, forward and d sum(sin y) / d(params, x). Returns the oracle output."""
+  run = lambda v, x: module.apply(v, x, **call_kw)  # noqa: E731
+  (y, g), (y_ref, g_ref) = contract.output_and_grad(run, variables, x), contract.output_and_grad(oracle, variables, x)
+  contract.assert_oracle(name, "fwd", y, y_ref, atol=2e-5, rtol=1e-5)
+  contract.assert_oracle(name, "grad", g, g_ref, atol=5e-5, rtol=1e-4)
+  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
+  print(f"{name}: fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
+  return y_ref
+
+
+# ---- baseconv ----------------------------------------------------------------------------
+BASECONV = dict(filter_hidden=8, filter_bands=3, filter_scale=16.0)
+
+
+def direct_causal_conv(u, h):
+  """y_t = sum_{s <= t, s < L} h_s u_{t-s} as a Toeplitz matrix [T, T, D] (the definition)."""
+  t = u.shape[1]
+  lag = np.arange(t)[:, None] - np.arange(t)[None, :]
+  ok = (lag >= 0) & (lag < h.shape[0])
+  toeplitz = jnp.where(ok[..., None], h[np.clip(lag, 0, h.shape[0] - 1)], 0.0)
+  return jnp.einsum("tsd,bsd->btd", toeplitz, u)
+
+
+def baseconv_oracle(p, x, valid, hp, gated=True):
+  """(x W1 + b1) ⊙ (h * (x W2 + b2)); padded tokens' u = 0; gated=False drops the gate."""
+  lin = lambda name: x @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
+  u = jnp.where(valid[:, :, None], lin("conv_in"), 0.0)
+  if hp.get("filter") == "explicit":
+    h = p["filter"]
+  else:  # Hyena's positional features [t/s, cos(2 pi f t/s), sin(2 pi f t/s)], f = 1e-4, 1, 2, ..
+    s, t = hp["filter_scale"], np.arange(x.shape[1])[:, None]
+    f = np.array([1e-4] + list(range(1, hp["filter_bands"])))[None]
+    z = np.concatenate([t / s, np.cos(2 * np.pi * f * t / s), np.sin(2 * np.pi * f * t / s)], 1)
+    hidden = jnp.maximum(z @ p["filter_in"]["kernel"] + p["filter_in"]["bias"], 0.0)
+    h = hidden @ p["filter_out"]["kernel"] + p["filter_out"]["bias"]
+  y = direct_causal_conv(u, h)
+  return lin("proj") * y if gated else y
+
+
+@pytest.mark.parametrize("hp", [BASECONV, dict(filter="explicit", filter_len=7)])
+def test_baseconv_oracle_padding_and_canary(hp):
+  """Fwd + grads vs the direct-sum oracle, T = 20, example 0's last 7 tokens padded;
+  explicit filter of 7 taps (< T: lags beyond are zero). Canary: no gate."""
+  x, _ = contract.make_inputs(length=T)
+  valid = _padding()
+  module = build("baseconv", **hp)
+  variables = contract.random_params(module, x)
+  oracle = lambda v, x: baseconv_oracle(v["params"], x, valid, hp)  # noqa: E731
+  y_ref = _compare("baseconv", module, variables, x, oracle, {"mask": M.KeyPadding(jnp.asarray(valid))})
+  _assert_bites("baseconv", "no gate", y_ref, baseconv_oracle(variables["params"], x, valid, hp, gated=False))
+
+
+@pytest.mark.parametrize("taps", [5, 20, 33])
+def test_fft_conv_equals_direct_conv(taps):
+  """The op's FFT convolution equals the direct sum (a numpy loop) for a filter shorter
+  than, equal to and longer than T = 20 (the longer one is cut at T)."""
+  rng = np.random.default_rng(taps)
+  u, h = rng.standard_normal((2, T, 3)), rng.standard_normal((taps, 3))
+  ref = np.zeros_like(u)
+  for t in range(T):
+    for s in range(min(t + 1, taps)):
+      ref[:, t] += h[s] * u[:, t - s]
+  got = np.asarray(causal_conv_fft(jnp.asarray(u, jnp.float32), jnp.asarray(h, jnp.float32)))
+  np.testing.assert_allclose(got, ref, atol=2e-5)
+  assert np.max(np.abs(ref - np.roll(ref, 1, axis=1))) > 1e-1  # not trivially constant in t
+
+
+def test_baseconv_contract():
+  contract.check_patterns("baseconv", BASECONV)
+  for bad in (dict(filter="fourier"), dict(filter_scale=0.0), dict(filter_len=0)):
+    with pytest.raises(ValueError):
+      build("baseconv", **bad)
+
+
+# ---- moa ---------------------------------------------------------------------------------
+MOA = dict(num_heads=4, alphas=(3, 6), betas=(0.0, 0.25), num_sinks=2, block_size=8)
+
+
+def moa_oracle(p, x, valid, hp, causal, spans=None):
+  """Dense softmax per head over its own window (span_h = round(alpha_h + beta_h T),
+  clipped to [1, T]; causal keys i - span + 1 .. i, non-causal centred) or a sink key."""
+  b, t = x.shape[:2]
+  a, be = hp["alphas"], hp["betas"]
+  if spans is None:
+    spans = [min(max(round(a[h % len(a)] + be[h % len(a)] * t), 1), t) for h in range(hp["num_heads"])]
+  i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+  masks = []
+  for s in spans:
+    left, right = (s - 1, 0) if causal else (s // 2, s - 1 - s // 2)
+    ok = ((i - j <= left) & (j - i <= right)) | (j < hp["num_sinks"])
+    masks.append(ok & (j <= i) if causal else ok)
+  allowed = np.stack(masks)[None] & valid[:, None, None, :]  # [B, H, T, T]
+  pos = np.broadcast_to(np.arange(t), (b, t))
+  q, k, v = rope_bt(proj(x, p, "query"), pos), rope_bt(proj(x, p, "key"), pos), proj(x, p, "value")
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  w = jax.nn.softmax(jnp.where(allowed, s, -jnp.inf), -1)
+  return out_proj(jnp.einsum("bhqk,bkhd->bqhd", w, v), p)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_moa_oracle_padding_and_canary(causal):
+  """Fwd + grads vs the dense per-head-window oracle (spans 3, 11, 3, 11 at T = 20: beta
+  scales two heads with the length), 2 sinks, 3 query tiles of 8, key padding. Canary:
+  the oracle with every head at head 0's span (homogeneous windows)."""
+  hp = {**MOA, "causal": causal}
+  x, _ = contract.make_inputs(length=T)
+  valid = _padding()
+  module = build("moa", **hp)
+  assert module.spans(T).tolist() == [3, 11, 3, 11]
+  variables = contract.random_params(module, x)
+  oracle = lambda v, x: moa_oracle(v["params"], x, valid, hp, causal)  # noqa: E731
+  y_ref = _compare("moa", module, variables, x, oracle, {"mask": M.KeyPadding(jnp.asarray(valid))})
+  _assert_bites("moa", "one span for all heads", y_ref, moa_oracle(variables["params"], x, valid, hp, causal, [3] * 4))
+
+
+def test_moa_reduces_to_mha_when_spans_cover_the_sequence():
+  """alpha >= T on every head, no sinks: dense causal attention, equal to mha on the same params."""
+  x, _ = contract.make_inputs(length=T)
+  mha = build("mha", num_heads=4)
+  variables = contract.random_params(mha, x)
+  y_mha = jax.jit(mha.apply)(variables, x)
+  moa = build("moa", num_heads=4, alphas=(T,), betas=(0.0,), block_size=8)
+  np.testing.assert_allclose(np.asarray(jax.jit(moa.apply)(variables, x)), np.asarray(y_mha), atol=1e-5)
+
+
+def test_moa_contract():
+  contract.check_patterns("moa", MOA)
+  contract.check_decode_matches_full("moa", MOA, length=6)
+  for bad in (dict(alphas=(1, 2), betas=(0.0,)), dict(betas=(-1.0, 0, 0, 0)), dict(block_size=0)):
+    with pytest.raises(ValueError):
+      module = build("moa", **bad)
+      x, _ = contract.make_inputs(length=8)
+      module.init(jax.random.key(0), x)
