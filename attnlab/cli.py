@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from attnlab.errors import INPUT_ERRORS, RUN_FAULT_EXIT, RUN_FAULT_TRACEBACK, SIZE_ERRORS, fail
+from attnlab.errors import INPUT_ERRORS, RUN_FAULT_EXIT, RUN_FAULT_TRACEBACK, fail
 
 
 def _json_result(result) -> str:
@@ -38,16 +38,13 @@ def _validated_then(action):
   then runs `action(config, workdir, run=prepared)` and prints its result as JSON."""
 
   def command(args, overrides) -> int:
-    from attnlab.config_loading import check_required_keys, load_config
-    from attnlab.train.trainer import setup
+    from attnlab.config_loading import load_config
+    from attnlab.train.trainer import checked_setup
     try:
       config = load_config(args.config, overrides)
-      check_required_keys(config, args.config)
-      run = setup(config)  # every check (model, task, mesh, train); traces, compiles nothing
+      run = checked_setup(config, args.config)  # every check (model, task, mesh, train); compiles nothing
     except INPUT_ERRORS as e:
       return fail(str(e))
-    except SIZE_ERRORS as e:  # setup only builds host data and abstract shapes: sizes beyond any machine
-      return fail(f"the config's sizes are too large to set up ({type(e).__name__}: {e})")
     from attnlab.train.checkpoint import CheckpointWriteError, NoRestorableCheckpointError
     try:
       result = action(config, args.workdir, run=run)

@@ -40,11 +40,11 @@ def inspect_point(config_spec: str, overrides: Sequence[str]) -> dict[str, Any]:
   that does not exist raises."""
   from attnlab.config_loading import load_config
   from attnlab.train.state import param_count
-  from attnlab.train.trainer import setup
+  from attnlab.train.trainer import checked_setup
   config = load_config(config_spec, overrides)  # unknown keys raise here
-  identity = {"config_hash": config_hash(config), "seed": int(config.seed)}
+  identity = {"config_hash": config_hash(config), "seed": int(config.get("seed", 0))}
   try:
-    run = setup(config)  # every check before compiling (the point then trains in its own process)
+    run = checked_setup(config, config_spec)  # every check before compiling (the point then trains in its own process)
   except INPUT_ERRORS as e:
     return {**identity, "error": str(e).splitlines()[0]}
   return {**identity, "params": param_count(run.abstract)}
