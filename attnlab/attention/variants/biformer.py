@@ -38,8 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, depthwise_same, group_attention,
-                                             window_index)
+from attnlab.attention.variants.grid import GridAttentionModule, GridConfig, depthwise_same, window_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +80,13 @@ def region_counts(shape: tuple[int, ...], regions: int) -> tuple[int, ...]:
                 "routing S^4 and gathered attention T*topk*T/S^2 are both T^(4/3)"),
           patterns=("noncausal-self",), paper="Zhu et al., 2023 (BiFormer)")
 class BiFormerAttention(GridAttentionModule):
-  """Bi-level routing attention over a 1-D sequence or a 2-D grid (see the module docstring)."""
+  """Bi-level routing attention over a 1-D sequence or a 2-D grid (see the module docstring).
+
+  Analysis hook: sows the token attention of step 2 scattered to [B, H, T, T] (nonzero on
+  the topk routed regions of each query's region; rows sum to 1). The LCE term (a
+  depthwise convolution of v with a different kernel per channel, so no one scalar per
+  query-key pair) is added to the output outside the sown matrix, as a residual is."""
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -99,7 +104,7 @@ class BiFormerAttention(GridAttentionModule):
     _, chosen = jax.lax.top_k(affinity, topk)                      # [B, S^2, topk]
     k_index = jnp.asarray(regions)[chosen].reshape(b, n_reg, topk * r)
     # 2. token attention inside the gathered regions
-    y = group_attention(q, k, v, regions, k_index)
+    y = self.grouped(q, k, v, regions, k_index)
     if cfg.lce:
       y = y + self.local_context(v, shape).astype(y.dtype)
     return self.project_out(y, x.shape[-1])

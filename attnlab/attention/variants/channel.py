@@ -41,6 +41,8 @@ class ChannelConfig(AttentionConfig):
           patterns=("noncausal-self",), paper="Ding et al., 2022 (DaViT, channel group attention)")
 class ChannelAttention(GridAttentionModule):  # its check_call; it uses no grid
   """Channel group attention: channels attend to channels within each group (see the module docstring)."""
+  weights_unavailable = ("DaViT channel attention weights channels, not tokens: a [C_g, C_g] matrix per head "
+                         "applied to each token's own q, so there is no token x token matrix")
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):

@@ -168,6 +168,33 @@ def inverse_index(index: np.ndarray) -> np.ndarray:
   return np.argsort(flat)
 
 
+def _gather_keys(x, k_index):
+  """x [B, S, ...] at k_index int [G, Kk] (shared) or [B, G, Kk] (per example) -> [B, G, Kk, ...]."""
+  if np.ndim(k_index) == 3:
+    return x[jnp.arange(x.shape[0])[:, None, None], k_index]
+  return jnp.take(x, jnp.asarray(k_index), axis=1)
+
+
+def group_probs(q, k, q_index, k_index, allowed=None, bias=None):
+  """The softmax weights inside groups (arguments as `group_attention`): [B, G, H, Kq, Kk] fp32.
+  A query with no allowed key gets all-zero weights."""
+  scale = q.shape[-1] ** -0.5
+  qg = jnp.take(q, jnp.asarray(q_index), axis=1)                   # [B, G, Kq, H, D]
+  kg = _gather_keys(k, k_index)                                    # [B, G, Kk, H, D]
+  s = jnp.einsum("bgqhd,bgkhd->bghqk", qg.astype(jnp.float32) * scale, kg.astype(jnp.float32))
+  if bias is not None:
+    bias = jnp.asarray(bias, jnp.float32)
+    s = s + (bias[None, None] if bias.ndim == 3 else bias[None])
+  if allowed is None:
+    p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
+    return p / jnp.sum(p, axis=-1, keepdims=True)
+  allowed = jnp.asarray(allowed)
+  allowed = allowed.reshape(allowed.shape[:-2] + (1,) + allowed.shape[-2:])  # a heads axis
+  s = jnp.where(allowed, s, NEG_INF)
+  p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)) * allowed
+  return p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
+
+
 def group_attention(q, k, v, q_index, k_index, allowed=None, bias=None):
   """Softmax attention inside groups: q [B, T, H, D], k/v [B, S, H, D] -> [B, T, H, D].
 
@@ -177,30 +204,34 @@ def group_attention(q, k, v, q_index, k_index, allowed=None, bias=None):
   [H, Kq, Kk] or [G, H, Kq, Kk] is added to the scaled scores. Scores are
   [B, G, H, Kq, Kk]: O(T * Kk), no [T, T] array. A query with no allowed key returns 0.
   """
-  b, t = q.shape[:2]
-  scale = q.shape[-1] ** -0.5
-  qg = jnp.take(q, jnp.asarray(q_index), axis=1)                   # [B, G, Kq, H, D]
-  if np.ndim(k_index) == 3:
-    bidx = jnp.arange(b)[:, None, None]
-    kg, vg = k[bidx, k_index], v[bidx, k_index]                    # [B, G, Kk, H, D]
-  else:
-    kg, vg = jnp.take(k, jnp.asarray(k_index), axis=1), jnp.take(v, jnp.asarray(k_index), axis=1)
-  s = jnp.einsum("bgqhd,bgkhd->bghqk", qg.astype(jnp.float32) * scale, kg.astype(jnp.float32))
-  if bias is not None:
-    bias = jnp.asarray(bias, jnp.float32)
-    s = s + (bias[None, None] if bias.ndim == 3 else bias[None])
-  if allowed is not None:
-    allowed = jnp.asarray(allowed)
-    allowed = allowed.reshape(allowed.shape[:-2] + (1,) + allowed.shape[-2:])  # a heads axis
-    s = jnp.where(allowed, s, NEG_INF)
-    p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)) * allowed
-    p = p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
-  else:
-    p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
-    p = p / jnp.sum(p, axis=-1, keepdims=True)
+  b = q.shape[0]
+  p = group_probs(q, k, q_index, k_index, allowed, bias)
+  vg = _gather_keys(v, k_index)
   y = jnp.einsum("bghqk,bgkhd->bgqhd", p, vg.astype(jnp.float32)).astype(q.dtype)
   y = y.reshape(b, -1, *y.shape[3:])                               # [B, G*Kq, H, D]
   return jnp.take(y, jnp.asarray(inverse_index(q_index)), axis=1)
+
+
+def scatter_groups(p, q_index, k_index, num_keys: int):
+  """Grouped weights p [B, G, H, Kq, Kk] -> the dense matrix [B, H, T, num_keys] they apply
+  (analysis only: O(T * num_keys) memory). Row q_index[g, a], column k_index[g, c] (int
+  [G, Kk] or [B, G, Kk]) receives p[:, g, :, a, c]; repeated keys add up and a column index
+  >= num_keys (a padding slot) is dropped. q_index must list every query once."""
+  b, g, h, kq, kk = p.shape
+  t = int(np.asarray(q_index).size)
+  rows = jnp.broadcast_to(jnp.asarray(q_index)[None, :, :, None], (b, g, kq, kk))
+  cols = jnp.broadcast_to(jnp.asarray(k_index).reshape(-1 if np.ndim(k_index) == 3 else 1, g, 1, kk),
+                          (b, g, kq, kk))
+  bidx = jnp.broadcast_to(jnp.arange(b)[:, None, None, None], (b, g, kq, kk))
+  vals = jnp.moveaxis(p, 2, -1)                                    # [B, G, Kq, Kk, H]
+  w = jnp.zeros((b, t, num_keys, h), jnp.float32).at[bidx, rows, cols].add(vals, mode="drop")
+  return jnp.moveaxis(w, -1, 1)
+
+
+def group_weights(q, k, q_index, k_index, num_keys: int, allowed=None, bias=None):
+  """The dense [B, H, T, num_keys] fp32 matrix `group_attention` applies to v (arguments as
+  there; keys at index >= num_keys, padding slots, are dropped). Analysis only."""
+  return scatter_groups(group_probs(q, k, q_index, k_index, allowed, bias), q_index, k_index, num_keys)
 
 
 class GridAttentionModule(AttentionModule):
@@ -232,3 +263,12 @@ class GridAttentionModule(AttentionModule):
     table = self.param("rel_pos_bias", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("heads", None)),
                        (self.cfg.num_heads, size))
     return jnp.take(table, jnp.asarray(index), axis=1)
+
+  def grouped(self, q, k, v, q_index, k_index, allowed=None, bias=None):
+    """`group_attention` (arguments as there; v's first T rows are the tokens, later rows
+    padding slots). In an analysis call (`capturing`) the dense matrix over the T tokens
+    (`group_weights`) is sown and applied instead (`attend_captured`): the same output."""
+    if self.capturing():
+      t = q.shape[1]
+      return self.attend_captured(group_weights(q, k, q_index, k_index, t, allowed, bias), v[:, :t])
+    return group_attention(q, k, v, q_index, k_index, allowed, bias)

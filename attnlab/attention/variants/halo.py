@@ -17,7 +17,7 @@ downsampling (strided blocks) is left out: output tokens = input tokens.
 
 Shapes: q [B, T, H, D] gathered to [B, blocks, b^2, H, D], keys to [B, blocks, (b+2h)^2,
 H, D], scores [B, blocks, H, b^2, (b+2h)^2]: compute and memory O(T * (b + 2h)^2), linear
-in the pixels, no [T, T] array.
+in the pixels, no [T, T] array (an analysis call alone materialises it: `GridAttentionModule.grouped`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, group_attention,
-                                             relative_index_between, window_index)
+from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, relative_index_between,
+                                             window_index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,11 @@ def halo_layout(shape: tuple[int, ...], block: int, halo: int):
 @register("halo", family="local2d", config=HaloConfig, cost=("T*w", "T*w"),
           patterns=("noncausal-self",), paper="Vaswani et al., 2021 (HaloNet)")
 class HaloAttention(GridAttentionModule):
-  """Multi-head blocked local attention with a halo, over a 1-D sequence or a 2-D grid."""
+  """Multi-head blocked local attention with a halo, over a 1-D sequence or a 2-D grid.
+
+  Analysis hook: sows [B, H, T, T], each query's row nonzero on its block's (b + 2h)^nd
+  key window inside the image (the masked padding keys get no weight); rows sum to 1."""
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -93,5 +97,5 @@ class HaloAttention(GridAttentionModule):
     bias = None
     if cfg.rel_pos_bias:                                           # [H, b^nd, (b+2h)^nd]
       bias = self.rel_bias(rel, int(np.prod([2 * bb + 2 * cfg.halo - 1 for bb in blocks])))
-    y = group_attention(q, k, v, q_index, k_index, valid[:, None, :], bias)
+    y = self.grouped(q, k, v, q_index, k_index, valid[:, None, :], bias)
     return self.project_out(y, x.shape[-1])

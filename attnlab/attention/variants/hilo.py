@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from attnlab.attention.registry import register
 from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, group_attention,
-                                             to_windows, window_index)
+                                             group_weights, inverse_index, to_windows, window_index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,12 @@ class HiLoConfig(GridConfig):
 @register("hilo", family="local2d", config=HiLoConfig, cost=("T^2/b", "T^2/b"),
           patterns=("noncausal-self",), paper="Pan et al., 2022 (LITv2, HiLo)")
 class HiLoAttention(GridAttentionModule):
-  """Hi-Fi window heads beside Lo-Fi heads over average-pooled keys (see the module docstring)."""
+  """Hi-Fi window heads beside Lo-Fi heads over average-pooled keys (see the module docstring).
+
+  Analysis hook: the two branches are separate heads, so one [B, H, T, T] matrix: Hi-Fi
+  heads nonzero inside each s x s window; a Lo-Fi head gives token j the weight of its
+  pooled window divided by s^2 (the pooled value is the window's mean v). Rows sum to 1."""
+  weights_unavailable = None
 
   def lo_heads(self) -> int:
     """Number of Lo-Fi heads: int(num_heads * alpha)."""
@@ -64,15 +69,23 @@ class HiLoAttention(GridAttentionModule):
     shape, q, k, v = self.grid_qkv(x, context, mask, decode)
     wins = clipped_sizes(shape, cfg.window_size, "hilo attention window_size")
     hi = cfg.num_heads - self.lo_heads()
-    outs = []
+    index = window_index(shape, wins)
+    capturing, t = self.capturing(), x.shape[1]
+    outs = []                                                      # head groups' outputs, or weights
     if hi:                                                         # Hi-Fi: window attention
-      index = window_index(shape, wins)
-      outs.append(group_attention(q[:, :, :hi], k[:, :, :hi], v[:, :, :hi], index, index))
+      qkv = (q[:, :, :hi], k[:, :, :hi], v[:, :, :hi])
+      outs.append(group_weights(*qkv[:2], index, index, t) if capturing else group_attention(*qkv, index, index))
     if hi < cfg.num_heads:                                         # Lo-Fi: pooled keys, values
       kp = jnp.mean(to_windows(k[:, :, hi:], shape, wins), axis=2)  # [B, T/s^2, Hl, D]
       vp = jnp.mean(to_windows(v[:, :, hi:], shape, wins), axis=2)
       ql = q[:, :, hi:]
       s = jnp.einsum("bthd,bshd->bhts", ql.astype(jnp.float32) * ql.shape[-1] ** -0.5, kp.astype(jnp.float32))
       p = jax.nn.softmax(s, axis=-1)
-      outs.append(jnp.einsum("bhts,bshd->bthd", p, vp.astype(jnp.float32)).astype(q.dtype))
+      if capturing:  # vp = mean of a window's v, so token j gets its window's weight / s^2
+        window_of = inverse_index(index) // index.shape[1]         # int [T]: each token's window
+        outs.append(jnp.take(p, jnp.asarray(window_of), axis=-1) / index.shape[1])
+      else:
+        outs.append(jnp.einsum("bhts,bshd->bthd", p, vp.astype(jnp.float32)).astype(q.dtype))
+    if capturing:
+      return self.project_out(self.attend_captured(jnp.concatenate(outs, axis=1), v), x.shape[-1])
     return self.project_out(jnp.concatenate(outs, axis=2), x.shape[-1])

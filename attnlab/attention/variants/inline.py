@@ -58,16 +58,32 @@ def inline_attention(q, k, v):
   return first + (1.0 - scale * jnp.einsum("bthd,bhd->bth", q, k_mean))[..., None] * v_mean[:, None]
 
 
+def inline_weights(q, k):
+  """The [B, H, T, T] fp32 matrix w_ij of the module docstring (analysis only: O(T^2)).
+  Signed; every row sums to 1."""
+  t, d = q.shape[1], q.shape[-1]
+  scale = d ** -0.5
+  q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+  qk = jnp.einsum("bihd,bjhd->bhij", q, k)
+  return (scale / t) * (qk - jnp.mean(qk, axis=-1, keepdims=True)) + 1.0 / t  # mean_j q.k_j = q.k_mean
+
+
 @register("inline", family="linear2d", config=InLineConfig, cost=("T", "T"),
           patterns=("noncausal-self",), paper="Han et al., 2024 (InLine attention)")
 class InLineAttention(GridAttentionModule):
-  """Injective linear attention plus a predicted local depthwise residual (see the module docstring)."""
+  """Injective linear attention plus a predicted local depthwise residual (see the module docstring).
+
+  Analysis hook: sows the InLine matrix w [B, H, T, T] (`inline_weights`; signed, rows sum
+  to 1). The local residual (a depthwise convolution of v whose kernel differs per
+  channel, so no one scalar per query-key pair) is added outside the sown matrix."""
+  weight_kind = "signed"
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     cfg = self.cfg
     shape, q, k, v = self.grid_qkv(x, context, mask, decode)
-    y = inline_attention(q, k, v)
+    y = self.attend_captured(inline_weights(q, k), v) if self.capturing() else inline_attention(q, k, v)
     if cfg.local:
       y = y + self.local_residual(x, v, shape)
     return self.project_out(y.astype(q.dtype), x.shape[-1])

@@ -36,7 +36,7 @@ import numpy as np
 
 from attnlab.attention.registry import register
 from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, dilated_index,
-                                             group_attention, relative_index, window_index)
+                                             relative_index, window_index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,13 @@ def maxvit_layout(shape: tuple[int, ...], block: int, grid: int, grid_layer: boo
 @register("maxvit", family="local2d", config=MaxViTConfig, cost=("T*w", "T*w"),
           patterns=("noncausal-self",), paper="Tu et al., 2022 (MaxViT)")
 class MaxViTAttention(GridAttentionModule):
-  """Block attention on even layers, grid attention on odd layers (see the module docstring)."""
+  """Block attention on even layers, grid attention on odd layers (see the module docstring).
+
+  Analysis hook: each layer is one of MaxViT's two stages, so each layer sows its own
+  stage's [B, H, T, T] matrix (block layers: nonzero inside each P x P window; grid layers:
+  on the G x G dilated group); the two stages are two layers' entries, not composed here
+  (rollout composes them, with the residual, as it composes any two layers)."""
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -73,5 +79,5 @@ class MaxViTAttention(GridAttentionModule):
     bias = None
     if cfg.rel_pos_bias:                                           # [H, K, K]
       bias = self.rel_bias(relative_index(sizes), int(np.prod([2 * m - 1 for m in sizes])))
-    y = group_attention(q, k, v, index, index, None, bias)
+    y = self.grouped(q, k, v, index, index, None, bias)
     return self.project_out(y, x.shape[-1])

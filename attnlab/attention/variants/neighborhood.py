@@ -31,7 +31,7 @@ import numpy as np
 from attnlab.attention import masks as M
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.grid import resolve_grid
+from attnlab.attention.variants.grid import resolve_grid, scatter_groups
 
 NEG_INF = -1e30
 
@@ -96,14 +96,10 @@ def neighborhood_layout(shape: tuple[int, ...], window: int, dilation: int, caus
   return keys.reshape(t, k), valid.reshape(t, k), rel.reshape(t, k)
 
 
-def neighborhood_attention(q, k, v, keys, valid, bias=None, key_valid=None):
-  """q [B, T, H, D], k/v [B, T, H, D], keys int [T, K] -> [B, T, H, D].
-
-  Each query attends to k[:, keys[t]] where valid [T, K] (and key_valid [B, T, K], if
-  given); bias [H, T, K] is added to the scaled scores. Gathers [B, T, K, H, D]."""
+def neighborhood_probs(q, k, keys, valid, bias=None, key_valid=None):
+  """The weights of `neighborhood_attention` (same arguments, no v): [B, T, H, K] fp32."""
   scale = q.shape[-1] ** -0.5
   kg = jnp.take(k, keys, axis=1)                                   # [B, T, K, H, D]
-  vg = jnp.take(v, keys, axis=1)
   s = jnp.einsum("bthd,btkhd->bthk", q.astype(jnp.float32) * scale, kg.astype(jnp.float32))
   if bias is not None:
     s = s + jnp.transpose(bias, (1, 0, 2))[None].astype(jnp.float32)
@@ -112,7 +108,16 @@ def neighborhood_attention(q, k, v, keys, valid, bias=None, key_valid=None):
     allowed = allowed & key_valid[:, :, None, :]
   s = jnp.where(allowed, s, NEG_INF)
   p = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)) * allowed
-  p = p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
+  return p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)
+
+
+def neighborhood_attention(q, k, v, keys, valid, bias=None, key_valid=None):
+  """q [B, T, H, D], k/v [B, T, H, D], keys int [T, K] -> [B, T, H, D].
+
+  Each query attends to k[:, keys[t]] where valid [T, K] (and key_valid [B, T, K], if
+  given); bias [H, T, K] is added to the scaled scores. Gathers [B, T, K, H, D]."""
+  p = neighborhood_probs(q, k, keys, valid, bias, key_valid)
+  vg = jnp.take(v, keys, axis=1)
   return jnp.einsum("bthk,btkhd->bthd", p, vg.astype(jnp.float32)).astype(q.dtype)
 
 
@@ -120,7 +125,11 @@ def neighborhood_attention(q, k, v, keys, valid, bias=None, key_valid=None):
           patterns=("causal-self", "noncausal-self"),
           paper="Hassani et al., 2023 (NAT); Hassani & Shi, 2022 (DiNAT)")
 class NeighborhoodAttention(AttentionModule):
-  """Multi-head neighborhood attention over a 1-D sequence or a 2-D grid of tokens."""
+  """Multi-head neighborhood attention over a 1-D sequence or a 2-D grid of tokens.
+
+  Analysis hook: sows [B, H, T, T] over the row-major tokens, each row nonzero on its
+  query's w^nd neighbours (fewer where the causal window or a mask cuts it); rows sum to 1."""
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -149,5 +158,9 @@ class NeighborhoodAttention(AttentionModule):
       else:
         raise ValueError(f"neighborhood attention takes no {type(mask).__name__} mask (only static "
                          "masks and KeyPadding)")
-    y = neighborhood_attention(q, k, v, keys, valid, bias, key_valid)
+    if self.capturing():  # analysis: the [B, H, T, T] matrix (one group per query), sown and applied
+      p = neighborhood_probs(q, k, keys, valid, bias, key_valid)[:, :, :, None, :]  # [B, T, H, 1, K]
+      y = self.attend_captured(scatter_groups(p, np.arange(t)[:, None], keys, t), v)
+    else:
+      y = neighborhood_attention(q, k, v, keys, valid, bias, key_valid)
     return self.project_out(y, d_model)

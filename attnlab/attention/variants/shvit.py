@@ -49,7 +49,11 @@ class SHViTConfig(AttentionConfig):
 @register("shvit", family="channel", config=SHViTConfig, cost=("T^2", "T^2"),
           patterns=("noncausal-self",), paper="Yun & Ro, 2024 (SHViT, single-head attention)")
 class SHViTAttention(GridAttentionModule):  # its check_call; it uses no grid
-  """SHSA: one attention head over a fraction of the channels (see the module docstring)."""
+  """SHSA: one attention head over a fraction of the channels (see the module docstring).
+
+  Analysis hook: sows the single head's softmax weights [B, 1, T, T] (rows sum to 1); the
+  ReLU and the pass-through channels x2 come after them, before the output projection."""
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -70,6 +74,9 @@ class SHViTAttention(GridAttentionModule):  # its check_call; it uses no grid
     k = self.project_heads(x1, 1, cfg.qk_dim, "key")[:, :, 0]
     v = self.project_heads(x1, 1, p, "value")[:, :, 0]
     s = jnp.einsum("bqd,bkd->bqk", q.astype(jnp.float32) * cfg.qk_dim ** -0.5, k.astype(jnp.float32))
-    y1 = jnp.einsum("bqk,bkd->bqd", jax.nn.softmax(s, axis=-1), v.astype(jnp.float32)).astype(x.dtype)
+    if self.capturing():  # analysis: the one head's [B, 1, T, T] weights, sown and applied
+      y1 = self.attend_captured(jax.nn.softmax(s, axis=-1)[:, None], v[:, :, None])[:, :, 0].astype(x.dtype)
+    else:
+      y1 = jnp.einsum("bqk,bkd->bqd", jax.nn.softmax(s, axis=-1), v.astype(jnp.float32)).astype(x.dtype)
     y = jax.nn.relu(jnp.concatenate([y1, x2], axis=-1))
     return self.project_out(y[:, :, None, :], d_model)

@@ -26,7 +26,8 @@ import numpy as np
 
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.grid import from_windows, relative_index, resolve_grid, to_windows
+from attnlab.attention.variants.grid import (from_windows, relative_index, resolve_grid, scatter_groups, to_windows,
+                                             window_index)
 
 NEG_INF = -1e30
 
@@ -77,7 +78,12 @@ def region_ids(shape, wins, shifts) -> np.ndarray:
 
 
 class SwinAttention(AttentionModule):
-  """Multi-head attention inside (optionally shifted) non-overlapping windows."""
+  """Multi-head attention inside (optionally shifted) non-overlapping windows.
+
+  Analysis hook: sows [B, H, T, T] over the row-major tokens of the unshifted grid (the
+  cyclic shift undone): nonzero only between tokens of one window of the shifted
+  partition and, on shifted layers, of one region; rows sum to 1."""
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -114,6 +120,13 @@ class SwinAttention(AttentionModule):
       same = jnp.asarray(reg[:, :, None] == reg[:, None, :])       # [nW, K, K]
       s = jnp.where(same[None, :, None], s, NEG_INF)
     p = jax.nn.softmax(s, axis=-1)
+    if self.capturing():  # analysis: [B, H, T, T] in the unshifted token order, sown and applied
+      # window member m of window n sits at rolled position window_index[n, m], which holds
+      # the original token roll(arange(T), -shift)[that position]
+      where = np.roll(np.arange(t).reshape(shape), tuple(-n for n in shifts), tuple(range(len(shape))))
+      index = where.reshape(-1)[window_index(shape, wins)]
+      y = self.attend_captured(scatter_groups(p, index, index, t), v)
+      return self.project_out(y, d_model)
     y = jnp.einsum("bnhqk,bnkhd->bnqhd", p, vw.astype(jnp.float32)).astype(q.dtype)
     y = roll(from_windows(y, shape, wins), +1)
     return self.project_out(y, d_model)

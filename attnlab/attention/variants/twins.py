@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from attnlab.attention.registry import register
-from attnlab.attention.variants.grid import (GridAttentionModule, GridConfig, clipped_sizes, group_attention,
-                                             to_windows, window_index)
+from attnlab.attention.variants.grid import GridAttentionModule, GridConfig, clipped_sizes, to_windows, window_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +47,18 @@ class TwinsConfig(GridConfig):
 @register("twins", family="local2d", config=TwinsConfig, cost=("T^2/b", "T^2/b"),
           patterns=("noncausal-self",), paper="Chu et al., 2021 (Twins-SVT, LSA + GSA)")
 class TwinsAttention(GridAttentionModule):
-  """LSA on even layers, GSA on odd layers (see the module docstring)."""
+  """LSA on even layers, GSA on odd layers (see the module docstring).
+
+  Analysis hook: LSA layers sow [B, H, T, T] (nonzero inside each s x s window, rows sum
+  to 1). GSA layers have no token x token matrix (`weights_unavailable`)."""
+
+  @property
+  def weights_unavailable(self):
+    """None on LSA (even) layers; on GSA (odd) layers the reason there is no token matrix."""
+    if self.cfg.layer_index % 2 == 0:
+      return None
+    return ("Twins GSA (odd layers) attends to T/r^2 sub-sampled keys whose values are a LayerNorm of a "
+            "linear map of whole r x r patches, not a weighted sum of per-token values: no token x token matrix")
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -57,7 +67,7 @@ class TwinsAttention(GridAttentionModule):
     if cfg.layer_index % 2 == 0:                                   # LSA
       shape, q, k, v = self.grid_qkv(x, context, mask, decode)
       index = window_index(shape, clipped_sizes(shape, cfg.window_size, "twins window_size"))
-      return self.project_out(group_attention(q, k, v, index, index), d_model)
+      return self.project_out(self.grouped(q, k, v, index, index), d_model)
     self.check_call(context, mask, decode)                         # GSA
     b = x.shape[0]
     shape = self.grid_shape(x)
