@@ -49,6 +49,9 @@ if REPO not in sys.path:
 
 from tests.train import subproc  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checkpoint_damage import CORRUPTIONS, flat_leaves  # noqa: E402  (the corrupt/* cases' damages)
+
 # 16 steps; a checkpoint and an eval every 4 steps (two kept), a log line every 2.
 TRAIN = dict(steps=16, checkpoint_every=4, log_every=2, eval_every=4, keep_checkpoints=2)
 WALL_CLOCK_KEYS = ("train/steps_per_sec",)
@@ -123,11 +126,9 @@ def step_dirs(workdir: str) -> list[int]:
 def saved_state(workdir: str, step: int | None = None) -> dict[str, np.ndarray]:
   """{leaf path: array} of checkpoint `step` (default: the newest), read with orbax's
   StandardCheckpointer (no attnlab code), so a wrong restore in attnlab cannot hide here."""
-  import jax
   import orbax.checkpoint as ocp
   step = step_dirs(workdir)[-1] if step is None else step
-  tree = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
-  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return flat_leaves(ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state")))
 
 
 def differences(ref_dir: str, workdir: str) -> str:
@@ -200,78 +201,6 @@ def kill_case(ref_dir: str, workdir: str, kill: dict) -> dict:
   return {"fault": f"kill/{kill['phase']}", "detail": f"step {kill['step']} +{kill['delay']}s",
           "attempts": out["attempts"], "survived": out["rc"] == 0 and out["kills"] == 1 and not out["partial_at_end"],
           "identical": not diff, "note": diff or note}
-
-
-def _restored_bytes(state_dir: str) -> dict[str, bytes] | None:
-  """{leaf: bytes} of orbax's StandardCheckpointer restore of `state_dir`; None if it raises."""
-  import orbax.checkpoint as ocp
-  try:
-    return {k: v.tobytes() for k, v in _flat(ocp.StandardCheckpointer().restore(state_dir)).items()}
-  except Exception:  # noqa: BLE001  (any failure to restore counts)
-    return None
-
-
-def _damage_one_file(step_dir: str, damages, wanted) -> str:
-  """Applies each of `damages` (bytes -> bytes) to the data files under `step_dir`/state/,
-  largest first, until `wanted(before, after)` holds for orbax's raw restore (`before`,
-  `after`: `_restored_bytes`), putting the original bytes back otherwise. OCDBT files also
-  hold bytes no array reads, so not every file and offset qualifies. Returns the path."""
-  state_dir = os.path.join(step_dir, "state")
-  before = _restored_bytes(state_dir)
-  files = [f for f in glob.glob(os.path.join(state_dir, "**", "d", "*"), recursive=True) if os.path.isfile(f)]
-  for path in sorted(files, key=os.path.getsize, reverse=True):
-    with open(path, "rb") as f:
-      original = f.read()
-    for damage in damages:
-      with open(path, "wb") as f:
-        f.write(damage(original))
-      if wanted(before, _restored_bytes(state_dir)):
-        return path
-      with open(path, "wb") as f:
-        f.write(original)
-  raise RuntimeError(f"no data file in {state_dir} can be damaged that way")
-
-
-def _flip_bit_at(frac: float):
-  """bytes -> the same bytes with bit 4 of the byte at `frac` of the length flipped."""
-  def damage(b: bytes) -> bytes:
-    i = int(len(b) * frac)
-    return b[:i] + bytes([b[i] ^ 0x10]) + b[i + 1:]
-  return damage
-
-
-def silently_corrupt(step_dir: str) -> str:
-  """Flips one bit of one array file of checkpoint `step_dir` such that orbax's
-  StandardCheckpointer still restores it without error, to different values; returns its path.
-
-  Measured on the stand-in's checkpoints: array bytes sit in the first half of OCDBT data
-  files (flips at 1/16 .. 7/16 of a file go unnoticed, the rest hits unread bytes or a
-  checksummed b-tree node), so positions 1/32 .. 16/32 are tried."""
-  return _damage_one_file(step_dir, [_flip_bit_at(i / 32) for i in range(1, 17)],
-                          lambda before, after: after is not None and after != before)
-
-
-def _flat(tree) -> dict[str, np.ndarray]:
-  import jax
-  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def truncate_array_file(step_dir: str) -> str:
-  """Truncates one data file of checkpoint `step_dir` (to an eighth, else to nothing) such that
-  orbax's StandardCheckpointer fails to restore it; returns its path."""
-  return _damage_one_file(step_dir, [lambda b: b[:len(b) // 8], lambda b: b""],
-                          lambda before, after: after is None)
-
-
-def remove_item(step_dir: str, item: str = "data") -> str:
-  """Deletes the item directory `item` (default the data iterator's) of a checkpoint."""
-  path = os.path.join(step_dir, item)
-  shutil.rmtree(path)
-  return path
-
-
-CORRUPTIONS = {"garbage_bytes": silently_corrupt, "truncated_file": truncate_array_file,
-               "missing_item": remove_item}
 
 
 def corrupt_case(ref_dir: str, workdir: str, how: str) -> dict:

@@ -22,6 +22,7 @@ from tests.train.runner import enospc_during_save
 from tests.train.standins import build_standins, standin_config
 
 faults = subproc.load_script("fault_injection")
+damage = subproc.load_script("checkpoint_damage")
 # Four checkpoints kept (4, 8, 12, 16), so three can be damaged and the fourth restored.
 TRAIN = dict(faults.TRAIN, keep_checkpoints=4)
 
@@ -46,13 +47,13 @@ def test_unreadable_checkpoints_are_skipped_and_the_run_finishes_identically(ref
   shutil.copytree(reference, work)
   ckpt = os.path.join(work, "checkpoints")
   # 16: a flipped bit orbax restores without error; 12: a truncated array file; 8: no data item.
-  faults.silently_corrupt(os.path.join(ckpt, "16"))
-  faults.truncate_array_file(os.path.join(ckpt, "12"))
-  faults.remove_item(os.path.join(ckpt, "8"))
+  damage.silently_corrupt(os.path.join(ckpt, "16"))
+  damage.truncate_array_file(os.path.join(ckpt, "12"))
+  damage.remove_item(os.path.join(ckpt, "8"))
   # Canary for the fingerprint: orbax alone returns step 16 without complaint, but changed.
   raw = ocp.StandardCheckpointer().restore(os.path.join(ckpt, "16", "state"))
-  assert faults._flat(raw).keys() == faults.saved_state(reference, 16).keys()
-  assert any(v.tobytes() != faults.saved_state(reference, 16)[k].tobytes() for k, v in faults._flat(raw).items())
+  assert damage.flat_leaves(raw).keys() == faults.saved_state(reference, 16).keys()
+  assert any(v.tobytes() != faults.saved_state(reference, 16)[k].tobytes() for k, v in damage.flat_leaves(raw).items())
   # Canary for the fallback: without it the run fails on step 16.
   with pytest.raises(CheckpointCorruptError, match="checkpoint step 16: .* different checksum"):
     _train(work, restore_fallback=False)
@@ -70,7 +71,7 @@ def test_unreadable_checkpoints_are_skipped_and_the_run_finishes_identically(ref
   gone = str(tmp_path / "gone")
   shutil.copytree(reference, gone)
   for step in (4, 8, 12, 16):
-    faults.remove_item(os.path.join(gone, "checkpoints", str(step)))
+    damage.remove_item(os.path.join(gone, "checkpoints", str(step)))
   with pytest.raises(NoRestorableCheckpointError, match=r"step 16 \(\w+\), step 12 .*step 4 \(\w+\)"):
     _train(gone)
   assert faults.step_dirs(gone) == [4, 8, 12, 16]  # nothing moved when nothing restores
