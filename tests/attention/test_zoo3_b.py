@@ -1,5 +1,5 @@
 """Attention zoo, part 3 (issue 18), second batch: baseconv (variants/conv.py), moa
-(variants/moa.py).
+(variants/moa.py), aggregated (variants/aggregated.py).
 
 Oracles are written here from the papers' definitions in plain jnp / numpy (oracle_parts
 for projections and RoPE), importing none of the modules' helpers:
@@ -10,6 +10,9 @@ for projections and RoPE), importing none of the modules' helpers:
 * moa: dense masked softmax, each head with its own window span from the rule
   span_h(L) = alpha_h + beta_h L, plus sinks; T = 20 in query tiles of 8 (the last
   partial), key padding. Canary: every head with head 0's span. Reduction: spans >= T is mha.
+* aggregated: a dense [T, T + P] softmax over the centred window and the P pooled tokens
+  (pool bounds, LayerNorm, GELU, cosine scores, relative bias written out); T = 20, tiles
+  of 8, key padding emptying a pool. Canary: the oracle without the pooled keys.
 """
 
 from __future__ import annotations
@@ -166,5 +169,141 @@ def test_moa_contract():
   for bad in (dict(alphas=(1, 2), betas=(0.0,)), dict(betas=(-1.0, 0, 0, 0)), dict(block_size=0)):
     with pytest.raises(ValueError):
       module = build("moa", **bad)
+      x, _ = contract.make_inputs(length=8)
+      module.init(jax.random.key(0), x)
+
+
+# ---- aggregated --------------------------------------------------------------------------
+AGG = dict(num_heads=2, window=5, num_pools=3, block_size=8)
+
+
+def aggregated_oracle(p, x, valid, hp, with_pools=True):
+  """Dense [T, T + P] softmax: centred window keys (with rel_bias[h, j - i + w//2]) and P
+  pooled keys (PyTorch adaptive-pool bounds floor(pT/P) .. ceil((p+1)T/P), mean over valid
+  tokens, a pool without one masked; 1x1 projection, LayerNorm, exact GELU), cosine scores
+  (normalize(q) + e) softplus(tau) log(w + P) . normalize(k). with_pools=False: window only."""
+  b, t, _ = x.shape
+  w, n_pool = hp["window"], hp["num_pools"]
+  member = np.array([[(j >= (i * t) // n_pool) and (j < -(-((i + 1) * t) // n_pool)) for j in range(t)]
+                     for i in range(n_pool)], np.float32)[None] * valid[:, None, :]  # [B, P, T]
+  cnt = member.sum(-1, keepdims=True)
+  pooled = jnp.einsum("bpt,btd->bpd", member, x) / np.maximum(cnt, 1)
+  pooled = pooled @ p["pool_proj"]["kernel"] + p["pool_proj"]["bias"]
+  mu, var = pooled.mean(-1, keepdims=True), pooled.var(-1, keepdims=True)
+  pooled = (pooled - mu) / jnp.sqrt(var + 1e-6) * p["pool_norm"]["scale"] + p["pool_norm"]["bias"]
+  pooled = jax.nn.gelu(pooled, approximate=False)
+  keys = jnp.concatenate([x, pooled], 1)
+  unit = lambda a: a / jnp.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+  q = (unit(proj(x, p, "query")) + p["query_embedding"]) * (jax.nn.softplus(p["temperature"]) * np.log(w + n_pool))[:, None]
+  k, v = unit(proj(keys, p, "key")), proj(keys, p, "value")
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k)  # [B, H, T, T + P]
+  i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+  off = j - i + w // 2  # window offset index: keys i - w//2 .. i + w - 1 - w//2
+  in_win = (off >= 0) & (off < w)
+  rel = jnp.where(in_win, p["rel_bias"][:, np.clip(off, 0, w - 1)], 0.0)  # [H, T, T]
+  s = s + jnp.concatenate([rel, jnp.zeros((hp["num_heads"], t, n_pool))], -1)[None]
+  ok_fine = in_win[None] & valid[:, None, :]  # [B, T, T]
+  ok_pool = np.broadcast_to((cnt[..., 0] > 0)[:, None, :] & with_pools, (b, t, n_pool))
+  ok = np.concatenate([ok_fine, ok_pool], -1)[:, None]
+  a = jax.nn.softmax(jnp.where(ok, s, -jnp.inf), -1)
+  return out_proj(jnp.einsum("bhqk,bkhd->bqhd", a, v), p)
+
+
+def test_aggregated_oracle_padding_and_canary():
+  """Fwd + grads vs the dense oracle, T = 20, window 5, 3 pools (20 / 3: overlapping
+  bounds), query tiles of 8 (the last partial, its window reading past T into the pooled
+  slots), example 0's last 7 tokens padded (its last pool then holds no valid token).
+  Canary: the oracle without the pooled keys (window only)."""
+  x, _ = contract.make_inputs(length=T)
+  valid = _padding()
+  module = build("aggregated", **AGG)
+  variables = contract.random_params(module, x)
+  oracle = lambda v, x: aggregated_oracle(v["params"], x, valid, AGG)  # noqa: E731
+  y_ref = _compare("aggregated", module, variables, x, oracle, {"mask": M.KeyPadding(jnp.asarray(valid))})
+  y_win = aggregated_oracle(variables["params"], x, valid, AGG, with_pools=False)
+  _assert_bites("aggregated", "no pooled keys", y_ref[1], y_win[1])  # example 1: every row has a key
+
+
+def test_aggregated_contract():
+  """Patterns; a finite gradient at the initial parameters when padding empties a pool (its
+  key is then exactly 0: the normalisation's gradient there must not be NaN); bad masks."""
+  contract.check_patterns("aggregated", AGG)
+  x, _ = contract.make_inputs(length=T)
+  module, mask = build("aggregated", **AGG), M.KeyPadding(jnp.asarray(_padding()))
+  g = jax.jit(jax.grad(lambda v, x: jnp.sum(module.apply(v, x, mask=mask) ** 2)))(contract.init_variables(module, x), x)
+  assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+  with pytest.raises(ValueError, match="KeyPadding"):
+    x, _ = contract.make_inputs(length=8)
+    module = build("aggregated", **AGG)
+    module.apply(contract.random_params(module, x), x, mask=M.SlidingWindow(2))
+
+
+# ---- pooled_cross -------------------------------------------------------------------------
+POOLED = dict(num_heads=2, pool=3)
+
+
+def pooled_cross_oracle(p, x, src, valid, pool, distractor=False):
+  """Window means of x as queries (windows of `pool`, the last partial), dense softmax over
+  the unpooled src keys (key padding `valid` [B, S]), each token reading its window's row.
+  distractor: element b's keys and values extended by element (b - 1) mod B's (DCAL's PWCA)."""
+  b, t, _ = x.shape
+  starts = range(0, t, pool)
+  pooled = jnp.stack([x[:, s:s + pool].mean(1) for s in starts], 1)
+  q, k, v = proj(pooled, p, "query"), proj(src, p, "key"), proj(src, p, "value")
+  if distractor:
+    other = (np.arange(b) - 1) % b
+    k, v = jnp.concatenate([k, k[other]], 1), jnp.concatenate([v, v[other]], 1)
+    valid = np.concatenate([valid, valid[other]], 1)
+  s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  a = jax.nn.softmax(jnp.where(valid[:, None, None, :], s, -jnp.inf), -1)
+  y = jnp.einsum("bhqk,bkhd->bqhd", a, v)
+  return out_proj(y[:, np.arange(t) // pool], p)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pooled_cross_oracle_padding_and_canary(training):
+  """Cross-attention, T = 20 in windows of 3 (the last partial), S = 11 context keys with
+  example 0's last 4 padded; training=True with pair_distractor (PWCA). Fwd + grads vs the
+  dense oracle. Canaries: unpooled queries (pool 1), and in training the oracle without
+  the distractor keys."""
+  hp = {**POOLED, "pair_distractor": training}
+  x, ctx = contract.make_inputs(length=T, context_len=11)
+  valid = np.ones((2, 11), bool)
+  valid[0, 7:] = False
+  module = build("pooled_cross", **hp)
+  variables = contract.random_params(module, x, ctx)
+  call = lambda v, x: module.apply(v, x, context=ctx, mask=M.KeyPadding(jnp.asarray(valid)),  # noqa: E731
+                                   deterministic=not training)
+  oracle = lambda v, x: pooled_cross_oracle(v["params"], x, ctx, valid, 3, distractor=training)  # noqa: E731
+  (y, g), (y_ref, g_ref) = contract.output_and_grad(call, variables, x), contract.output_and_grad(oracle, variables, x)
+  contract.assert_oracle("pooled_cross", "fwd", y, y_ref, atol=2e-5, rtol=1e-5)
+  contract.assert_oracle("pooled_cross", "grad", g, g_ref, atol=5e-5, rtol=1e-4)
+  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
+  print(f"pooled_cross training={training}: fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
+  p = variables["params"]
+  _assert_bites("pooled_cross", "queries unpooled", y_ref, pooled_cross_oracle(p, x, ctx, valid, 1, training))
+  if training:
+    _assert_bites("pooled_cross", "no distractor", y_ref, pooled_cross_oracle(p, x, ctx, valid, 3))
+
+
+def test_pooled_cross_reductions():
+  """pool = 1 is plain cross-attention (mha, no positional encoding, same params); with
+  pair_distractor, an inference call (deterministic) equals the layer without it, self-attention."""
+  x, ctx = contract.make_inputs(length=T, context_len=11)
+  mha = build("mha", num_heads=2, causal=False, positional="none")
+  variables = contract.random_params(mha, x, ctx)
+  one = build("pooled_cross", num_heads=2, pool=1)
+  np.testing.assert_allclose(np.asarray(jax.jit(lambda v, x: one.apply(v, x, context=ctx))(variables, x)),
+                             np.asarray(jax.jit(lambda v, x: mha.apply(v, x, context=ctx))(variables, x)), atol=1e-5)
+  plain, pwca = build("pooled_cross", **POOLED), build("pooled_cross", **POOLED, pair_distractor=True)
+  np.testing.assert_allclose(np.asarray(jax.jit(pwca.apply)(variables, x)), np.asarray(jax.jit(plain.apply)(variables, x)),
+                             atol=1e-6)
+
+
+def test_pooled_cross_contract():
+  contract.check_patterns("pooled_cross", POOLED)
+  for bad in (dict(pool=0), dict(positional="rope")):
+    with pytest.raises(ValueError):
+      module = build("pooled_cross", **bad)
       x, _ = contract.make_inputs(length=8)
       module.init(jax.random.key(0), x)

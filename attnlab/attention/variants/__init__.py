@@ -1,6 +1,7 @@
 """Attention variants, one file per family; importing this package registers them all."""
 
 from attnlab.attention.variants import (  # noqa: F401  (each import registers its variants)
+    aggregated,
     biformer,
     channel,
     conv,
@@ -16,6 +17,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     mega,
     moa,
     neighborhood,
+    pooled_cross,
     routed,
     shvit,
     softmax,
