@@ -122,6 +122,19 @@ def _target_score(outputs, batch, pos: int, fallback):
   return fallback(outputs)
 
 
+def _positions(model, variables, inputs) -> int:
+  """T, the attention positions of the model on `inputs` (an image's patches, a forecaster's
+  variate tokens, a sequence's tokens): from the shapes an analysis pass would sow (traced,
+  not run), else the inputs' second axis."""
+  import jax
+  from attnlab.analysis.capture import capture
+  shapes = jax.eval_shape(lambda v, x: capture(model, v, x), variables, inputs)
+  for sown in (shapes["weights"], shapes["hidden"]):
+    if sown:
+      return int(sown[0].shape[-1] if sown is shapes["weights"] else sown[0].shape[1])
+  return int(np.shape(jax.tree.leaves(inputs)[0])[1])
+
+
 def restore_variables(run, workdir: str, step: int):
   """The `model.apply` variables of checkpoint `step` of `workdir`."""
   import jax
@@ -143,7 +156,7 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
   import jax.numpy as jnp
 
   from attnlab.analysis import capture as C
-  from attnlab.analysis import figures, head_importance, head_stats, patterns, qk_embedding
+  from attnlab.analysis import figures, head_importance, head_stats, overlays, patterns, qk_embedding
   from attnlab.analysis import html_report as W
   from attnlab.analysis.relevancy import relevancy
   from attnlab.analysis.rollout import MAX_FLOW_LENGTH, flow, rollout
@@ -156,11 +169,12 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
   batch = jax.tree.map(jnp.asarray, batch)
   backbone = _backbone_cfg(model, run.config)
   infos = C.layer_infos(backbone)
-  tokens = np.asarray(batch["inputs"])
-  token_like = tokens.ndim == 2 and tokens.dtype.kind in "iu"
-  t = int(tokens.shape[1])
+  tokens = batch["inputs"]  # an array, or a dict of arrays (forecasting: series, marks)
+  token_like = not isinstance(tokens, dict) and tokens.ndim == 2 and tokens.dtype.kind in "iu"
+  t = _positions(model, variables, tokens)
   pos = _explained_position(batch)
   labels = tokens[0] if token_like else np.arange(t)
+  view = overlays.input_view(run, jax.tree.map(lambda a: np.asarray(a[0]), tokens), t, pos, labels)
 
   def loss_of(outputs):
     return task.loss_fn(outputs, batch)[0]
@@ -172,8 +186,10 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
     s, c = task.metrics(outputs, batch)[metric_name]
     return jnp.sum(s) / jnp.maximum(jnp.sum(c), 1.0)
 
-  results: dict[str, Any] = {"step": int(step), "inputs": int(np.shape(tokens)[0]), "length": t,
-                             "explained_position": pos, "layers": [vars(i) for i in infos]}
+  results: dict[str, Any] = {"step": int(step), "inputs": int(np.shape(jax.tree.leaves(tokens)[0])[0]),
+                             "length": t, "explained_position": pos, "explained": view.what,
+                             "positions": view.kind,
+                             "position_labels": [str(x) for x in view.labels], "layers": [vars(i) for i in infos]}
   sections = [W.paragraph(f"run {os.path.abspath(workdir)}, checkpoint step {step}, "
                           f"{results['inputs']} eval inputs of length {t}; layers: "
                           + ", ".join(f"{i.variant} ({i.weight_kind})" for i in infos))]
@@ -208,7 +224,7 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
                       + [float(pats[k][layer, head]) for k in shown] + [float(top[layer, head])])
       header = ["layer", "head"] + list(stats) + [f"{k} pattern" for k in shown] + ["top-1 token mass"]
       mrows = [[i, float(massive["max"][i]), float(massive["median"][i]), float(massive["ratio"][i]),
-                int(massive["position"][i])] for i in range(len(weights))]
+                int(massive["position"][i])] for i in range(len(captured["hidden"]))]  # none: no hidden sown
       parts = [W.figure_tag(figures.model_view([w[0] for w in weights]), "model view"),
                W.table(header, rows),
                W.paragraph("massive activations: largest |hidden| after each block against the median"),
@@ -224,16 +240,16 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
         continue
       one = [w[0] for w in weights]
       r = rollout(one)
-      res = {"rollout": r[pos].tolist(), "raw_last_layer": one[-1].mean(0)[pos].tolist()}
+      res = {"rollout": view.explain(r).tolist(), "raw_last_layer": view.explain(one[-1].mean(0)).tolist()}
       rows = {"raw (last layer)": res["raw_last_layer"], "rollout": res["rollout"]}
       if t <= MAX_FLOW_LENGTH:
-        res["flow"] = flow(one, rows=[pos])[pos].tolist()
+        res["flow"] = view.explain(flow(one, rows=view.rows)).tolist()
         rows["flow"] = res["flow"]
       else:
         res["flow_refused"] = f"sequence length {t} exceeds {MAX_FLOW_LENGTH} (flow solves T^2 max-flow problems)"
       results["rollout"] = res
-      sections.append(W.section("rollout", W.paragraph(f"explained position {pos} of input 0"),
-                                W.figure_tag(figures.token_overlay(rows, labels), "rollout overlay")))
+      sections.append(W.section("rollout", W.paragraph(view.what),
+                                W.figure_tag(view.draw(rows, {"rollout": r}), f"rollout {view.kind} overlay")))
     elif method == "relevancy":
       reason = C.refusal(infos, kinds=("probability", "nonnegative"))
       if reason:
@@ -247,12 +263,13 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
       cap, grads = jax.device_get(jax.jit(lambda v, x: C.weight_gradients(model, v, x, target))(
           variables, x0["inputs"]))
       rel = relevancy([w[0] for w in cap["weights"]], [g[0] for g in grads])
-      beyond = rel[pos] - np.eye(t)[pos]  # without the identity R starts from
-      results["relevancy"] = {"relevancy": rel[pos].tolist()}
+      beyond = view.explain(rel - np.eye(t))  # without the identity R starts from
+      results["relevancy"] = {"relevancy": view.explain(rel).tolist()}
       sections.append(W.section(
-          "relevancy", W.paragraph(f"explained position {pos} of input 0: gradient of the target's logit; "
-                                   "shown without the identity R starts from"),
-          W.figure_tag(figures.token_overlay({"relevancy - I": beyond}, labels), "relevancy overlay")))
+          "relevancy", W.paragraph(f"{view.what}: gradient of the target's logit (of the loss where the "
+                                   "outputs are not logits); shown without the identity R starts from"),
+          W.figure_tag(view.draw({"relevancy - I": beyond}, {"relevancy - I": rel - np.eye(t)}),
+                       f"relevancy {view.kind} overlay")))
     elif method == "heads":
       gates0 = jax.device_get(C.unit_head_gates(model, variables, batch["inputs"]))
       n_layers, n_heads = C.gates_array(gates0).shape

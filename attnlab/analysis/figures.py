@@ -52,6 +52,64 @@ def token_overlay(rows: dict, labels):
   return fig
 
 
+def patch_overlay(rows: dict, image, grid: tuple[int, int]):
+  """Relevance over a vision run's patch grid, drawn over the input image, side by side with
+  it: rows {name: [gh * gw] relevance of each patch (row-major, the vit model's order)};
+  image [H, W] or [H, W, C] (channels averaged when not 1 or 3); grid (gh, gw). Each map is
+  scaled to its max and stretched over the image (bilinear upsampling, 50% opaque)."""
+  img = np.asarray(image, np.float64)
+  if img.ndim == 3 and img.shape[-1] != 3:
+    img = img.mean(-1)
+  img = (img - img.min()) / ((img.max() - img.min()) or 1.0)
+  h, w = img.shape[:2]
+  extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # the patch grid covers the whole image
+  fig, axes = plt.subplots(1, len(rows) + 1, figsize=(2.2 * (len(rows) + 1), 2.5), squeeze=False)
+  axes = axes[0]
+  axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+  axes[0].set_title("input", fontsize=8)
+  for ax, (name, r) in zip(axes[1:], rows.items()):
+    r = np.asarray(r, np.float64).reshape(grid)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+    ax.imshow(r / (np.abs(r).max() or 1.0), cmap="jet", vmin=0, vmax=1, alpha=0.5, extent=extent,
+              interpolation="bilinear")
+    ax.set_title(name, fontsize=8)
+  for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(f"input relevance over the {grid[0]} x {grid[1]} patch grid", fontsize=9)
+  return fig
+
+
+def variate_overlay(rows: dict, names, matrix=None, matrix_title: str = ""):
+  """Relevance over a time-series run's variate tokens: rows {name: [C] relevance of each
+  variate} as grouped horizontal bars labelled with the variate names [C]; with matrix
+  [C, C] (rows: the variate whose forecast is explained, columns: variates) a heatmap beside."""
+  names = [str(n) for n in names]
+  c = len(names)
+  panels = 1 + (matrix is not None)
+  fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 0.6, 0.32 * c + 1.4), squeeze=False)
+  ax = axes[0, 0]
+  height = 0.8 / max(len(rows), 1)
+  for i, (name, r) in enumerate(rows.items()):
+    ax.barh(np.arange(c) + (i - (len(rows) - 1) / 2) * height, np.asarray(r, np.float64), height, label=name)
+  ax.set_yticks(range(c))
+  ax.set_yticklabels(names, fontsize=7)
+  ax.invert_yaxis()
+  ax.set_xlabel("relevance", fontsize=8)
+  ax.legend(fontsize=7)
+  if matrix is not None:
+    ax = axes[0, 1]
+    im = ax.imshow(np.asarray(matrix, np.float64), cmap="Reds", interpolation="nearest")
+    ax.set_xticks(range(c))
+    ax.set_xticklabels(names, fontsize=6, rotation=90)
+    ax.set_yticks(range(c))
+    ax.set_yticklabels(names, fontsize=6)
+    ax.set_title(matrix_title, fontsize=8)
+    fig.colorbar(im, ax=ax)
+  fig.suptitle("input relevance over the variate tokens", fontsize=9)
+  return fig
+
+
 def heatmap(values, title: str, xlabel: str = "head", ylabel: str = "layer", cmap: str = "magma"):
   """[L, H] values as an annotated heatmap."""
   v = np.asarray(values, np.float64)
@@ -99,4 +157,5 @@ def qk_scatter(emb, title: str = ""):
   return fig
 
 
-__all__ = ["heatmap", "model_view", "pruning_plot", "qk_scatter", "token_overlay"]
+__all__ = ["heatmap", "model_view", "patch_overlay", "pruning_plot", "qk_scatter", "token_overlay",
+           "variate_overlay"]

@@ -5,7 +5,9 @@ Tokens of an image live in row-major order on a grid of axis sizes `shape` ((L,)
 (numpy, built at trace time) for the groups each design attends within, and one op,
 `group_attention`, that gathers the queries and keys of every group and runs softmax
 attention inside it: no [T, T] array is ever built, compute and memory are
-O(T * keys per query).
+O(T * keys per query). The analysis hook alone (`GridAttentionModule.grouped`,
+`group_weights`, `scatter_groups`) scatters the grouped weights into the dense [B, H, T, T]
+matrix they apply, O(T^2) memory, small inputs only.
 """
 
 from __future__ import annotations
