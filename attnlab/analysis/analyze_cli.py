@@ -227,7 +227,8 @@ def analyze(run, workdir: str, *, step: int, inputs: int, methods=METHODS) -> st
                 int(massive["position"][i])] for i in range(len(captured["hidden"]))]  # none: no hidden sown
       parts = [W.figure_tag(figures.model_view([w[0] for w in weights]), "model view"),
                W.table(header, rows),
-               W.paragraph("massive activations: largest |hidden| after each block against the median"),
+               W.paragraph("massive activations: largest |hidden| after each block against the median"
+                           if mrows else "massive activations: this model's blocks do not sow their hidden states"),
                W.table(["layer", "max |h|", "median |h|", "ratio", "position (input 0)"], mrows)]
       if "prefix_matching" in pats:
         parts.insert(1, W.figure_tag(figures.heatmap(pats["prefix_matching"], "prefix-matching score"),

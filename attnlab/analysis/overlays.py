@@ -82,7 +82,7 @@ def _variates(task, t: int) -> InputView | None:
     return figures.variate_overlay(rows, names, np.asarray(m)[:, keys], f"{name} (rows: variate explained)")
 
   return InputView("variates", [target], keys, names,
-                   f"the target variate {names[target]!r}'s token of input 0 (its forecast is read from it)", draw)
+                   f"the token of the target variate {names[target]!r} in input 0 (its forecast is read from it)", draw)
 
 
 def input_view(run, inputs0, t: int, pos: int, labels) -> InputView:
