@@ -111,3 +111,22 @@ def test_variate_overlay_labels_the_variates():
   widths = [p.get_width() for p in fig.axes[0].patches]
   figures.plt.close(fig)
   assert labels == names and widths == pytest.approx([0.2, 0.1, 0.7])
+
+
+@pytest.mark.parametrize("pooling,t", [("cls", 17), ("mean", 16), ("mean", 12)])
+def test_vision_view_explains_the_pooled_row(pooling, t):
+  """The class token's row without its own column (cls), the mean of all rows (mean); a
+  token count off the grid falls back to the token view."""
+  import types
+  import ml_collections
+  from attnlab.analysis.overlays import input_view
+  config = ml_collections.ConfigDict({"task": {"name": "vision", "model": "vit"},
+                                      "model": {"pooling": pooling, "patch_size": 2, "stem_pool": False}})
+  view = input_view(types.SimpleNamespace(config=config), np.zeros((8, 8, 1)), t, pos=t - 1, labels=np.arange(t))
+  m = np.random.default_rng(0).random((t, t))
+  if t == 12:
+    assert view.kind == "tokens" and np.allclose(view.explain(m), m[t - 1])
+  elif pooling == "cls":
+    assert view.kind == "patches" and np.allclose(view.explain(m), m[0, 1:])
+  else:
+    assert view.kind == "patches" and np.allclose(view.explain(m), m.mean(0))
