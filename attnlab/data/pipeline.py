@@ -143,5 +143,6 @@ def eval_batches(
 
 
 def _stack(examples: list[Example]) -> Example:
-  """Stacks a list of example dicts along a new leading (batch) axis."""
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  """Stacks a list of example dicts (nested dicts too) along a new leading (batch) axis."""
+  return {k: _stack([e[k] for e in examples]) if isinstance(examples[0][k], dict)
+          else np.stack([e[k] for e in examples]) for k in examples[0]}

@@ -14,6 +14,9 @@ import functools
 from typing import Any, Callable, ClassVar
 
 import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from attnlab.data import associative_recall, copying, induction_heads, pipeline
 from attnlab.tasks.base import Batch, TokenTask
@@ -89,12 +92,32 @@ class MQARTask(SyntheticTask):
 
   generator = staticmethod(associative_recall.mqar)
   DEFAULTS = {"vocab_size": 8192, "seq_len": 256, "num_kv_pairs": 16, "power_a": 0.01,
-              "random_non_queries": True, "num_train_examples": 0}
+              "random_non_queries": True, "num_train_examples": 0, "head_at_queries": False}
   HELP = {**SYNTHETIC_HELP,
           "num_kv_pairs": "key-value pairs per example (all are queried); needs 4 * P <= seq_len",
           "power_a": "power-law exponent of query placement, p(gap) ~ a * gap^(a-1); Zoology: 0.01",
           "random_non_queries": "fill non-query slots with random tokens (Zoology default) "
-                                "instead of token 0"}
+                                "instead of token 0",
+          "head_at_queries": "compute the vocabulary head only at the P query positions (the only "
+                             "ones with a loss weight): same loss and accuracy, a fraction of the "
+                             "head's cost at a large vocabulary"}
+
+  def input_spec(self) -> dict[str, Any]:
+    """As TokenTask's; with head_at_queries, inputs {tokens [B, T], head_positions int32 [B, P]}
+    and targets / weights [B, P] (P = num_kv_pairs)."""
+    spec = super().input_spec()
+    if not bool(self.cfg.head_at_queries):
+      return spec
+    b, p = self.batch_size, int(self.cfg.num_kv_pairs)
+    return {"inputs": {"tokens": spec["inputs"],
+                       "head_positions": jax.ShapeDtypeStruct((b, p), jnp.int32)},
+            "targets": jax.ShapeDtypeStruct((b, p), jnp.int32),
+            "weights": jax.ShapeDtypeStruct((b, p), jnp.float32)}
+
+  def example_fn(self, split: str) -> Callable[[int], Batch]:
+    """As SyntheticTask's; with head_at_queries, each example keeps only its query positions."""
+    make = super().example_fn(split)
+    return functools.partial(_at_queries, make) if bool(self.cfg.head_at_queries) else make
 
   def generator_kwargs(self) -> dict[str, Any]:
     """vocab_size, seq_len, num_kv_pairs, power_a, random_non_queries."""
@@ -107,6 +130,15 @@ class MQARTask(SyntheticTask):
     kw = self.generator_kwargs()
     kw.pop("random_non_queries")
     associative_recall.check_mqar_args(**kw)
+
+
+def _at_queries(make: Callable[[int], Batch], index: int) -> Batch:
+  """make(index) with targets / weights kept at its weighted (query) positions only, in order,
+  and those positions passed to the model as inputs["head_positions"]."""
+  ex = make(index)
+  pos = np.flatnonzero(ex["weights"]).astype(np.int32)
+  return {"inputs": {"tokens": ex["inputs"], "head_positions": pos},
+          "targets": ex["targets"][pos], "weights": ex["weights"][pos]}
 
 
 @register_task("copy")

@@ -42,3 +42,32 @@ def test_seed_changes_data(make_config):
   config.seed = 1
   b = build_task(config).eval_batches()[0]["inputs"]
   assert not np.array_equal(a, b)
+
+
+def test_mqar_head_at_queries_gives_the_same_metrics_at_a_fraction_of_the_head(make_config):
+  """The vocabulary head at the P query positions only (inputs["head_positions"]) scores the
+  same loss and accuracy as the full [B, T, V] head with weights; the canary: positions
+  shifted by one (the head at the wrong tokens) give a different loss."""
+  import jax
+  import ml_collections
+  from attnlab.models import build_task_model
+
+  full = build_task(make_config("mqar", **SMALL["mqar"]))
+  cut = build_task(make_config("mqar", head_at_queries=True, **SMALL["mqar"]))
+  b_full, b_cut = full.eval_batches()[0], cut.eval_batches()[0]
+  p = SMALL["mqar"]["num_kv_pairs"]
+  assert b_cut["inputs"]["head_positions"].shape == b_cut["targets"].shape == (4, p)
+  assert jax.tree.map(lambda s: s.shape, cut.input_spec())["targets"] == (4, p)
+  np.testing.assert_array_equal(b_cut["inputs"]["tokens"], b_full["inputs"])
+  model = build_task_model(ml_collections.ConfigDict(dict(
+      variant="mha", num_layers=1, d_model=32, num_heads=2, mlp="none")), full)
+  variables = model.init(jax.random.PRNGKey(0), b_full["inputs"])
+
+  def metrics(task, batch, inputs=None):
+    out = model.apply(variables, batch["inputs"] if inputs is None else inputs)
+    return {k: float(v[0] / v[1]) for k, v in task.metrics(out, batch).items()}
+
+  want, got = metrics(full, b_full), metrics(cut, b_cut)
+  assert got["loss"] == pytest.approx(want["loss"], rel=1e-5) and got["accuracy"] == want["accuracy"]
+  shifted = dict(b_cut["inputs"], head_positions=b_cut["inputs"]["head_positions"] - 1)
+  assert abs(metrics(cut, b_cut, shifted)["loss"] - want["loss"]) > 1e-3
