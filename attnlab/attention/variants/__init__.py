@@ -24,6 +24,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     softmax_like,
     sparse_patterns,
     sparse_static,
+    superlinear,
     swin,
     twins,
 )
