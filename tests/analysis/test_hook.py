@@ -101,9 +101,9 @@ def test_head_gates_remove_a_head():
 
 
 def test_variants_without_the_hook_declare_it_and_methods_refuse():
-  for name in ("based", "diff", "gla"):
-    assert build(name, num_heads=H).weights_unavailable
-  assert build("mha").weights_unavailable is None
+  assert build("based", num_heads=H).weights_unavailable  # its two branches weight two value projections
+  for name in ("mha", "diff", "gla"):  # diff, gla: tests/analysis/test_hook_zoo.py
+    assert build(name, num_heads=H).weights_unavailable is None
   infos = [LayerInfo("mha", "probability", None), LayerInfo("gla", "probability", "no hook")]
   assert "layer 1 (gla)" in refusal(infos)
   assert "signed" in refusal([LayerInfo("cog", "signed", None)], kinds=("probability",))

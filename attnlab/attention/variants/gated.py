@@ -22,6 +22,15 @@ that step), MALA zeroes key and value and does not count them in N, DeltaNet set
 beta = 0, i.e. an identity transition, and Gated DeltaNet also alpha = 1, no decay); any other mask raises ValueError (their causal structure is built
 in). `positions` must be None: they have no positional encoding (order enters through the
 recurrence), so a passed `positions` would be ignored and raises instead.
+
+Analysis hook (an `apply` with the "attention" collection mutable, not decoding): each
+op's output is linear in the values with one scalar per (query, key) pair (GLA's gates
+act on the key dimension, the delta rule's state is linear in V for fixed k and beta,
+MALA's offset is gamma_i times the value sum), so the sown matrix is read off the
+materialised reference op with the identity as values (`ops.implied`): GLA
+sum_c q_tc k_jc prod_{s=j+1..t} alpha_sc / sqrt(Dk), the (gated) delta rule's implied
+matrix, MALA's beta_i a_ij - gamma_i. All "signed". It is the matrix applied before the
+output path (norm, output gate, W_o), which then runs unchanged.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from attnlab.attention.ops.linear.mala import mala_attention, mala_recurrent
 from attnlab.attention.registry import register
 from attnlab.attention.state_size import head_dim, linear_state
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule, Projection
-from attnlab.attention.variants.common import check_recurrent_call, key_valid_from_mask
+from attnlab.attention.variants.common import attend_or_capture, check_recurrent_call, key_valid_from_mask
 
 
 def _logical(init, axes):
@@ -79,6 +88,13 @@ class HeadNorm(nn.Module):
 class _StatefulLinear(AttentionModule):
   """Decode plumbing shared by the recurrent variants: a constant-size state and the
   position index in the "cache" collection."""
+  weight_kind = "signed"  # q . k (GLA, the delta rule) and MALA's offset -gamma_i can be negative
+  weights_unavailable = None
+
+  def form_for(self, impl: str) -> str:
+    """The form an `attend_or_capture` impl runs: "reference" (analysis) the materialised
+    "parallel" form, else cfg.form."""
+    return "parallel" if impl == "reference" else self.cfg.form
 
   def recurrent_state(self, zeros):
     """(is_first_init, state variable, index variable). `zeros` is the state pytree.
@@ -166,8 +182,8 @@ class GLA(_StatefulLinear):
         o, state.value = gla_attention(q, k, v, g, form="recurrent", initial_state=state.value)
         pos.value = pos.value + t
     else:
-      o, _ = gla_attention(q, k, v, g, form=cfg.form, chunk_size=cfg.chunk_size,
-                           sub_chunk=cfg.sub_chunk)
+      o = attend_or_capture(self, lambda vv, impl: gla_attention(
+          q, k, vv, g, form=self.form_for(impl), chunk_size=cfg.chunk_size, sub_chunk=cfg.sub_chunk, impl=impl)[0], v)
     o = HeadNorm(cfg.norm, name="head_norm")(o.astype(self.compute_dtype))
     r = _dense_heads(x, h, dv, "out_gate", cfg.use_bias, self.compute_dtype)
     return self.project_out(o * nn.swish(r), d_model)
@@ -246,8 +262,8 @@ class DeltaNet(_StatefulLinear):
                                               initial_state=state.value, log_alpha=g)
         pos.value = pos.value + t
     else:
-      o, _ = delta_rule_attention(q, k, v, beta, form=cfg.form, chunk_size=cfg.chunk_size,
-                                  log_alpha=g)
+      o = attend_or_capture(self, lambda vv, impl: delta_rule_attention(
+          q, k, vv, beta, form=self.form_for(impl), chunk_size=cfg.chunk_size, log_alpha=g, impl=impl)[0], v)
     return self.finish(x, o.astype(self.compute_dtype), d_model)
 
 
@@ -357,8 +373,9 @@ class MALA(_StatefulLinear):
         o, state.value = mala_recurrent(qf, kf, v, key_valid=valid, initial_state=state.value)
         pos.value = pos.value + t
     else:
-      o = mala_attention(qf, kf, v, causal=cfg.causal, form=cfg.form, key_valid=valid,
-                         chunk_size=cfg.chunk_size)
+      o = attend_or_capture(self, lambda vv, impl: mala_attention(
+          qf, kf, vv, causal=cfg.causal, form=self.form_for(impl), key_valid=valid, chunk_size=cfg.chunk_size,
+          impl=impl), v)
     gate = self.project_heads(x, h, hd, "out_gate")
     return self.project_out(o.astype(self.compute_dtype) * gate, d_model)
 

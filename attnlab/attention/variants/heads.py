@@ -14,6 +14,13 @@ diffqkv: Lin et al., 2025, "Sigma: Differential Rescaling of Query, Key and Valu
 
 All reuse SoftmaxAttention's pieces (structure masks, GQA check) and the shared
 RoPE/ALiBi/KV-cache plumbing of variants/softmax_like.py.
+
+Analysis hook (an `apply` with the "attention" collection mutable, not decoding): the
+sown matrix is read off the reference op with the identity as values (`ops.implied`):
+moh's softmax weights times each query token's head gate g_h(x_t) ("nonnegative");
+diff's softmax_1 - lambda softmax_2 ("signed", before the per-head RMSNorm); talking
+heads' weights after the post-softmax head mixing, one matrix per value head ("signed":
+the mixing matrices are unconstrained); diffqkv's softmax weights.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import jax.numpy as jnp
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax import differential_attention, softmax_attention, talking_heads_attention
 from attnlab.attention.registry import PATTERNS, register
-from attnlab.attention.variants.common import alibi_bias, check_positional, rope_and_cache
+from attnlab.attention.variants.common import alibi_bias, attend_or_capture, check_positional, rope_and_cache
 from attnlab.attention.variants.softmax_base import SoftmaxAttention, SoftmaxConfig
 
 
@@ -122,6 +129,8 @@ class MoHAttention(SoftmaxAttention):
   included: a Mask only describes keys). The XLA path computes every head and zeroes unselected ones, so there is no
   compute saving here (a kernel could skip them).
   """
+  weight_kind = "nonnegative"  # g_h(x_t) * softmax: rows sum to the gate, not to 1
+  weights_unavailable = None
 
   def check_routing(self) -> tuple[int, int]:
     cfg = self.cfg
@@ -147,8 +156,6 @@ class MoHAttention(SoftmaxAttention):
     k = self.project_heads(src, self.num_kv_heads(), hd, "key", "kv_heads")
     v = self.project_heads(src, self.num_kv_heads(), hd, "value", "kv_heads")
     q, k, v, q_offset = rope_and_cache(self, q, k, v, positions=positions, context=context, decode=decode)
-    o = softmax_attention(q, k, v, mask=M.combine(self.structure_mask(), mask),
-                          bias=alibi_bias(self, cfg.num_heads), impl=cfg.impl, q_offset=q_offset)
 
     router = lambda n, name: self.param(name, _kernel_init(("embed", "heads")), (d_model, n), jnp.float32)  # noqa: E731
     w_shared = router(hs, "router_shared") if hs > 1 else None
@@ -157,8 +164,13 @@ class MoHAttention(SoftmaxAttention):
     gates, aux = moh_gates(x, w_shared, w_routed, w_type, hs, cfg.top_k)
     if aux is not None and not self.is_initializing():  # init's variables stay params (+ cache)
       self.sow("losses", "load_balance", moh_load_balance_loss(*aux))
-    y = (o.astype(jnp.float32) * gates[..., None]).astype(o.dtype)
-    return self.project_out(y, d_model)
+
+    def gated_heads(vals, impl):  # g_h(x_t) * head_h: linear in the values
+      o = softmax_attention(q, k, vals, mask=M.combine(self.structure_mask(), mask),
+                            bias=alibi_bias(self, cfg.num_heads), impl=impl, q_offset=q_offset)
+      return (o.astype(jnp.float32) * gates[..., None]).astype(o.dtype)
+
+    return self.project_out(attend_or_capture(self, gated_heads, v, impl=cfg.impl, decode=decode), d_model)
 
 
 # ---- diff ------------------------------------------------------------------------------
@@ -211,6 +223,8 @@ class DiffAttention(SoftmaxAttention):
   i // (num_heads / num_kv_heads) for both maps (the official code's repeat interleaves
   the pairs instead).
   """
+  weight_kind = "signed"
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -239,9 +253,10 @@ class DiffAttention(SoftmaxAttention):
     # Eq. (2): re-parameterised lambda, one scalar per layer.
     lam = jnp.exp(jnp.sum(lq1 * lk1)) - jnp.exp(jnp.sum(lq2 * lk2)) + lam_init
 
-    o = differential_attention(q[:, :, 0::2], q[:, :, 1::2], k[:, :, 0::2], k[:, :, 1::2], v, lam,
-                               mask=M.combine(self.structure_mask(), mask), bias=alibi_bias(self, h),
-                               impl=cfg.impl, q_offset=q_offset)  # [B, T, H, 2 hd]
+    o = attend_or_capture(self, lambda vals, impl: differential_attention(
+        q[:, :, 0::2], q[:, :, 1::2], k[:, :, 0::2], k[:, :, 1::2], vals, lam,
+        mask=M.combine(self.structure_mask(), mask), bias=alibi_bias(self, h), impl=impl, q_offset=q_offset),
+        v, impl=cfg.impl, decode=decode)  # [B, T, H, 2 hd]
     # Eq. (3): per-head RMSNorm (subln) then (1 - lambda_init).
     scale = self.param("subln_scale", nn.with_logical_partitioning(nn.initializers.ones, ("head_dim",)),
                        (2 * hd,), jnp.float32)
@@ -278,6 +293,8 @@ class TalkingHeadsAttention(SoftmaxAttention):
   ALiBi slopes are per softmax head. impl: "auto"/"xla" (blocked, masked tiles skipped;
   two passes each way, ~1.5x mha's FLOPs: see ops/softmax/talking_heads.py) or "reference".
   """
+  weight_kind = "signed"  # weights_mix is unconstrained
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -297,8 +314,9 @@ class TalkingHeadsAttention(SoftmaxAttention):
                      jnp.float32)
     p_w = self.param("weights_mix", nn.with_logical_partitioning(_mix_init, (None, None)), (h, hv),
                      jnp.float32)
-    y = talking_heads_attention(q, k, v, p_l, p_w, mask=M.combine(self.structure_mask(), mask),
-                                bias=alibi_bias(self, h), q_offset=q_offset, impl=cfg.impl)
+    y = attend_or_capture(self, lambda vals, impl: talking_heads_attention(
+        q, k, vals, p_l, p_w, mask=M.combine(self.structure_mask(), mask), bias=alibi_bias(self, h),
+        q_offset=q_offset, impl=impl), v, impl=cfg.impl, decode=decode)
     return self.project_out(y, d_model)
 
 
@@ -331,6 +349,7 @@ class DiffQKVAttention(SoftmaxAttention):
   expanded to lcm(Hk, Hv) heads only for the softmax_attention call (cfg.impl selects it).
   Not implemented: the paper's "augmented Q" and selective V-cache fetching.
   """
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -355,7 +374,7 @@ class DiffQKVAttention(SoftmaxAttention):
     # head g // (L / Hk) and value head g // (L / Hv), i.e. query head i gets i // (Hq / Hk)
     # and i // (Hq / Hv) as required.
     groups = math.lcm(hk, hv)
-    y = softmax_attention(q, _expand_heads(k, groups), _expand_heads(v, groups),
-                          mask=M.combine(self.structure_mask(), mask), bias=alibi_bias(self, h),
-                          impl=cfg.impl, q_offset=q_offset)  # [B, T, Hq, dv]
+    y = attend_or_capture(self, lambda vals, impl: softmax_attention(
+        q, _expand_heads(k, groups), _expand_heads(vals, groups), mask=M.combine(self.structure_mask(), mask),
+        bias=alibi_bias(self, h), impl=impl, q_offset=q_offset), v, impl=cfg.impl, decode=decode)  # [B, T, Hq, dv]
     return self.project_out(y, d_model)

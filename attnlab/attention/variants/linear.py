@@ -291,7 +291,10 @@ class BasedAttention(LinearAttentionBase):
   library's choice, documented here.) Decoding keeps the linear state plus a ring-buffer KV
   cache of the window for the window branch (`AttentionModule.window_cache`): O(w) per token.
   """
-  weights_unavailable = "its two summed branches (Taylor linear + softmax window) are not captured as one matrix"
+  # y = W_o (A_lin V + A_win V_w): the branches weight different value projections ("value",
+  # "window_value"), so no one [T, T] matrix times one V gives the output (their sum would not).
+  weights_unavailable = ("its two branches weight different value projections (A_lin V + A_win V_w), "
+                         "so no single matrix applied to one V reproduces its output")
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):

@@ -10,6 +10,13 @@ nystromformer: Xiong et al., 2021, "Nystromformer: A Nystrom-Based Algorithm for
   plus the official code's depthwise convolution skip on the values. O(T * m) time and memory.
 
 Math in `attnlab.attention.ops.lowrank`. Neither applies a positional encoding inside.
+
+Analysis hook (an `apply` with the "attention" collection mutable): both outputs are
+linear in the values, so the implied [Tq, Tk] matrix is read off the reference op with
+the identity as values (`ops.implied`): Linformer's softmax(Q (E K)^T / sqrt(d)) F, the
+projected weights mapped back onto the tokens; Nystromformer's three-factor product
+F~ A~^+ B~ (plus the conv skip's band when conv_kernel > 0). Both "signed" (F and the
+pseudo-inverse have negative entries).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from attnlab.attention import masks as M
 from attnlab.attention.ops import lowrank as L
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.common import attend_or_capture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +53,8 @@ class LinformerAttention(AttentionModule):
   masks.KeyPadding: padded keys and values are zeroed before the length projection, so
   they contribute nothing; other masks raise ValueError.
   """
+  weight_kind = "signed"
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -59,15 +69,18 @@ class LinformerAttention(AttentionModule):
     q = self.project_heads(x, cfg.num_heads, hd, "query")
     k = self.project_heads(src, cfg.num_heads, hd, "key")
     v = self.project_heads(src, cfg.num_heads, hd, "value")
+    valid = 1.0
     if mask is not None:
       if not isinstance(mask, M.KeyPadding):
         raise ValueError(f"linformer only honours masks.KeyPadding as an extra mask, got {type(mask).__name__}")
       valid = jnp.asarray(mask.kv_valid)[:, :, None, None].astype(k.dtype)
-      k, v = k * valid, v * valid
+      k = k * valid
     init = nn.with_logical_partitioning(nn.initializers.normal(stddev=cfg.k_proj ** -0.5), (None, None))
     e = self.param("e_proj", init, (cfg.k_proj, cfg.max_len), jnp.float32)
     f = self.param("f_proj", init, (cfg.k_proj, cfg.max_len), jnp.float32)
-    y = L.linformer_attention(q, k, v, e[:, :tk], f[:, :tk])
+    # padded values are zeroed inside the op's argument, so the implied matrix has zero columns there
+    y = attend_or_capture(self, lambda vals, impl: L.linformer_attention(
+        q, k, vals * valid, e[:, :tk], f[:, :tk], impl=impl), v)
     return self.project_out(y, d_model)
 
 
@@ -92,6 +105,8 @@ class NystromAttention(AttentionModule):
   sequence (param "conv" [conv_kernel, H]), the skip connection of the official
   implementation. The extra `mask` argument is not supported (ValueError).
   """
+  weight_kind = "signed"
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -106,7 +121,6 @@ class NystromAttention(AttentionModule):
     q = self.project_heads(x, cfg.num_heads, hd, "query")
     k = self.project_heads(src, cfg.num_heads, hd, "key")
     v = self.project_heads(src, cfg.num_heads, hd, "value")
-    y = L.nystrom_attention(q, k, v, num_landmarks=cfg.num_landmarks, pinv_iterations=cfg.pinv_iterations)
     if cfg.conv_kernel:
       if cfg.conv_kernel % 2 == 0:
         raise ValueError(f"conv_kernel must be odd, got {cfg.conv_kernel}")
@@ -115,5 +129,11 @@ class NystromAttention(AttentionModule):
                          "use conv_kernel=0 for cross-attention")
       w = self.param("conv", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "heads")),
                      (cfg.conv_kernel, cfg.num_heads), jnp.float32)
-      y = y + L.depthwise_conv_seq(v, w)
+
+    def attend(vals, impl):  # the Nystrom product, plus the conv skip (also linear in the values)
+      y = L.nystrom_attention(q, k, vals, num_landmarks=cfg.num_landmarks, pinv_iterations=cfg.pinv_iterations,
+                              impl=impl)
+      return y + L.depthwise_conv_seq(vals, w) if cfg.conv_kernel else y
+
+    y = attend_or_capture(self, attend, v)
     return self.project_out(y, d_model)

@@ -33,6 +33,12 @@ used), and softmax attention only (the paper's laplace/relu^2 alternatives are n
 Mask: only masks.KeyPadding (padded tokens are zeroed before the EMA, as fairseq does,
 and masked as keys); other masks raise. `positions` must be None (relative positions
 come from the token order).
+
+Analysis hook (an `apply` with the "attention" collection mutable, not decoding): the
+attention part's weights, the single head's softmax(Q K^T / sqrt(z) + b_rel) within the
+chunks (zero across chunks), [B, 1, T, T], read off the attention path run with the
+reference softmax and the identity as values (`ops.implied`); "probability". It is the
+matrix applied to V before the reset gate gamma and the rest of the layer.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.registry import register
 from attnlab.attention.state_size import StateSize
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.common import check_recurrent_call, key_valid_from_mask
+from attnlab.attention.variants.common import attend_or_capture, check_recurrent_call, key_valid_from_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +158,7 @@ def mega_state_size(cfg: MegaConfig, d_model: int):
           cost=("T*c", "T"), state_size=mega_state_size)
 class Mega(AttentionModule):
   """Mega / Mega-chunk layer (see the module docstring for the equations)."""
+  weights_unavailable = None
 
   def dims(self, d_model: int):
     cfg = self.cfg
@@ -196,10 +203,10 @@ class Mega(AttentionModule):
 
     if decode:
       o = self._attend_cached(q, k, v, table, mask)
-    elif cfg.chunk_size:
-      o = self._attend_chunked(q, k, v, table, valid)
-    else:
-      o = self._attend_full(q, k, v, table, valid)
+    else:  # the single head as a heads axis of 1 for the hook: [B, T, 1, v]
+      attend = self._attend_chunked if cfg.chunk_size else self._attend_full
+      o = attend_or_capture(self, lambda vals, impl: attend(q, k, vals[:, :, 0], table, valid, impl)[:, :, None],
+                            v[:, :, None], impl=cfg.impl)[:, :, 0]
     h = nn.silu(hx + self.project_out((o * r)[:, :, None, :], d, name="h_from_attention"))
     return (x + u * (h - x)).astype(x.dtype)
 
@@ -208,7 +215,7 @@ class Mega(AttentionModule):
     return M.combine(M.Causal() if self.cfg.causal else None,
                      None if valid is None else M.KeyPadding(valid))
 
-  def _attend_chunked(self, q, k, v, table, valid):
+  def _attend_chunked(self, q, k, v, table, valid, impl):
     """Mega-chunk: softmax attention inside non-overlapping chunks (O(T c) memory).
 
     q, k [B, T, z]; v [B, T, v]; valid [B, T] or None. Returns [B, T, v]."""
@@ -225,11 +232,10 @@ class Mega(AttentionModule):
 
     pos = jnp.arange(c)
     o = softmax_attention(split(q), split(k), split(v), mask=self._mask(valid),
-                          bias=relative_bias(table, pos, pos, self.span()), scale=zd ** -0.5,
-                          impl=self.cfg.impl)
+                          bias=relative_bias(table, pos, pos, self.span()), scale=zd ** -0.5, impl=impl)
     return o.reshape(b, n * c, -1)[:, :t]
 
-  def _attend_full(self, q, k, v, table, valid):
+  def _attend_full(self, q, k, v, table, valid, impl):
     """Full (quadratic) softmax attention with the relative bias. Returns [B, T, v]."""
     t = q.shape[1]
     if t > self.cfg.max_positions:
@@ -237,7 +243,7 @@ class Mega(AttentionModule):
     pos = jnp.arange(t)
     o = softmax_attention(q[:, :, None], k[:, :, None], v[:, :, None], mask=self._mask(valid),
                           bias=relative_bias(table, pos, pos, self.span()),
-                          scale=q.shape[-1] ** -0.5, impl=self.cfg.impl)
+                          scale=q.shape[-1] ** -0.5, impl=impl)
     return o[:, :, 0]
 
   def _attend_cached(self, q, k, v, table, mask):

@@ -12,12 +12,17 @@ moba: Lu et al., 2025, "MoBA: Mixture of Block Attention for Long-Context LLMs"
   (Moonshot AI). Causal; own block + top-k past blocks by q . mean-pooled block keys.
 topk: exact top-k attention (Gupta et al., 2021, "Memory-efficient Transformers via
   Top-k Attention"): each query keeps its k best keys, found blockwise.
-duo: Xiao et al., 2024, "DuoAttention: Efficient Long-Context LLM Inference with
-  Retrieval and Streaming Heads". Per-head gate alpha_h in [0, 1] mixing full causal
-  attention with sink + recent-window (streaming) attention.
+duo (variants/duo.py): Xiao et al., 2024, "DuoAttention"; knn: variants/knn.py.
 
 The math is in `attnlab.attention.ops.sparse.routed` and `.block_select` (efficient
 forms and materialised references).
+
+Analysis hook (an `apply` with the "attention" collection mutable, not decoding): each
+output is linear in the values, so the sown matrix is read off the reference op with the
+identity as values (`ops.implied`): routing, the mean over the centroids that saw a key
+of their masked softmax rows, and the local heads' windowed softmax; lsh, the per-round
+softmax rows combined by softmax(lse) (eq. 6); moba and topk, the dense masked softmax.
+All rows sum to 1 but routing's.
 Cost in the default XLA path (the declared `cost` classes, per layer, T tokens; measured
 by tests/attention/test_cost_contract.py; sub-quadratic = compute and memory < T^2):
   routing  O(T * C) routing + O(C * w^2) attention (C * w ~ T at the design length) +
@@ -28,7 +33,6 @@ by tests/attention/test_cost_contract.py; sub-quadratic = compute and memory < T
   topk     O(T^2) time (every score is computed, blockwise), O(T * (block_k + k))
            memory                                                   quadratic compute
   knn      as topk, plus O(T * D) prefix means                    quadratic compute
-  duo      O(T^2): the full-attention half of every head, memory O(T) quadratic compute
 """
 
 from __future__ import annotations
@@ -40,17 +44,14 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attnlab.attention import masks as M
 from attnlab.attention.ops.sparse import block_select as BS
-from attnlab.attention.ops.sparse import knn as KNN
 from attnlab.attention.ops.sparse import routed as R
 from attnlab.attention.ops.softmax import softmax_attention
-from attnlab.attention.positional import AlibiBias
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule, window_extents
-from attnlab.attention.variants.softmax_base import SinkWindowConfig
+from attnlab.attention.variants.common import attend_or_capture
 
 POSITIONAL = ("rope", "none")
 
@@ -145,6 +146,8 @@ class RoutingAttention(AttentionModule):
   implemented); no per-layer `sparsity_skip_first` (use a hybrid stack instead).
   Cross-attention (noncausal-cross) needs num_local_heads=0 and share_qk=False.
   """
+  weight_kind = "nonnegative"  # a query that no centroid takes has a zero row
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -167,18 +170,25 @@ class RoutingAttention(AttentionModule):
     else:
       k = self.project_heads(src, cfg.num_heads, hd, "key")
       k_route, k_local = k[:, :, :n_route], k[:, :, n_route:]
-    parts = []
     if n_route:
-      parts.append(self.route(q[:, :, :n_route], k_route, v[:, :, :n_route], hd, deterministic))
-    if n_local:
-      left, right = window_extents(cfg.local_window, cfg.causal)
-      parts.append(softmax_attention(q[:, :, n_route:], k_local, v[:, :, n_route:],
-                                     mask=M.SlidingWindow(left=left, right=right)))
-    y = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
-    return self.project_out(y, d_model)
+      q_index, k_index = self.route(q[:, :, :n_route], k_route, hd, deterministic)
+    left, right = window_extents(cfg.local_window, cfg.causal)
 
-  def route(self, q, k, v, hd, deterministic):
-    """The routing heads: q [B, Tq, Hr, D], k, v [B, Tk, Hr, D] -> [B, Tq, Hr, D]."""
+    def attend(vv, impl):  # values vv [B, Tk, H, Dv] -> heads [B, Tq, H, Dv] (linear in vv)
+      parts = []
+      if n_route:
+        parts.append(R.routing_attention(q[:, :, :n_route], k_route, vv[:, :, :n_route], q_index, k_index,
+                                         causal=cfg.causal, impl=impl))
+      if n_local:
+        parts.append(softmax_attention(q[:, :, n_route:], k_local, vv[:, :, n_route:],
+                                       mask=M.SlidingWindow(left=left, right=right), impl=impl))
+      return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=2)
+
+    return self.project_out(attend_or_capture(self, attend, v), d_model)
+
+  def route(self, q, k, hd, deterministic):
+    """The routing decision: q [B, Tq, Hr, D], k [B, Tk, Hr, D] -> (query_index, key_index)
+    [B, Hr, C, w] (and the centroids' EMA step when deterministic=False)."""
     cfg = self.cfg
     names = ("centroids",) if cfg.shared_centroids else ("query_centroids", "key_centroids")
     if not self.is_initializing() and not self.has_variable("kmeans", names[0]):
@@ -203,7 +213,7 @@ class RoutingAttention(AttentionModule):
       else:
         for cent, x in ((cq, q), (ck, k)):
           cent.value = R.kmeans_ema_update(cent.value, [x], [R.kmeans_assign(x, cent.value)], cfg.kmeans_decay)
-    return R.routing_attention(q, k, v, q_index, k_index, causal=cfg.causal)
+    return q_index, k_index
 
 
 # ---- LSH (Reformer) ----------------------------------------------------------------------------
@@ -231,6 +241,7 @@ class LSHAttention(AttentionModule):
   "buckets" [B, H, R, T]) for analysis and tests. No positional encoding inside.
   Self-attention only (shared QK); the extra `mask` argument is not supported.
   """
+  weights_unavailable = None
 
   def rotation_seed(self) -> int:
     """Seed of this layer's rotations: cfg.seed mixed with a CRC32 of the module path."""
@@ -250,7 +261,8 @@ class LSHAttention(AttentionModule):
     buckets = R.lsh_hash(qk, rot)
     self.sow("intermediates", "rotations", rot)
     self.sow("intermediates", "buckets", buckets)
-    y = R.lsh_attention(qk, v, buckets, chunk_size=cfg.chunk_size, causal=cfg.causal)
+    y = attend_or_capture(self, lambda vv, impl: R.lsh_attention(
+        qk, vv, buckets, chunk_size=cfg.chunk_size, causal=cfg.causal, impl=impl), v)
     return self.project_out(y, d_model)
 
 
@@ -280,7 +292,8 @@ class TopkConfig(AttentionConfig):
 
 
 class _CachedQKV(AttentionModule):
-  """Projections, RoPE and the KV cache shared by moba / topk."""
+  """Projections, RoPE and the KV cache shared by moba / topk / knn (variants/knn.py)."""
+  weights_unavailable = None
 
   def qkv(self, x, context, positions, decode):
     """Returns q [B, T, H, D], k, v [B, S, H, D] (the whole cache when decoding) and the
@@ -310,8 +323,9 @@ class MobaAttention(_CachedQKV):
     _no_mask(mask, self.variant)
     cfg = self.cfg
     q, k, v, q_offset = self.qkv(x, context, positions, decode)
-    y = BS.moba_attention(q, k, v, block_size=cfg.block_size, top_k=cfg.top_k, q_offset=q_offset,
-                         q_chunk=cfg.q_chunk)
+    y = attend_or_capture(self, lambda vv, impl: BS.moba_attention(
+        q, k, vv, block_size=cfg.block_size, top_k=cfg.top_k, q_offset=q_offset, q_chunk=cfg.q_chunk,
+        impl=impl), v, decode=decode)
     return self.project_out(y, x.shape[-1])
 
 
@@ -330,133 +344,14 @@ class TopkAttention(_CachedQKV):
     cfg = self.cfg
     q, k, v, q_offset = self.qkv(x, context, positions, decode)
     structure = M.Causal() if cfg.causal else None
-    y = BS.topk_attention(q, k, v, top_k=cfg.top_k, mask=M.combine(structure, mask), q_offset=q_offset,
-                         block_k=cfg.block_k)
+    y = attend_or_capture(self, lambda vv, impl: BS.topk_attention(
+        q, k, vv, top_k=cfg.top_k, mask=M.combine(structure, mask), q_offset=q_offset, block_k=cfg.block_k,
+        impl=impl), v, decode=decode)
     return self.project_out(y, x.shape[-1])
 
 
-@dataclasses.dataclass(frozen=True)
-class KnnConfig(TopkConfig):
-  """top_k: keys kept per query (besides the mean context key); block_k, positional,
-  rope_base as `topk`."""
+# DuoAttention lives in variants/duo.py; re-exported for existing callers.
+from attnlab.attention.variants.duo import DuoAttention, DuoConfig, duo_streaming_heads  # noqa: E402
 
-
-@register("knn", family="routed", config=KnnConfig, cost=("T^2", "T"),
-          patterns=("causal-self", "noncausal-self", "decode"),
-          paper="Wang et al., 2022 (KVT: k-NN Attention); mean context key: attnlab issue 18")
-class KnnAttention(_CachedQKV):
-  """kNN attention with a mean context key (`ops.sparse.knn.knn_mean_attention`): each
-  query softmaxes over its top_k best allowed keys (the `topk` variant's selection) plus
-  one extra key/value, the mean of the keys/values it may see. Departure from KVT (Wang
-  et al., 2022): KVT keeps only the top-k; the mean context key is issue 18's addition (a
-  summary of the unselected keys). Masks: None or `masks.KeyPadding` (the mean is over
-  valid keys); any other mask raises. Compute O(T^2) as `topk`, memory O(T)."""
-
-  @nn.compact
-  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    self.check_pattern(context, decode)
-    cfg = self.cfg
-    if mask is not None and not isinstance(mask, M.KeyPadding):
-      raise ValueError(f"variant 'knn' supports only mask=None or masks.KeyPadding, got {type(mask).__name__}")
-    q, k, v, q_offset = self.qkv(x, context, positions, decode)
-    valid = None
-    if mask is not None:
-      valid = jnp.broadcast_to(jnp.asarray(mask.kv_valid, bool), (k.shape[0], k.shape[1]))
-    y = KNN.knn_mean_attention(q, k, v, top_k=cfg.top_k, causal=cfg.causal, key_valid=valid,
-                               q_offset=q_offset, block_k=cfg.block_k)
-    return self.project_out(y, x.shape[-1])
-
-
-# ---- DuoAttention ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class DuoConfig(SinkWindowConfig):
-  """Streaming half: `num_sinks` sink tokens + a window of the `window` most recent keys,
-  the query's own included (`variants.base.window_extents`).
-  alpha_init: initial gate of every head (the paper starts at 1 = full attention);
-  hard_assign_threshold: < 0 trains/uses the soft mixture; >= 0 is the inference mode:
-  heads with alpha >= threshold use full attention only, the rest streaming only.
-  streaming_heads: the deployment mode: a static tuple of query heads that run streaming
-  attention only while the others run full attention only (the gate is not read), so
-  each head computes one half; `duo_streaming_heads(alpha, threshold)` turns trained
-  gates into this tuple. Empty (default): the gate decides.
-  Also num_kv_heads, positional ("rope" | "alibi" | "none"), rope_base, impl (softmax op)."""
-  alpha_init: float = 1.0
-  hard_assign_threshold: float = -1.0
-  streaming_heads: tuple = ()
-
-
-@register("duo", family="routed", config=DuoConfig, cost=("T^2", "T"),
-          patterns=("causal-self", "decode"), paper="Xiao et al., 2024 (DuoAttention)")
-class DuoAttention(AttentionModule):
-  """DuoAttention: y_h = alpha_h * full_h + (1 - alpha_h) * streaming_h, alpha = clip(param, 0, 1)
-  (Xiao et al., 2024, Sec. 3.2, eq. 1). Both halves are softmax attention through
-  `ops.softmax_attention` (impl=cfg.impl); the streaming half's mask is
-  (SlidingWindow(window) | Sinks(num_sinks)) & Causal. With hard_assign_threshold >= 0 the
-  gate is a 0/1 step, but both halves are still computed for every head (the split is a
-  traced parameter). With a static `streaming_heads` tuple (the paper's deployment) each
-  head computes only its half: streaming heads visit only the window and sink tiles of
-  the blocked softmax. Decoding keeps the full KV cache for every head."""
-
-  @nn.compact
-  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
-    self.check_pattern(context, decode)
-    cfg = self.cfg
-    _check_positional(cfg.positional, ("rope", "alibi", "none"))
-    b, t, d_model = x.shape
-    hd = self.head_dim_for(d_model)
-    hkv = cfg.num_kv_heads or cfg.num_heads
-    if cfg.num_heads % hkv:
-      raise ValueError(f"num_heads ({cfg.num_heads}) must be a multiple of num_kv_heads ({hkv})")
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(x, hkv, hd, "key", "kv_heads")
-    v = self.project_heads(x, hkv, hd, "value", "kv_heads")
-    q, k, v, q_offset = self.rope_and_cache(
-        q, k, v, context=None, positions=positions, decode=decode,
-        rope_base=cfg.rope_base if cfg.positional == "rope" else None)
-    streaming = (M.SlidingWindow(left=window_extents(cfg.window, True)[0], right=0)
-                 | M.Sinks(cfg.num_sinks)) & M.Causal()
-
-    def attend(structure, heads=None):  # softmax attention of query heads `heads` (all: None)
-      qh, kh, vh = q, k, v
-      if heads is not None:
-        kv = heads // (cfg.num_heads // hkv)  # each query head's kv head
-        qh, kh, vh = q[:, :, heads], k[:, :, kv], v[:, :, kv]
-      bias = AlibiBias(cfg.num_heads, heads) if cfg.positional == "alibi" else None
-      return softmax_attention(qh, kh, vh, mask=M.combine(structure, mask), bias=bias, impl=cfg.impl,
-                               q_offset=q_offset)
-
-    alpha = self.param("alpha", nn.with_logical_partitioning(nn.initializers.constant(cfg.alpha_init), ("heads",)),
-                       (cfg.num_heads,), jnp.float32)
-    if cfg.streaming_heads:
-      stream_heads = self.static_split()
-      full_heads = np.setdiff1d(np.arange(cfg.num_heads), stream_heads)
-      parts = [attend(streaming, stream_heads)] + ([attend(M.Causal(), full_heads)] if len(full_heads) else [])
-      y = jnp.concatenate(parts, axis=2)[:, :, np.argsort(np.concatenate([stream_heads, full_heads]))]
-      return self.project_out(y, d_model)
-    y_full, y_stream = attend(M.Causal()), attend(streaming)
-    gate = self.gate(alpha)[:, None]  # [H, 1]
-    y = gate * y_full.astype(jnp.float32) + (1.0 - gate) * y_stream.astype(jnp.float32)
-    return self.project_out(y.astype(y_full.dtype), d_model)
-
-  def static_split(self):
-    """cfg.streaming_heads as a sorted int array, checked against num_heads."""
-    heads = np.unique(np.asarray(self.cfg.streaming_heads, int))
-    if heads.min() < 0 or heads.max() >= self.cfg.num_heads:
-      raise ValueError(f"streaming_heads must be head indices in [0, {self.cfg.num_heads}), "
-                       f"got {tuple(self.cfg.streaming_heads)}")
-    return heads
-
-  def gate(self, alpha):
-    """alpha param [H] -> mixing weight in [0, 1] (clipped; a 0/1 step in inference mode)."""
-    a = jnp.clip(alpha, 0.0, 1.0)
-    if self.cfg.hard_assign_threshold >= 0:
-      return (a >= self.cfg.hard_assign_threshold).astype(jnp.float32)
-    return a
-
-
-def duo_streaming_heads(alpha, threshold: float = 0.5) -> tuple:
-  """Trained DuoAttention gates alpha [H] (the "alpha" param) -> the static `streaming_heads`
-  tuple of the deployment mode: the heads with clip(alpha, 0, 1) < threshold."""
-  return tuple(int(h) for h in np.flatnonzero(np.clip(np.asarray(alpha), 0.0, 1.0) < threshold))
+__all__ = ["DuoAttention", "DuoConfig", "LSHAttention", "LSHConfig", "MobaAttention", "MobaConfig", "RoutingAttention",
+           "RoutingConfig", "TopkAttention", "TopkConfig", "duo_streaming_heads"]
