@@ -26,13 +26,14 @@ cannot take the key-padding mask, so they attend to the padding embedding
 
 from attnlab import config_lib
 
-ARGS = dict(variant="mha", size="default", smoke=False)
+ARGS = dict(variant="mha", size="default", smoke=False, seed=0)
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, ARGS)
   config_lib.check_choice(a, "size", ("default", "lra"))
   c = config_lib.base_config()
+  c.seed = a["seed"]
   c.task.name = "listops"
   c.task.seq_len = 256
   c.task.max_depth = 10

@@ -17,7 +17,12 @@ Single leaves: --config.model.d_model=64 --config.train.steps=2000 --config.mode
 
 from attnlab import config_lib
 
-ARGS = dict(variant="mha", size="default", smoke=False)
+# Sweepable arguments (0 keeps the size's value), so `attnlab reproduce` and `attnlab sweep`
+# can set them per point: d_model, lr, seq_len, pairs (num_kv_pairs; with size=zoology and
+# seq_len set, 0 means Zoology's seq_len / 16), steps, layers, and stop (stop at this eval
+# accuracy, Zoology's 0.99; 0 = train every step).
+ARGS = dict(variant="mha", size="default", smoke=False, seed=0, d_model=0, lr=0.0, seq_len=0,
+            pairs=0, steps=0, layers=0, stop=0.0)
 
 
 def get_config(arg=None):
@@ -71,5 +76,15 @@ def get_config(arg=None):
     c.task.seq_len = 32
     c.task.num_kv_pairs = 4
     c.task.vocab_size = 64
+  c.seed = a["seed"]
+  for arg, leaf in (("d_model", "model.d_model"), ("lr", "train.learning_rate"),
+                    ("seq_len", "task.seq_len"), ("pairs", "task.num_kv_pairs"), ("steps", "train.steps"),
+                    ("layers", "model.num_layers")):
+    if a[arg]:
+      section, key = leaf.split(".")
+      c[section][key] = a[arg]
+  if a["size"] == "zoology" and a["seq_len"] and not a["pairs"]:
+    c.task.num_kv_pairs = a["seq_len"] // 16  # Zoology's (64, 4), (128, 8), (256, 16), ...
+  c.train.stop_at = f"eval/accuracy>={a['stop']}" if a["stop"] else ""
   config_lib.apply_variant_needs(c)
   return c

@@ -50,6 +50,8 @@ def test_plan_is_the_sweep_times_the_seeds_and_scales_replace_axes(toy):
     (lambda s: s.replace('"seeds": 2,', ''), "missing field"),
     (lambda s: s.replace('"relative_error"', '"roughly"'), "claim kind"),
     (lambda s: s.replace('{"point": {"horizon": 8}', '{"point": {"lr": 8}'), "unswept"),
+    (lambda s: s.replace('"source": "a toy table"', '"source": "t", "best_of": {"axis": "lr", "metric": "test/mse"}'),
+     "best_of axis 'lr' is not a sweep axis"),
 ])
 def test_bad_experiment_files_are_one_line_errors(tmp_path, edit, message):
   path = tmp_path / "bad.py"
@@ -77,6 +79,30 @@ def test_claims_pass_and_fail_by_cell(toy):
   worse = lambda p, s: {"vanilla": 1.0, "itransformer": 1.05}[p["model"]]
   table = R.check_claims(toy, R.runs_frame(runs, _results(runs, worse)))
   assert "pass (|err| 2.5%" in table.claim.iloc[0] and "fail (model=itransformer" in table.claim.iloc[0]
+
+
+def test_best_of_keeps_each_cells_best_learning_rate(tmp_path):
+  """Zoology's "best of 4 learning rates per cell": each cell, and each side of an improves
+  claim, is read at its own best lr; the canary: without best_of the pooled mean fails."""
+  text = EXP.replace('"horizon": [8, 16]}', '"horizon": [8, 16], "lr": [1, 2]}').replace(
+      '"source": "a toy table"', '"source": "a toy table", "best_of": {"axis": "lr", "metric": "test/mse", '
+      '"higher_is_better": False}')
+  path = tmp_path / "lr.py"
+  path.write_text(text)
+  exp = E.load_experiment(str(path))
+  runs = E.plan_runs(exp)
+  # vanilla is best at lr 1, itransformer at lr 2 (0.9 < 1.0: improves); its bad lr is worse.
+  good = {"vanilla": "1", "itransformer": "2"}
+  mse = lambda p, s: ({"vanilla": 1.0, "itransformer": 0.9}[p["model"]]
+                      * (1 if p["horizon"] == 8 else 2)
+                      * (1 if str(p["lr"]) == good[p["model"]] else {"vanilla": 5, "itransformer": 10}[p["model"]]))
+  table = R.check_claims(exp, R.runs_frame(runs, _results(runs, mse)))
+  h8 = table[table.cell.str.startswith("horizon=8")].iloc[0]
+  assert "best lr=" in h8.cell and "pass (model=itransformer 0.9 vs model=vanilla 1" in h8.claim, h8.claim
+  assert h8.mixes == "model"  # lr is chosen, not pooled
+  del exp["best_of"]
+  pooled = R.check_claims(exp, R.runs_frame(runs, _results(runs, mse)))
+  assert "fail (model=itransformer" in pooled.claim.iloc[0]
 
 
 def test_cells_without_finished_runs_are_na(toy):
@@ -114,6 +140,10 @@ def test_the_repository_experiments_load_and_plan():
   for name in ("itransformer_etth1", "inverted_swap_etth1"):
     exp = E.load_experiment(name)
     assert E.plan_runs(exp, scale="small", data=__file__)
+  for name in ("zoology_mqar", "lra_listops", "mqar_hybrids"):
+    exp = E.load_experiment(name)
+    for scale in ("small", "paper"):
+      assert E.plan_runs(exp, scale=scale)
 
 
 @pytest.mark.parametrize("argv,message", [

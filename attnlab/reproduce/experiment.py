@@ -13,7 +13,9 @@ An experiment file defines `get_experiment()` returning a ConfigDict (data only)
          cell; a cell's point may fix fewer arguments than the sweep (the rest vary inside it);
   claims: [{"metric", "kind": "relative_error" | "at_least" | "improves", "tolerance", ...}]
          (see `attnlab.reproduce.report.check_claims`);
-  source: where the published numbers come from.
+  source: where the published numbers come from;
+  best_of: {"axis", "metric", "higher_is_better"} (optional): per cell, only the runs at the
+           axis value with the best mean count (see `attnlab.reproduce.report`).
 
 Every run is one `attnlab train` of `config:base_arg,<point>,seed=<i>` plus the scale's
 overrides, so a cell can always be rerun by hand with the command `Run.command()` prints.
@@ -84,6 +86,11 @@ def validate(exp: ml_collections.ConfigDict, where: str = "experiment") -> None:
       raise ValueError(f"{where}: claim kind {claim['kind']!r} is not one of {', '.join(CLAIM_KINDS)}")
     if claim['metric'] not in exp.metrics:
       raise ValueError(f"{where}: claim metric {claim['metric']!r} is not in metrics {list(exp.metrics)}")
+  spec = exp.get("best_of", None)
+  if spec and spec.get("axis") not in exp.sweep:
+    raise ValueError(f"{where}: best_of axis {spec.get('axis')!r} is not a sweep axis")
+  if spec and spec.get("metric") not in exp.metrics:
+    raise ValueError(f"{where}: best_of metric {spec.get('metric')!r} is not in metrics {list(exp.metrics)}")
   for cell in exp.cells:
     extra = set(cell['point']) - set(exp.sweep)
     if extra:

@@ -8,6 +8,11 @@ Claim kinds (fields of a claim in the experiment file):
                   metric by more than `tolerance` (relative), lower is better unless
                   `higher_is_better` is set (e.g. inverted beats vanilla on MSE)
 A claim on a cell without a published number (or without finished runs) is "n/a".
+
+`best_of` (optional): {"axis": "lr", "metric": "eval/accuracy", "higher_is_better": True}: in
+every cell, and on each side of an `improves` claim, only the runs at the value of `axis`
+whose mean `metric` is best count (Zoology's "best of 4 learning rates per cell"); the table
+names the value chosen.
 """
 
 from __future__ import annotations
@@ -51,13 +56,29 @@ def _subset(frame: pd.DataFrame, point: dict) -> pd.DataFrame:
   return frame[np.asarray(keep, bool)]
 
 
+def best_of(exp, in_cell: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+  """(the runs of `in_cell` at the best value of exp.best_of's axis, "axis=value"); the cell
+  unchanged and "" when the experiment declares no best_of or nothing finished."""
+  spec = exp.get("best_of", None)
+  if not spec or in_cell.empty or "status" not in in_cell or spec["axis"] not in in_cell:
+    return in_cell, ""
+  done = in_cell[(in_cell.status == "done")]
+  if spec["metric"] not in done or done[spec["metric"]].dropna().empty:
+    return in_cell, ""
+  means = done.dropna(subset=[spec["metric"]]).groupby(spec["axis"])[spec["metric"]].apply(
+      lambda v: v.astype(float).mean())
+  best = means.idxmax() if spec.get("higher_is_better", True) else means.idxmin()
+  return in_cell[in_cell[spec["axis"]] == best], f"{spec['axis']}={best}"
+
+
 def _varying_axes(exp, point: dict, in_cell: pd.DataFrame) -> list[str]:
   """Sweep axes the cell leaves free that take several values among its finished runs: its
   mean then pools different configurations, not seeds of one."""
   if in_cell.empty or "status" not in in_cell:
     return []
   done = in_cell[in_cell.status == "done"]
-  return [a for a in exp.sweep if a not in point and a in done and done[a].nunique() > 1]
+  chosen = (exp.get("best_of", None) or {}).get("axis")
+  return [a for a in exp.sweep if a not in point and a != chosen and a in done and done[a].nunique() > 1]
 
 
 def cell_label(point: dict) -> str:
@@ -72,11 +93,12 @@ def check_claims(exp, frame: pd.DataFrame) -> pd.DataFrame:
   for cell in exp.cells:
     point = dict(cell['point'])
     published = dict(cell.get("published", {}))
-    in_cell = _subset(frame, point)
+    whole_cell = _subset(frame, point)
+    in_cell, chosen = best_of(exp, whole_cell)
     for metric in exp.metrics:
       mean, std, n = run_stats(in_cell, metric)
       pub = published.get(metric)
-      row: dict[str, Any] = {"cell": cell_label(point), "metric": metric, "ours": mean, "std": std, "n": n,
+      row: dict[str, Any] = {"cell": cell_label(point) + (f" (best {chosen})" if chosen else ""), "metric": metric, "ours": mean, "std": std, "n": n,
                              "published": pub if pub is not None else math.nan,
                              "mixes": ",".join(_varying_axes(exp, point, in_cell))}
       row["rel_err"] = (mean - pub) / abs(pub) if pub not in (None, 0) and n else math.nan
@@ -84,18 +106,18 @@ def check_claims(exp, frame: pd.DataFrame) -> pd.DataFrame:
       for claim in exp.claims:
         if claim['metric'] != metric:
           continue
-        verdicts.append(_verdict(claim, mean, pub, n, in_cell))
+        verdicts.append(_verdict(exp, claim, mean, pub, n, whole_cell))
       row["claim"] = "; ".join(verdicts) if verdicts else ""
       rows.append(row)
   return pd.DataFrame(rows)
 
 
-def _verdict(claim, mean: float, pub, n: int, in_cell: pd.DataFrame) -> str:
-  """"pass (...)", "fail (...)" or "n/a" for one claim on one cell."""
+def _verdict(exp, claim, mean: float, pub, n: int, in_cell: pd.DataFrame) -> str:
+  """"pass (...)", "fail (...)" or "n/a" for one claim on one cell (`in_cell`: all its runs)."""
   tol = float(claim.get("tolerance", 0.0))
   if claim['kind'] == "improves":
-    over_mean, _, n_over = run_stats(_subset(in_cell, dict(claim['over'])), claim['metric'])
-    by_mean, _, n_by = run_stats(_subset(in_cell, dict(claim['by'])), claim['metric'])
+    over_mean, _, n_over = run_stats(best_of(exp, _subset(in_cell, dict(claim['over'])))[0], claim['metric'])
+    by_mean, _, n_by = run_stats(best_of(exp, _subset(in_cell, dict(claim['by'])))[0], claim['metric'])
     if not (n_over and n_by):
       return "n/a"
     gain = (by_mean - over_mean) / abs(over_mean) if claim.get("higher_is_better", False) \
@@ -187,4 +209,4 @@ def _copy_figures(exp, runs, results, workdir) -> None:
         break
 
 
-__all__ = ["cell_label", "check_claims", "markdown", "plot", "fmt_number", "run_stats", "runs_frame", "write_report"]
+__all__ = ["best_of", "cell_label", "check_claims", "markdown", "plot", "fmt_number", "run_stats", "runs_frame", "write_report"]

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from attnlab.train import fault_hooks
 from attnlab.train import metrics as mt
 from attnlab.train import sharding as shd
+from attnlab.train import stop_at as stop_lib
 from attnlab.train.checkpoint import Checkpointer
 from attnlab.train.mesh import make_mesh
 from attnlab.train.nonfinite import GRAD_FINITE, first_nonfinite, grad_names
@@ -103,6 +104,7 @@ def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
     raise ValueError(f"config.train.warmup_steps={tc.warmup_steps} exceeds steps={tc.steps}")
   if _every(tc.get("log_every", 1)) < 1:
     raise ValueError(f"config.train.log_every must be >= 1, got {tc.get('log_every')}")
+  stop_lib.parse(tc.get("stop_at", ""))
 
 
 def checked_setup(config: Any, spec: str = "the config") -> _Run:
@@ -244,6 +246,7 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
   iterator = run.task.train_iterator()
   kill_at = fault_hooks.KillAt(workdir)
   names = grad_names(run.abstract.params)
+  stop = stop_lib.parse(tc.get("stop_at", ""))
   progress = None
   try:
     # An unreadable newest checkpoint is reported and set aside, and the previous one used
@@ -265,8 +268,12 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
                                 run.shardings.variables(), run.batch_sharding, run.rules)
 
       final: dict[str, float] = {}
-      if start >= total:
+      stopped = stop_lib.stopped_step(workdir) if stop else None
+      if start >= total or (stopped is not None and stopped == start):
         final = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
+        if stopped is not None:
+          mt.log(f"stopped at step {start} earlier ({stop} met); not training further")
+          return {"step": start, "stopped_early": 1, **final}
       progress = mt.Progress(total, start)
       pending: list[tuple[int, dict]] = []
       mark_time, mark_step = time.perf_counter(), start
@@ -299,6 +306,12 @@ def train(config: Any, workdir: str, *, task: Any = None, model: nn.Module | Non
           final = _run_eval(eval_step, state.variables(), run.eval_batches, run.batch_sharding)
           if final:
             progress.report(writer.write(step, final))
+          if stop and final and stop.met(final) and not is_last:
+            checkpointer.save(step, state, iterator)
+            checkpointer.wait()
+            stop_lib.mark(workdir, step, stop, final)
+            mt.log(f"step {step}: {stop} met; stopping early")
+            return {"step": step, "stopped_early": 1, **final}
         if is_ckpt:
           checkpointer.save(step, state, iterator)
           kill_at.at("checkpoint", step)
