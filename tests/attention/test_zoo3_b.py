@@ -137,20 +137,25 @@ def moa_oracle(p, x, valid, hp, causal, spans=None):
   return out_proj(jnp.einsum("bhqk,bkhd->bqhd", w, v), p)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_moa_oracle_padding_and_canary(causal):
-  """Fwd + grads vs the dense per-head-window oracle (spans 3, 11, 3, 11 at T = 20: beta
-  scales two heads with the length), 2 sinks, 3 query tiles of 8, key padding. Canary:
-  the oracle with every head at head 0's span (homogeneous windows)."""
-  hp = {**MOA, "causal": causal}
+def test_moa_oracle_padding_and_canary():
+  """Causal: fwd + grads vs the dense per-head-window oracle (spans 3, 11, 3, 11 at T = 20:
+  beta scales two heads with the length), 2 sinks, 3 query tiles of 8, key padding.
+  Non-causal (centred windows): the forward on the same params (test budget: no second
+  gradient compile). Canary: the oracle with every head at head 0's span."""
   x, _ = contract.make_inputs(length=T)
   valid = _padding()
-  module = build("moa", **hp)
+  mask = M.KeyPadding(jnp.asarray(valid))
+  module = build("moa", **MOA)
   assert module.spans(T).tolist() == [3, 11, 3, 11]
   variables = contract.random_params(module, x)
-  oracle = lambda v, x: moa_oracle(v["params"], x, valid, hp, causal)  # noqa: E731
-  y_ref = _compare("moa", module, variables, x, oracle, {"mask": M.KeyPadding(jnp.asarray(valid))})
-  _assert_bites("moa", "one span for all heads", y_ref, moa_oracle(variables["params"], x, valid, hp, causal, [3] * 4))
+  p = variables["params"]
+  y_ref = _compare("moa", module, variables, x, lambda v, x: moa_oracle(v["params"], x, valid, MOA, True), {"mask": mask})
+  _assert_bites("moa", "one span for all heads", y_ref, moa_oracle(p, x, valid, MOA, True, [3] * 4))
+  nc = build("moa", **MOA, causal=False)
+  y_nc, y_nc_ref = jax.jit(lambda v, x: nc.apply(v, x, mask=mask))(variables, x), moa_oracle(p, x, valid, MOA, False)
+  contract.assert_oracle("moa", "fwd-noncausal", y_nc, y_nc_ref, atol=2e-5, rtol=1e-5)
+  print(f"moa non-causal: fwd err {float(jnp.max(jnp.abs(y_nc - y_nc_ref))):.2e}")
+  _assert_bites("moa", "non-causal, one span for all heads", y_nc_ref, moa_oracle(p, x, valid, MOA, False, [3] * 4))
 
 
 def test_moa_reduces_to_mha_when_spans_cover_the_sequence():
@@ -165,7 +170,7 @@ def test_moa_reduces_to_mha_when_spans_cover_the_sequence():
 
 def test_moa_contract():
   contract.check_patterns("moa", MOA)
-  contract.check_decode_matches_full("moa", MOA, length=6)
+  contract.check_decode_matches_full("moa", MOA, length=4)
   for bad in (dict(alphas=(1, 2), betas=(0.0,)), dict(betas=(-1.0, 0, 0, 0)), dict(block_size=0)):
     with pytest.raises(ValueError):
       module = build("moa", **bad)
@@ -260,30 +265,31 @@ def pooled_cross_oracle(p, x, src, valid, pool, distractor=False):
   return out_proj(y[:, np.arange(t) // pool], p)
 
 
-@pytest.mark.parametrize("training", [False, True])
-def test_pooled_cross_oracle_padding_and_canary(training):
+def test_pooled_cross_oracle_padding_and_canary():
   """Cross-attention, T = 20 in windows of 3 (the last partial), S = 11 context keys with
-  example 0's last 4 padded; training=True with pair_distractor (PWCA). Fwd + grads vs the
-  dense oracle. Canaries: unpooled queries (pool 1), and in training the oracle without
-  the distractor keys."""
-  hp = {**POOLED, "pair_distractor": training}
+  example 0's last 4 padded, pair_distractor on. A training call (PWCA) vs the dense oracle
+  with the distractor keys, fwd + grads; an inference call vs the oracle without them (fwd).
+  Canaries: unpooled queries (pool 1), and the oracle without the distractor keys."""
+  hp = {**POOLED, "pair_distractor": True}
   x, ctx = contract.make_inputs(length=T, context_len=11)
   valid = np.ones((2, 11), bool)
   valid[0, 7:] = False
   module = build("pooled_cross", **hp)
   variables = contract.random_params(module, x, ctx)
-  call = lambda v, x: module.apply(v, x, context=ctx, mask=M.KeyPadding(jnp.asarray(valid)),  # noqa: E731
-                                   deterministic=not training)
-  oracle = lambda v, x: pooled_cross_oracle(v["params"], x, ctx, valid, 3, distractor=training)  # noqa: E731
+  p, mask = variables["params"], M.KeyPadding(jnp.asarray(valid))
+  call = lambda v, x: module.apply(v, x, context=ctx, mask=mask, deterministic=False)  # noqa: E731
+  oracle = lambda v, x: pooled_cross_oracle(v["params"], x, ctx, valid, 3, distractor=True)  # noqa: E731
   (y, g), (y_ref, g_ref) = contract.output_and_grad(call, variables, x), contract.output_and_grad(oracle, variables, x)
   contract.assert_oracle("pooled_cross", "fwd", y, y_ref, atol=2e-5, rtol=1e-5)
   contract.assert_oracle("pooled_cross", "grad", g, g_ref, atol=5e-5, rtol=1e-4)
   gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
-  print(f"pooled_cross training={training}: fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
-  p = variables["params"]
-  _assert_bites("pooled_cross", "queries unpooled", y_ref, pooled_cross_oracle(p, x, ctx, valid, 1, training))
-  if training:
-    _assert_bites("pooled_cross", "no distractor", y_ref, pooled_cross_oracle(p, x, ctx, valid, 3))
+  print(f"pooled_cross (training, PWCA): fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
+  y_inf = jax.jit(lambda v, x: module.apply(v, x, context=ctx, mask=mask))(variables, x)
+  y_plain = pooled_cross_oracle(p, x, ctx, valid, 3)
+  contract.assert_oracle("pooled_cross", "fwd-inference", y_inf, y_plain, atol=2e-5, rtol=1e-5)
+  print(f"pooled_cross (inference): fwd err {float(jnp.max(jnp.abs(y_inf - y_plain))):.2e}")
+  _assert_bites("pooled_cross", "queries unpooled", y_plain, pooled_cross_oracle(p, x, ctx, valid, 1))
+  _assert_bites("pooled_cross", "no distractor", y_ref, y_plain)
 
 
 def test_pooled_cross_reductions():
