@@ -48,6 +48,18 @@ def _compare(name, module, variables, x, oracle, call_kw):
   return y_ref
 
 
+def _padded_oracle(name, hp, oracle):
+  """`name` built with `hp` on random params vs `oracle(params, x, valid)` at T = 20 under key
+  padding (`_padding`), fwd + grads. Returns (params, x, valid, oracle output)."""
+  x, _ = contract.make_inputs(length=T)
+  valid = _padding()
+  module = build(name, **hp)
+  variables = contract.random_params(module, x)
+  y_ref = _compare(name, module, variables, x, lambda v, x: oracle(v["params"], x, valid),
+                   {"mask": M.KeyPadding(jnp.asarray(valid))})
+  return variables["params"], x, valid, y_ref
+
+
 # ---- baseconv ----------------------------------------------------------------------------
 BASECONV = dict(filter_hidden=8, filter_bands=3, filter_scale=16.0)
 
@@ -81,13 +93,8 @@ def baseconv_oracle(p, x, valid, hp, gated=True):
 def test_baseconv_oracle_padding_and_canary(hp):
   """Fwd + grads vs the direct-sum oracle, T = 20, example 0's last 7 tokens padded;
   explicit filter of 7 taps (< T: lags beyond are zero). Canary: no gate."""
-  x, _ = contract.make_inputs(length=T)
-  valid = _padding()
-  module = build("baseconv", **hp)
-  variables = contract.random_params(module, x)
-  oracle = lambda v, x: baseconv_oracle(v["params"], x, valid, hp)  # noqa: E731
-  y_ref = _compare("baseconv", module, variables, x, oracle, {"mask": M.KeyPadding(jnp.asarray(valid))})
-  _assert_bites("baseconv", "no gate", y_ref, baseconv_oracle(variables["params"], x, valid, hp, gated=False))
+  p, x, valid, y_ref = _padded_oracle("baseconv", hp, lambda p, x, valid: baseconv_oracle(p, x, valid, hp))
+  _assert_bites("baseconv", "no gate", y_ref, baseconv_oracle(p, x, valid, hp, gated=False))
 
 
 @pytest.mark.parametrize("taps", [5, 20, 33])
@@ -142,14 +149,9 @@ def test_moa_oracle_padding_and_canary():
   beta scales two heads with the length), 2 sinks, 3 query tiles of 8, key padding.
   Non-causal (centred windows): the forward on the same params (test budget: no second
   gradient compile). Canary: the oracle with every head at head 0's span."""
-  x, _ = contract.make_inputs(length=T)
-  valid = _padding()
-  mask = M.KeyPadding(jnp.asarray(valid))
-  module = build("moa", **MOA)
-  assert module.spans(T).tolist() == [3, 11, 3, 11]
-  variables = contract.random_params(module, x)
-  p = variables["params"]
-  y_ref = _compare("moa", module, variables, x, lambda v, x: moa_oracle(v["params"], x, valid, MOA, True), {"mask": mask})
+  assert build("moa", **MOA).spans(T).tolist() == [3, 11, 3, 11]
+  p, x, valid, y_ref = _padded_oracle("moa", MOA, lambda p, x, valid: moa_oracle(p, x, valid, MOA, True))
+  mask, variables = M.KeyPadding(jnp.asarray(valid)), {"params": p}
   _assert_bites("moa", "one span for all heads", y_ref, moa_oracle(p, x, valid, MOA, True, [3] * 4))
   nc = build("moa", **MOA, causal=False)
   y_nc, y_nc_ref = jax.jit(lambda v, x: nc.apply(v, x, mask=mask))(variables, x), moa_oracle(p, x, valid, MOA, False)
@@ -219,13 +221,8 @@ def test_aggregated_oracle_padding_and_canary():
   bounds), query tiles of 8 (the last partial, its window reading past T into the pooled
   slots), example 0's last 7 tokens padded (its last pool then holds no valid token).
   Canary: the oracle without the pooled keys (window only)."""
-  x, _ = contract.make_inputs(length=T)
-  valid = _padding()
-  module = build("aggregated", **AGG)
-  variables = contract.random_params(module, x)
-  oracle = lambda v, x: aggregated_oracle(v["params"], x, valid, AGG)  # noqa: E731
-  y_ref = _compare("aggregated", module, variables, x, oracle, {"mask": M.KeyPadding(jnp.asarray(valid))})
-  y_win = aggregated_oracle(variables["params"], x, valid, AGG, with_pools=False)
+  p, x, valid, y_ref = _padded_oracle("aggregated", AGG, lambda p, x, valid: aggregated_oracle(p, x, valid, AGG))
+  y_win = aggregated_oracle(p, x, valid, AGG, with_pools=False)
   _assert_bites("aggregated", "no pooled keys", y_ref[1], y_win[1])  # example 1: every row has a key
 
 
