@@ -14,6 +14,7 @@ import os
 from attnlab import config_lib
 
 ARGS = dict(variant="mha", data="/tmp/agree")
+OWN_POSITIONAL = ("moh",)  # variants with their own RoPE default that this check turns off
 _BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs", "text_classification.py")
 
 
@@ -32,4 +33,6 @@ def get_config(arg=None):
   c.train.log_every = 100
   c.train.checkpoint_every = 300
   config_lib.apply_encoder_variant(c, c.task.seq_len)  # the length-dependent leaves, for 32
+  if a["variant"] in OWN_POSITIONAL:  # only the model's sin-cos positions, as mha's positional="none"
+    c.model.attn.positional = "none"
   return c
