@@ -6,6 +6,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     channel,
     conv,
     decay,
+    flexprefill,
     gated,
     halo,
     heads,

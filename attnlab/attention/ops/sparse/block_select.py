@@ -73,19 +73,43 @@ def _moba_attention(q, k, v, q_offset, *, block_size, top_k, scale=None, q_chunk
   top_k - 1 best-gated past blocks (Lu et al., 2025, Sec. 2.2-2.3). No gradient flows
   through the gate (a discrete selection), as in the paper.
 
-  Queries are processed in tiles of `q_chunk` (lax.map, rematerialised in the backward),
-  so memory is O(q_chunk * (Tk / block_size + top_k * block_size) * D) per tile plus
-  O(T * D); gate compute is O(T^2 / block_size), attention O(T * top_k * block_size).
+  Queries are processed in tiles of `q_chunk` (`block_gather_attention`), so memory is
+  O(q_chunk * (Tk / block_size + top_k * block_size) * D) per tile plus O(T * D); gate
+  compute is O(T^2 / block_size), attention O(T * top_k * block_size).
   q_offset: absolute position of query 0 (the cache index in decode steps; may be traced).
   q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv] -> [B, Tq, H, Dv].
   """
-  b, tq, tk, h, d = check_equal_heads(q, k, v, "moba_attention")
+  check_equal_heads(q, k, v, "moba_attention")
+  nb = -(-k.shape[1] // block_size)
+  means = _block_means(k, block_size)  # [B, H, nb, D]
+
+  def select(qt, q_pos):  # qt [B, H, qc, D] (no gradient), q_pos [qc]
+    g = jnp.einsum("bhqd,bhnd->bhqn", qt, means)
+    own = (q_pos // block_size)[:, None]
+    blk = jnp.arange(nb)[None, :]
+    g = jnp.where(blk == own, jnp.inf, jnp.where(blk > own, -jnp.inf, g))
+    vals, ids = jax.lax.top_k(jax.lax.stop_gradient(g), min(top_k, nb))  # [B, H, qc, kk]
+    return ids, vals > -jnp.inf
+
+  return block_gather_attention(q, k, v, select, block_size=block_size, q_offset=q_offset, scale=scale,
+                                q_chunk=q_chunk)
+
+
+def block_gather_attention(q, k, v, select, *, block_size, q_offset=0, scale=None, q_chunk=128):
+  """Causal attention of each query over the key blocks `select` picks for it.
+
+  select(qt [B, H, qc, D] (gradient stopped), q_pos int [qc] absolute) -> (ids int
+  [B, H, qc, kk] key-block indices, ok bool [B, H, qc, kk]: the slot is used); a query
+  attends to the keys j <= its position of its used blocks (no block twice). Queries run in
+  tiles of `q_chunk` (lax.map, rematerialised in the backward): memory O(q_chunk * kk *
+  block_size * D) per tile plus O(T * D), compute O(T * kk * block_size * D).
+  q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv] -> [B, Tq, H, Dv].
+  """
+  b, tq, tk, h, d = check_equal_heads(q, k, v, "block_gather_attention")
   scale = default_scale(d, scale)
   nb = -(-tk // block_size)
-  kk = min(top_k, nb)
   qc = min(q_chunk, tq)
   nq = -(-tq // qc)
-  means = _block_means(k, block_size)  # [B, H, nb, D]
   kf = jnp.pad(heads_first(k), ((0, 0), (0, 0), (0, nb * block_size - tk), (0, 0)))
   vf = jnp.pad(heads_first(v), ((0, 0), (0, 0), (0, nb * block_size - tk), (0, 0)))
   kb = kf.reshape(b, h, nb, block_size, d)
@@ -97,16 +121,13 @@ def _moba_attention(q, k, v, q_offset, *, block_size, top_k, scale=None, q_chunk
   def tile(args):
     qt, i = args  # qt [B, H, qc, D]
     q_pos = i * qc + jnp.arange(qc) + q_offset  # [qc]
-    g = jnp.einsum("bhqd,bhnd->bhqn", jax.lax.stop_gradient(qt), means)
-    own = (q_pos // block_size)[:, None]
-    blk = jnp.arange(nb)[None, :]
-    g = jnp.where(blk == own, jnp.inf, jnp.where(blk > own, -jnp.inf, g))
-    vals, ids = jax.lax.top_k(jax.lax.stop_gradient(g), kk)  # [B, H, qc, kk]
+    ids, used = select(jax.lax.stop_gradient(qt), q_pos)  # [B, H, qc, kk]
+    ids = jax.lax.stop_gradient(ids)
     take = lambda x: jnp.take_along_axis(  # noqa: E731  x [B, H, nb, bs, X] -> [B, H, qc, kk, bs, X]
         x[:, :, None], ids[..., None, None], axis=3)
     ks, vs = take(kb), take(vb)
     k_pos = ids[..., None] * block_size + jnp.arange(block_size)  # [B, H, qc, kk, bs]
-    ok = (vals > -jnp.inf)[..., None] & (k_pos <= q_pos[:, None, None]) & (k_pos < tk)
+    ok = used[..., None] & (k_pos <= q_pos[:, None, None]) & (k_pos < tk)
     s = jnp.einsum("bhqd,bhqnkd->bhqnk", qt, ks) * scale
     p, _ = masked_softmax(s.reshape(*s.shape[:3], -1), ok.reshape(*ok.shape[:3], -1))
     return jnp.einsum("bhqm,bhqmd->bhqd", p, vs.reshape(*vs.shape[:3], -1, vs.shape[-1]))
@@ -245,5 +266,5 @@ def topk_attention_reference(q, k, v, *, top_k, mask=None, q_offset=0, scale=Non
 
 
 
-__all__ = ["moba_gate", "moba_attention", "moba_attention_reference", "moba_attention_xla", "moba_mask",
+__all__ = ["block_gather_attention", "moba_gate", "moba_attention", "moba_attention_reference", "moba_attention_xla", "moba_mask",
            "topk_select", "topk_attention", "topk_attention_reference", "topk_attention_xla"]

@@ -1,0 +1,70 @@
+"""flexprefill: FlexPrefill's training-free query-aware block selection (Lai et al., 2025,
+"FlexPrefill: A Context-Aware Sparse Attention Mechanism for Efficient Long-Sequence
+Inference"): per head, a pooled block-attention estimate, then per query block the fewest
+key blocks whose estimated mass reaches gamma, exact softmax over them. The op and its
+departures (no vertical-slash heads) are in `ops.sparse.flexprefill`.
+
+Causal self-attention (prefill) only: the estimate pools whole query blocks, so there is
+no decode form. Cost: the estimate is a [T/b, T/b] block matrix per head (O(T^2 / b^2)),
+the attention O(T * max_blocks * b): quadratic in T through the estimate, with a small
+constant (every score of the [T, T] matrix is never formed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+
+from attnlab.attention.ops.sparse.flexprefill import flexprefill_attention, flexprefill_attention_reference
+from attnlab.attention.registry import register
+from attnlab.attention.variants.base import AttentionConfig, AttentionModule
+from attnlab.attention.variants.common import attend_or_capture, rope_and_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class FlexPrefillConfig(AttentionConfig):
+  """block_size: query and key block; gamma: the estimated attention mass each query block's
+  selection must reach (top-p; 1.0 keeps every past block, up to max_blocks); max_blocks:
+  the most key blocks a query block keeps (its diagonal included); positional: "rope" |
+  "none"; rope_base; q_chunk: queries per tile of the blocked op (memory knob)."""
+  block_size: int = 64
+  gamma: float = 0.9
+  max_blocks: int = 16
+  positional: str = "rope"
+  rope_base: float = 10000.0
+  q_chunk: int = 128
+  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("max_blocks", "q_chunk")
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not 0.0 < self.gamma <= 1.0:
+      raise ValueError(f"flexprefill: gamma must be in (0, 1], got {self.gamma!r}")
+    if self.positional not in ("rope", "none"):
+      raise ValueError(f"flexprefill: positional must be 'rope' or 'none', got {self.positional!r}")
+
+
+@register("flexprefill", family="routed", config=FlexPrefillConfig, patterns=("causal-self",),
+          paper="Lai et al., 2025 (FlexPrefill, query-aware top-p block selection)",
+          cost=("T^2/b^2 + T*k*b", "T"))
+class FlexPrefillAttention(AttentionModule):
+  """Pooled block estimate -> cumulative-mass (top-p) block selection -> exact block-sparse softmax."""
+  weights_unavailable = None
+
+  @nn.compact
+  def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
+    """x [B, T, d_model] -> [B, T, d_model] (causal self only)."""
+    self.check_pattern(context, decode)
+    if mask is not None:
+      raise ValueError(f"variant {self.variant!r} does not take an extra mask (its pattern is the block selection)")
+    cfg = self.cfg
+    hd = self.head_dim_for(x.shape[-1])
+    q = self.project_heads(x, cfg.num_heads, hd, "query")
+    k = self.project_heads(x, cfg.num_heads, hd, "key")
+    v = self.project_heads(x, cfg.num_heads, hd, "value")
+    q, k, v, _ = rope_and_cache(self, q, k, v, positions=positions, context=None, decode=False)
+    kw = dict(block_size=cfg.block_size, gamma=cfg.gamma, max_blocks=cfg.max_blocks, q_chunk=cfg.q_chunk)
+    op = lambda vv, impl: (flexprefill_attention_reference if impl == "reference" else flexprefill_attention)(  # noqa: E731
+        q, k, vv, **kw)
+    y = attend_or_capture(self, op, v)
+    return self.project_out(y, x.shape[-1])
