@@ -5,8 +5,9 @@ computed here from the layer's own kernels (plain einsums), through the variant'
 output path written out from its paper (per-head norms, output gates, lambda scaling,
 W_o), reproduce the layer's normal output; the transposed W (the canary) does not. Also:
 the capture call's output equals the normal call's, W has nothing above the diagonal when
-causal, padded keys get zero columns, probability rows sum to 1, and the signed variants'
-W has negative entries. Shapes B=2, T=12, D=32, H=4: several chunks / blocks with a
+causal, padded keys get zero columns, probability rows sum to 1, the signed variants'
+W has negative entries, and (gla, linformer) the gradient with respect to W through the
+"perturbations" hook is the reconstruction's. Shapes B=2, T=12, D=32, H=4: several chunks / blocks with a
 partial last one, key padding on the last 3 keys of input 1 where the variant takes it.
 Random parameters (`contract.random_params`: gates, mixing matrices and norms away from
 their identity init), one jitted function per variant.
@@ -144,6 +145,22 @@ def test_captured_weights_times_values_reproduce_the_output(case):
     assert float(w.min()) >= 0.0
   else:  # signed: the flag is needed
     assert float(w.min()) < -1e-3
+
+
+@pytest.mark.parametrize("case", ["gla", "linformer"])
+def test_weight_gradients_through_the_hook(case):
+  """d loss / d W through the "perturbations" entry equals the gradient of the independent
+  reconstruction at W (loss = sum y^2); canary: the gradient at the transposed W differs."""
+  variant, hp, padded, causal, reconstruct = CASES[case]
+  module, variables, x, y, _, w = _run(case)
+  mask = M.KeyPadding(jnp.asarray(VALID)) if padded else None
+  loss = jax.jit(jax.grad(lambda pert: jnp.sum(module.apply(
+      {**variables, "perturbations": {"weights": pert}}, x, mask=mask, mutable=["attention"])[0] ** 2)))
+  g = np.asarray(loss(jnp.zeros_like(w)))
+  expected = jax.grad(lambda ww: jnp.sum(reconstruct(variables["params"], x, ww) ** 2))
+  np.testing.assert_allclose(g, expected(jnp.asarray(w)), atol=1e-4 * float(np.abs(g).max()))
+  wrong = np.asarray(expected(jnp.swapaxes(jnp.asarray(w), -1, -2)))
+  assert float(np.abs(wrong - g).max()) > 1e-2 * float(np.abs(g).max())
 
 
 def test_mega_attention_weights_through_its_gates():
