@@ -125,7 +125,7 @@ def test_superlinear_contract():
 
 
 # ---- flexprefill ---------------------------------------------------------------------------
-FLEX = dict(num_heads=2, block_size=4, gamma=0.6, max_blocks=3, q_chunk=8)
+FLEX = dict(num_heads=2, block_size=4, gamma=0.6, max_blocks=3)
 
 
 def _pool(a, bs):
@@ -160,7 +160,7 @@ def flexprefill_kept(q, k, bs, gamma, max_blocks):
 
 def test_flexprefill_oracle_and_canary():
   """Fwd + grads vs the dense oracle (the selection in numpy from the definition), T = 22 in
-  blocks of 4 (the last partial), 3 query tiles of 8, gamma 0.6, max 3 blocks. No extra mask
+  blocks of 4 (the last partial; the query tiles are these 6 blocks), gamma 0.6, max 3 blocks. No extra mask
   (the layer raises on one). Canary: the oracle keeping max_blocks blocks regardless of the
   mass (gamma = 1)."""
   x, _ = contract.make_inputs(length=T_SUPER)

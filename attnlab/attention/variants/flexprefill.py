@@ -27,14 +27,13 @@ class FlexPrefillConfig(AttentionConfig):
   """block_size: query and key block; gamma: the estimated attention mass each query block's
   selection must reach (top-p; 1.0 keeps every past block, up to max_blocks); max_blocks:
   the most key blocks a query block keeps (its diagonal included); positional: "rope" |
-  "none"; rope_base; q_chunk: queries per tile of the blocked op (memory knob)."""
+  "none"; rope_base. Queries run in tiles of one query block (`ops.sparse.flexprefill`)."""
   block_size: int = 64
   gamma: float = 0.9
   max_blocks: int = 16
   positional: str = "rope"
   rope_base: float = 10000.0
-  q_chunk: int = 128
-  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("max_blocks", "q_chunk")
+  POSITIVE_SIZES = AttentionConfig.POSITIVE_SIZES + ("max_blocks",)
 
   def __post_init__(self):
     super().__post_init__()
@@ -63,7 +62,7 @@ class FlexPrefillAttention(AttentionModule):
     k = self.project_heads(x, cfg.num_heads, hd, "key")
     v = self.project_heads(x, cfg.num_heads, hd, "value")
     q, k, v, _ = rope_and_cache(self, q, k, v, positions=positions, context=None, decode=False)
-    kw = dict(block_size=cfg.block_size, gamma=cfg.gamma, max_blocks=cfg.max_blocks, q_chunk=cfg.q_chunk)
+    kw = dict(block_size=cfg.block_size, gamma=cfg.gamma, max_blocks=cfg.max_blocks)
     op = lambda vv, impl: (flexprefill_attention_reference if impl == "reference" else flexprefill_attention)(  # noqa: E731
         q, k, vv, **kw)
     y = attend_or_capture(self, op, v)

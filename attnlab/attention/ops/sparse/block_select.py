@@ -99,10 +99,13 @@ def block_gather_attention(q, k, v, select, *, block_size, q_offset=0, scale=Non
   """Causal attention of each query over the key blocks `select` picks for it.
 
   select(qt [B, H, qc, D] (gradient stopped), q_pos int [qc] absolute) -> (ids int
-  [B, H, qc, kk] key-block indices, ok bool [B, H, qc, kk]: the slot is used); a query
-  attends to the keys j <= its position of its used blocks (no block twice). Queries run in
-  tiles of `q_chunk` (lax.map, rematerialised in the backward): memory O(q_chunk * kk *
-  block_size * D) per tile plus O(T * D), compute O(T * kk * block_size * D).
+  [B, H, qc, kk] key-block indices, ok bool [B, H, qc, kk]: the slot is used), per query;
+  or (ids [B, H, kk], ok [B, H, kk]) shared by the whole query tile (then the blocks are
+  gathered once per tile, not once per query: the form for selections made per query
+  block, with q_chunk = the query block). A query attends to the keys j <= its position of
+  its used blocks (no block twice). Queries run in tiles of `q_chunk` (lax.map,
+  rematerialised in the backward): memory O(q_chunk * kk * block_size * D) per tile plus
+  O(T * D), compute O(T * kk * block_size * D).
   q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv] -> [B, Tq, H, Dv].
   """
   b, tq, tk, h, d = check_equal_heads(q, k, v, "block_gather_attention")
@@ -121,8 +124,16 @@ def block_gather_attention(q, k, v, select, *, block_size, q_offset=0, scale=Non
   def tile(args):
     qt, i = args  # qt [B, H, qc, D]
     q_pos = i * qc + jnp.arange(qc) + q_offset  # [qc]
-    ids, used = select(jax.lax.stop_gradient(qt), q_pos)  # [B, H, qc, kk]
+    ids, used = select(jax.lax.stop_gradient(qt), q_pos)  # [B, H, qc, kk] or [B, H, kk]
     ids = jax.lax.stop_gradient(ids)
+    if ids.ndim == 3:  # one selection for the tile: gather [B, H, kk, bs, X] once
+      take = lambda x: jnp.take_along_axis(x, ids[..., None, None], axis=2)  # noqa: E731
+      ks, vs = take(kb), take(vb)
+      k_pos = (ids[..., None] * block_size + jnp.arange(block_size)).reshape(b, h, 1, -1)  # [B, H, 1, kk*bs]
+      ok = jnp.repeat(used, block_size, axis=-1)[:, :, None] & (k_pos <= q_pos[:, None]) & (k_pos < tk)
+      s = jnp.einsum("bhqd,bhmd->bhqm", qt, ks.reshape(b, h, -1, d)) * scale
+      p, _ = masked_softmax(s, ok)
+      return jnp.einsum("bhqm,bhmd->bhqd", p, vs.reshape(b, h, -1, vs.shape[-1]))
     take = lambda x: jnp.take_along_axis(  # noqa: E731  x [B, H, nb, bs, X] -> [B, H, qc, kk, bs, X]
         x[:, :, None], ids[..., None, None], axis=3)
     ks, vs = take(kb), take(vb)

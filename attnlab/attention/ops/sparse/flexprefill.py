@@ -47,16 +47,19 @@ def flexprefill_blocks(q, k, *, block_size, gamma, max_blocks, scale=None):
   return order.astype(jnp.int32), used, est
 
 
-def flexprefill_attention(q, k, v, *, block_size, gamma, max_blocks, scale=None, q_chunk=128):
-  """Causal attention over the FlexPrefill-selected blocks (see the module docstring).
-  q [B, T, H, D], k [B, T, H, D], v [B, T, H, Dv] -> [B, T, H, Dv]."""
+def flexprefill_attention(q, k, v, *, block_size, gamma, max_blocks, scale=None, q_chunk=None):
+  """Causal attention over the FlexPrefill-selected blocks (see the module docstring): query
+  tiles are the query blocks, each gathering its selected key blocks once.
+  q [B, T, H, D], k [B, T, H, D], v [B, T, H, Dv] -> [B, T, H, Dv]. (q_chunk: unused, the
+  tile is the query block.)"""
+  del q_chunk
   ids, used, _ = flexprefill_blocks(q, k, block_size=block_size, gamma=gamma, max_blocks=max_blocks, scale=scale)
 
-  def select(qt, q_pos):  # each query reads its query block's selection
-    qb = jnp.minimum(q_pos // block_size, ids.shape[2] - 1)
+  def select(qt, q_pos):  # the tile is one query block: its selection [B, H, kk]
+    qb = q_pos[0] // block_size
     return ids[:, :, qb], used[:, :, qb]
 
-  return block_gather_attention(q, k, v, select, block_size=block_size, scale=scale, q_chunk=q_chunk)
+  return block_gather_attention(q, k, v, select, block_size=block_size, scale=scale, q_chunk=block_size)
 
 
 def flexprefill_attention_reference(q, k, v, *, block_size, gamma, max_blocks, scale=None, q_chunk=None):
