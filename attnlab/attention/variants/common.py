@@ -97,5 +97,18 @@ def attend_or_capture(module, attend, v, *, impl="auto", decode: bool = False):
   return attend(v, impl)
 
 
+def selection_qkv(module, x, *, mask, positions, decode: bool, pattern: str):
+  """The start of a self-attention variant whose key set is a data-dependent selection
+  (superlinear.py, flexprefill.py): no extra mask (it raises, naming `pattern`, what picks
+  the keys), q, k, v [B, T, H, D] with H = cfg.num_heads each, RoPE and the KV cache
+  (`rope_and_cache`). Returns (q, k, v, q_offset)."""
+  if mask is not None:
+    raise ValueError(f"variant {module.variant!r} does not take an extra mask (its pattern is {pattern})")
+  h, hd = module.cfg.num_heads, module.head_dim_for(x.shape[-1])
+  q, k, v = (module.project_heads(x, h, hd, name) for name in ("query", "key", "value"))
+  return rope_and_cache(module, q, k, v, positions=positions, context=None, decode=decode)
+
+
 __all__ = ["FORMS", "POSITIONAL", "alibi_bias", "attend_or_capture", "check_form", "check_no_positions",
-           "check_positional", "check_recurrent_call", "heads_param", "key_valid_from_mask", "rope_and_cache"]
+           "check_positional", "check_recurrent_call", "heads_param", "key_valid_from_mask", "rope_and_cache",
+           "selection_qkv"]

@@ -19,7 +19,7 @@ import flax.linen as nn
 from attnlab.attention.ops.sparse.flexprefill import flexprefill_attention, flexprefill_attention_reference
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.common import attend_or_capture, rope_and_cache
+from attnlab.attention.variants.common import attend_or_capture, selection_qkv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +54,8 @@ class FlexPrefillAttention(AttentionModule):
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     """x [B, T, d_model] -> [B, T, d_model] (causal self only)."""
     self.check_pattern(context, decode)
-    if mask is not None:
-      raise ValueError(f"variant {self.variant!r} does not take an extra mask (its pattern is the block selection)")
     cfg = self.cfg
-    hd = self.head_dim_for(x.shape[-1])
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(x, cfg.num_heads, hd, "key")
-    v = self.project_heads(x, cfg.num_heads, hd, "value")
-    q, k, v, _ = rope_and_cache(self, q, k, v, positions=positions, context=None, decode=False)
+    q, k, v, _ = selection_qkv(self, x, mask=mask, positions=positions, decode=False, pattern="the block selection")
     kw = dict(block_size=cfg.block_size, gamma=cfg.gamma, max_blocks=cfg.max_blocks)
     op = lambda vv, impl: (flexprefill_attention_reference if impl == "reference" else flexprefill_attention)(  # noqa: E731
         q, k, vv, **kw)

@@ -29,7 +29,7 @@ import flax.linen as nn
 from attnlab.attention.ops.sparse import block_select as BS
 from attnlab.attention.registry import register
 from attnlab.attention.variants.base import AttentionConfig, AttentionModule
-from attnlab.attention.variants.common import attend_or_capture, rope_and_cache
+from attnlab.attention.variants.common import attend_or_capture, selection_qkv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +67,8 @@ class SuperlinearAttention(AttentionModule):
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
     """x [B, T, d_model] -> [B, T, d_model] (causal self; decode reads the KV cache)."""
     self.check_pattern(context, decode)
-    if mask is not None:
-      raise ValueError(f"variant {self.variant!r} does not take an extra mask (its pattern is the span search)")
     cfg = self.cfg
-    hd = self.head_dim_for(x.shape[-1])
-    q = self.project_heads(x, cfg.num_heads, hd, "query")
-    k = self.project_heads(x, cfg.num_heads, hd, "key")
-    v = self.project_heads(x, cfg.num_heads, hd, "value")
-    q, k, v, q_offset = rope_and_cache(self, q, k, v, positions=positions, context=None, decode=decode)
+    q, k, v, q_offset = selection_qkv(self, x, mask=mask, positions=positions, decode=decode, pattern="the span search")
     span = self.span_for(k.shape[1])
     y = attend_or_capture(self, lambda vv, impl: BS.moba_attention(
         q, k, vv, block_size=span, top_k=cfg.top_k + 1, q_offset=q_offset, q_chunk=cfg.q_chunk, impl=impl),
