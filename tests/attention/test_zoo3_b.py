@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnlab.attention import build, masks as M
+from attnlab.attention import VARIANTS, build, masks as M
 from attnlab.attention.ops.conv import causal_conv_fft
 from tests.attention import contract
 from tests.attention.oracle_parts import out_proj, proj, rope_bt
@@ -58,6 +58,16 @@ def _padded_oracle(name, hp, oracle):
   y_ref = _compare(name, module, variables, x, lambda v, x: oracle(v["params"], x, valid),
                    {"mask": M.KeyPadding(jnp.asarray(valid))})
   return variables["params"], x, valid, y_ref
+
+
+def _undeclared_patterns_raise(name, hp):
+  """`contract.check_patterns` without its compiles, for variants whose oracle tests already
+  compile every declared pattern: each undeclared pattern raises ValueError when traced."""
+  declared = VARIANTS.get(name).patterns
+  for pattern in ("causal-self", "noncausal-self", "causal-cross", "noncausal-cross"):
+    if pattern not in declared:
+      with pytest.raises(ValueError):
+        contract._pattern_call(name, hp, pattern, 8, 12, compile=False)
 
 
 # ---- baseconv ----------------------------------------------------------------------------
@@ -171,7 +181,9 @@ def test_moa_reduces_to_mha_when_spans_cover_the_sequence():
 
 
 def test_moa_contract():
-  contract.check_patterns("moa", MOA)
+  """Decode equals the full pass; undeclared patterns raise (both declared ones, causal and
+  non-causal self, are compiled by the oracle test); bad hyperparameters raise."""
+  _undeclared_patterns_raise("moa", MOA)
   contract.check_decode_matches_full("moa", MOA, length=4)
   for bad in (dict(alphas=(1, 2), betas=(0.0,)), dict(betas=(-1.0, 0, 0, 0)), dict(block_size=0)):
     with pytest.raises(ValueError):
@@ -227,9 +239,10 @@ def test_aggregated_oracle_padding_and_canary():
 
 
 def test_aggregated_contract():
-  """Patterns; a finite gradient at the initial parameters when padding empties a pool (its
-  key is then exactly 0: the normalisation's gradient there must not be NaN); bad masks."""
-  contract.check_patterns("aggregated", AGG)
+  """A finite gradient at the initial parameters when padding empties a pool (its key is
+  then exactly 0: the normalisation's gradient there must not be NaN; the declared pattern,
+  noncausal-self, runs here and in the oracle test); undeclared patterns raise; bad masks."""
+  _undeclared_patterns_raise("aggregated", AGG)
   x, _ = contract.make_inputs(length=T)
   module, mask = build("aggregated", **AGG), M.KeyPadding(jnp.asarray(_padding()))
   g = jax.jit(jax.grad(lambda v, x: jnp.sum(module.apply(v, x, mask=mask) ** 2)))(contract.init_variables(module, x), x)

@@ -25,7 +25,7 @@ from attnlab.attention import build
 from tests.attention import contract
 from tests.attention.oracle_parts import out_proj, proj, rope_bt
 from tests.attention.test_zoo3 import _assert_bites
-from tests.attention.test_zoo3_b import _compare
+from tests.attention.test_zoo3_b import _compare, _undeclared_patterns_raise
 
 
 # ---- superlinear -----------------------------------------------------------------------------
@@ -117,7 +117,9 @@ def test_superlinear_scored_pairs_grow_as_L_to_the_1_5():
 
 
 def test_superlinear_contract():
-  contract.check_patterns("superlinear", SUPER)
+  """Decode equals the full pass; undeclared patterns raise (causal-self is compiled by the
+  oracle test); bad hyperparameters raise."""
+  _undeclared_patterns_raise("superlinear", SUPER)
   contract.check_decode_matches_full("superlinear", SUPER, length=4)
   for bad in (dict(span=-1), dict(positional="alibi"), dict(top_k=0)):
     with pytest.raises(ValueError):
@@ -202,7 +204,9 @@ def test_flexprefill_selected_blocks_cover_the_requested_mass():
 
 
 def test_flexprefill_contract():
-  contract.check_patterns("flexprefill", FLEX)
+  """Undeclared patterns (and decode) raise (causal-self is compiled by the oracle test);
+  bad hyperparameters raise."""
+  _undeclared_patterns_raise("flexprefill", FLEX)
   for bad in (dict(gamma=0.0), dict(gamma=1.5), dict(max_blocks=0), dict(positional="alibi")):
     with pytest.raises(ValueError):
       build("flexprefill", **bad)
