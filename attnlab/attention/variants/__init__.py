@@ -21,6 +21,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     moa,
     neighborhood,
     pooled_cross,
+    rcmha,
     routed,
     shvit,
     softmax,

@@ -1,0 +1,143 @@
+"""Attention zoo, part 3 (issue 18), scoring and heads: rcmha (variants/rcmha.py).
+
+Every oracle is built here from the module's parameters with plain jnp / numpy and the
+shared projections (oracle_parts), none of the module's own helpers:
+* rcmha: the causal depthwise convolutions as explicit shifted sums, the clipped
+  relative-distance table gathered into a dense [H, T, T] bias in numpy index arithmetic,
+  dense masked softmax; T = 20 in 8 x 8 tiles of the blocked op (3 per side, the last
+  partial), key padding. Canaries: no convolution, no relative bias.
+Each variant also trains a few MQAR smoke steps with finite loss.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnlab.attention import build, masks as M
+from attnlab.attention.ops.softmax import blocked
+from tests.attention import contract
+from tests.attention.oracle_parts import out_proj, proj
+
+T = 20
+
+
+def _assert_bites(variant, what, y, y_wrong, floor=1e-2):
+  """The canary: the oracle with `what` broken is visibly far (> floor) from the module."""
+  gap = float(jnp.max(jnp.abs(y - y_wrong)))
+  print(f"{variant} canary ({what}): max diff {gap:.2e}")
+  assert gap > floor, f"{variant}: the oracle with {what} still matches ({gap:.2e})"
+
+
+def _allowed(b, tq, tk, causal, kv_valid):
+  """bool [B, Tq, Tk]: causal (or all) and-ed with key validity."""
+  a = np.tril(np.ones((tq, tk), bool)) if causal else np.ones((tq, tk), bool)
+  valid = np.ones((b, tk), bool) if kv_valid is None else np.asarray(kv_valid)
+  return a[None] & valid[:, None, :]
+
+
+def _compare(name, module, variables, x, oracle, call_kw):
+  """Module vs oracle, forward and d sum(sin y) / d(params, x); prints and returns y_ref."""
+  run = lambda v, x: module.apply(v, x, **call_kw)  # noqa: E731
+  (y, g), (y_ref, g_ref) = contract.output_and_grad(run, variables, x), contract.output_and_grad(oracle, variables, x)
+  contract.assert_oracle(name, "fwd", y, y_ref, atol=2e-5, rtol=1e-5)
+  contract.assert_oracle(name, "grad", g, g_ref, atol=5e-5, rtol=1e-4)
+  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
+  print(f"{name}: fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
+  return y_ref
+
+
+# ---- rcmha -----------------------------------------------------------------------------------
+RCMHA = dict(num_heads=2, kernel_size=3, max_distance=5, impl="xla")
+
+
+def rcmha_oracle(p, x, causal, kv_valid, conv=True, rel=True):
+  """Dense RCMHA from the definition: q~_t = sum_i w_i q_{t-i} (zeros before 0), logits
+  q~ k~ / sqrt(D) + table[h, clip(j - i, -K, K) + K], masked softmax, times v~."""
+  def shifted_sum(a, taps):
+    if not conv:
+      return a
+    out = jnp.zeros_like(a)
+    for i in range(taps.shape[0]):
+      shifted = jnp.pad(a, ((0, 0), (i, 0), (0, 0), (0, 0)))[:, :a.shape[1]]  # a_{t-i}
+      out = out + taps[i] * shifted
+    return out
+  q, k, v = (shifted_sum(proj(x, p, n), p[f"conv_{n}"]) for n in ("query", "key", "value"))
+  b, t = x.shape[:2]
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  if rel:
+    r = (p["rel_bias"].shape[1] - 1) // 2
+    dist = np.arange(t)[None, :] - np.arange(t)[:, None]  # j - i
+    logits = logits + p["rel_bias"][:, np.clip(dist, -r, r) + r][None]
+  w = jax.nn.softmax(jnp.where(_allowed(b, t, t, causal, kv_valid)[:, None], logits, -jnp.inf), -1)
+  return out_proj(jnp.einsum("bhqk,bkhd->bqhd", w, v), p)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_rcmha_oracle_tiles_padding_and_canaries(causal, monkeypatch):
+  """Fwd + grads vs the dense oracle on random parameters (random taps and table), T = 20
+  over 8 x 8 tiles of the blocked op, example 0's last 7 keys padded. Canaries: the oracle
+  without the convolutions, and without the relative bias, are far from the module."""
+  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_Q", 8)
+  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_K", 8)
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[0, 13:] = False
+  module = build("rcmha", **{**RCMHA, "causal": causal})
+  variables = contract.random_params(module, x)
+  p = variables["params"]
+  y_ref = _compare("rcmha", module, variables, x, lambda v, x: rcmha_oracle(v["params"], x, causal, valid),
+                   {"mask": M.KeyPadding(jnp.asarray(valid))})
+  _assert_bites("rcmha", "no convolution", y_ref, rcmha_oracle(p, x, causal, valid, conv=False))
+  _assert_bites("rcmha", "no relative bias", y_ref, rcmha_oracle(p, x, causal, valid, rel=False))
+
+
+def test_rcmha_reduces_to_mha():
+  """Reduction: kernel_size 1 with unit taps and a zero table is mha without RoPE (same
+  projections); so is the init (identity taps, zero table) at kernel_size 3. A non-zero
+  table breaks it (canary)."""
+  x, _ = contract.make_inputs(length=T)
+  mha = build("mha", num_heads=2, positional="none")
+  variables = contract.random_params(mha, x)
+  y_mha = jax.jit(mha.apply)(variables, x)
+  for k in (1, 3):
+    p = dict(variables["params"])
+    for n in ("query", "key", "value"):
+      p[f"conv_{n}"] = jnp.zeros((k, 2, 16)).at[0].set(1.0)
+    p["rel_bias"] = jnp.zeros((2, 11))
+    module = build("rcmha", num_heads=2, kernel_size=k, max_distance=5)
+    y = jax.jit(module.apply)({"params": p}, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_mha), atol=1e-5)
+  p["rel_bias"] = jnp.linspace(-1.0, 1.0, 22).reshape(2, 11)
+  assert float(jnp.max(jnp.abs(jax.jit(module.apply)({"params": p}, x) - y_mha))) > 1e-2
+
+
+def test_rcmha_contract_and_decode():
+  """Patterns, finite gradients, decode (conv states + KV cache) equal to the full pass
+  (on random parameters, so the taps and table are non-trivial), bad configs raise."""
+  contract.check_patterns("rcmha", RCMHA)
+  contract.check_grads_finite("rcmha", RCMHA)
+  x, _ = contract.make_inputs(length=6)
+  module = build("rcmha", **RCMHA)
+  variables = contract.random_params(module, x)
+  full = jax.jit(module.apply)(variables, x)
+  inc = contract.decode_step_by_step(module, variables, x)
+  np.testing.assert_allclose(np.asarray(inc), np.asarray(full), atol=2e-5, rtol=1e-4)
+  for bad in (dict(kernel_size=0), dict(max_distance=0)):
+    with pytest.raises(ValueError):
+      build("rcmha", **{**RCMHA, **bad})
+
+
+# ---- training through a task config --------------------------------------------------------
+@pytest.mark.parametrize("variant", ["rcmha"])
+def test_trains_on_mqar_smoke_with_finite_loss(variant, tmp_path):
+  import os
+  from attnlab.config_loading import load_config
+  from attnlab.train import train
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  c = load_config(os.path.join(root, "configs", "mqar.py") + f":variant={variant},smoke=True")
+  c.model.num_layers, c.train.steps, c.train.eval_every, c.train.checkpoint_every = 1, 2, 2, 2
+  result = train(c, str(tmp_path / variant))
+  assert result["step"] == 2 and np.isfinite(result["eval/loss"]), result
