@@ -22,6 +22,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     neighborhood,
     pooled_cross,
     rcmha,
+    relational,
     routed,
     shvit,
     softmax,
