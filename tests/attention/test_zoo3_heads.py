@@ -1,5 +1,5 @@
 """Attention zoo, part 3 (issue 18), scoring and heads: rcmha (variants/rcmha.py), relational
-(variants/relational.py).
+(variants/relational.py), bam (variants/bam.py).
 
 Every oracle is built here from the module's parameters with plain jnp / numpy and the
 shared projections (oracle_parts), none of the module's own helpers:
@@ -11,6 +11,8 @@ shared projections (oracle_parts), none of the module's own helpers:
   tensor and the head output sum_j alpha_ij (r_ij W_r + s_j W_s) summed over j as written
   (the module instead pools psi(x_j) through the op); same tiles and padding. Canaries: no
   relations, no symbols.
+* bam: expert by expert, each its own dense softmax and output projection, mixed by the
+  router's softmax; same tiles and padding. Canary: uniform expert weights.
 Each variant also trains a few MQAR smoke steps with finite loss.
 """
 
@@ -212,8 +214,96 @@ def test_relational_contract_and_decode():
       build("relational", **{**REL, **bad})
 
 
+# ---- bam -------------------------------------------------------------------------------------
+BAM = dict(num_heads=2, num_experts=3)
+
+
+def bam_oracle(p, x, causal, kv_valid, shared_kv, routed=True):
+  """y = sum_e g_e(x) O_e softmax(q^e k^e / sqrt(D)) v^e, one expert at a time (head h of
+  expert e at column h * E + e of the stacked kernels), RoPE on q, k; g = softmax of the
+  router's logits. routed=False mixes the experts uniformly (the canary)."""
+  from tests.attention.oracle_parts import rope_bt
+  b, t = x.shape[:2]
+  n_exp = p["router"]["kernel"].shape[1]
+  pos = np.broadcast_to(np.arange(t), (b, t))
+  g = jax.nn.softmax(jnp.einsum("btd,de->bte", x, p["router"]["kernel"][..., 0]), -1)
+  if not routed:
+    g = jnp.full_like(g, 1.0 / n_exp)
+  allowed = _allowed(b, t, t, causal, kv_valid)[:, None]
+  y = 0.0
+  for e in range(n_exp):
+    cols = np.arange(p["query"]["kernel"].shape[1] // n_exp) * n_exp + e  # heads (h, e) for h = 0..H-1
+    kv_cols = slice(None) if shared_kv else cols
+    q = rope_bt(jnp.einsum("btd,dhk->bthk", x, p["query"]["kernel"][:, cols]), pos)
+    k = rope_bt(jnp.einsum("btd,dhk->bthk", x, p["key"]["kernel"][:, kv_cols]), pos)
+    v = jnp.einsum("btd,dhk->bthk", x, p["value"]["kernel"][:, kv_cols])
+    w = jax.nn.softmax(jnp.where(allowed, jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1]), -jnp.inf), -1)
+    o = jnp.einsum("bqhd,hdm->bqm", jnp.einsum("bhqk,bkhd->bqhd", w, v), p["out"]["kernel"][cols])
+    y = y + g[..., e:e + 1] * o
+  return y
+
+
+def test_bam_oracle_padding_and_canary(monkeypatch):
+  """Fwd + grads vs the expert-by-expert oracle (separate K/V, 3 experts), causal with RoPE,
+  T = 20 over 8 x 8 tiles, example 0's last 7 keys padded; shared K/V non-causal forward
+  only. Canary: the oracle with uniform expert weights instead of the router."""
+  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_Q", 8)
+  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_K", 8)
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[0, 13:] = False
+  mask = M.KeyPadding(jnp.asarray(valid))
+  module = build("bam", **BAM)
+  variables = contract.random_params(module, x)
+  p = variables["params"]
+  y_ref = _compare("bam", module, variables, x, lambda v, x: bam_oracle(v["params"], x, True, valid, False),
+                   {"mask": mask})
+  _assert_bites("bam", "uniform router", y_ref, bam_oracle(p, x, True, valid, False, routed=False))
+  shared = build("bam", **BAM, shared_kv=True, causal=False)
+  v_shared = contract.random_params(shared, x)
+  y_nc = jax.jit(lambda v, x: shared.apply(v, x, mask=mask))(v_shared, x)
+  contract.assert_oracle("bam", "fwd-shared-kv", y_nc, bam_oracle(v_shared["params"], x, False, valid, True),
+                         atol=2e-5, rtol=1e-5)
+
+
+def test_bam_reduces_to_mha():
+  """Reductions: one expert is mha (the router is the constant 1); shared K/V with E
+  identical experts (query and out kernels copied per expert) is mha for any router.
+  Different experts give a different output (canary)."""
+  x, _ = contract.make_inputs(length=T)
+  mha = build("mha", num_heads=2)
+  variables = contract.random_params(mha, x)
+  y_mha = jax.jit(mha.apply)(variables, x)
+  router = jax.random.normal(jax.random.key(5), (32, 3, 1))
+  p1 = {**variables["params"], "router": {"kernel": router[:, :1]}}
+  y1 = jax.jit(build("bam", num_heads=2, num_experts=1).apply)({"params": p1}, x)
+  np.testing.assert_allclose(np.asarray(y1), np.asarray(y_mha), atol=1e-5)
+  pm = variables["params"]
+  p3 = {"key": pm["key"], "value": pm["value"], "router": {"kernel": router},
+        "query": {"kernel": jnp.repeat(pm["query"]["kernel"], 3, axis=1)},
+        "out": {"kernel": jnp.repeat(pm["out"]["kernel"], 3, axis=0)}}
+  run3 = jax.jit(build("bam", num_heads=2, num_experts=3, shared_kv=True).apply)
+  np.testing.assert_allclose(np.asarray(run3({"params": p3}, x)), np.asarray(y_mha), atol=1e-5)
+  p3["query"] = {"kernel": p3["query"]["kernel"].at[:, 1].multiply(-1.0)}
+  assert float(jnp.max(jnp.abs(run3({"params": p3}, x) - y_mha))) > 1e-2
+
+
+def test_bam_contract_and_decode():
+  """Patterns, finite gradients, decode equal to the full pass (shared K/V), bad configs raise."""
+  contract.check_patterns("bam", BAM)
+  contract.check_grads_finite("bam", BAM)
+  x, _ = contract.make_inputs(length=6)
+  module = build("bam", **BAM, shared_kv=True)
+  variables = contract.random_params(module, x)
+  inc = contract.decode_step_by_step(module, variables, x)
+  np.testing.assert_allclose(np.asarray(inc), np.asarray(jax.jit(module.apply)(variables, x)), atol=2e-5, rtol=1e-4)
+  for bad in (dict(num_experts=0), dict(num_kv_heads=1)):
+    with pytest.raises(ValueError):
+      build("bam", **{**BAM, **bad})
+
+
 # ---- training through a task config --------------------------------------------------------
-@pytest.mark.parametrize("variant", ["rcmha", "relational"])
+@pytest.mark.parametrize("variant", ["rcmha", "relational", "bam"])
 def test_trains_on_mqar_smoke_with_finite_loss(variant, tmp_path):
   import os
   from attnlab.config_loading import load_config

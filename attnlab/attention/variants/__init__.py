@@ -2,6 +2,7 @@
 
 from attnlab.attention.variants import (  # noqa: F401  (each import registers its variants)
     aggregated,
+    bam,
     biformer,
     channel,
     conv,
