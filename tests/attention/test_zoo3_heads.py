@@ -1,5 +1,6 @@
 """Attention zoo, part 3 (issue 18), scoring and heads: rcmha (variants/rcmha.py), relational
-(variants/relational.py), bam (variants/bam.py).
+(variants/relational.py), bam (variants/bam.py),
+higher_order (variants/higher_order.py, ops/softmax/simplicial.py).
 
 Every oracle is built here from the module's parameters with plain jnp / numpy and the
 shared projections (oracle_parts), none of the module's own helpers:
@@ -13,6 +14,8 @@ shared projections (oracle_parts), none of the module's own helpers:
   relations, no symbols.
 * bam: expert by expert, each its own dense softmax and output projection, mixed by the
   router's softmax; same tiles and padding. Canary: uniform expert weights.
+* higher_order: one explicit [B, H, T, T, T] logit einsum, softmax over the flattened
+  pairs; 3 query blocks, key padding. Canaries: no second key, no second value.
 Each variant also trains a few MQAR smoke steps with finite loss.
 """
 
@@ -302,8 +305,67 @@ def test_bam_contract_and_decode():
       build("bam", **{**BAM, **bad})
 
 
+# ---- higher_order --------------------------------------------------------------------------
+HIGHER = dict(num_heads=2, q_chunk=8)
+
+
+def higher_order_oracle(p, x, causal, kv_valid, second_key=True, second_value=True):
+  """The trilinear logits as one explicit [B, H, T, T, T] einsum, softmax over the allowed
+  (j, k) pairs flattened, output sum_jk a_ijk (v_j * v'_k) as one einsum. second_key /
+  second_value = False replace k' / v' by ones (bilinear attention: the canaries)."""
+  b, t = x.shape[:2]
+  q, k1, k2 = proj(x, p, "query"), proj(x, p, "key"), proj(x, p, "key2")
+  v1, v2 = proj(x, p, "value"), proj(x, p, "value2")
+  k2 = k2 if second_key else jnp.ones_like(k2)
+  v2 = v2 if second_value else jnp.ones_like(v2)
+  logits = jnp.einsum("bihd,bjhd,bkhd->bhijk", q, k1, k2) / np.sqrt(q.shape[-1])
+  a = _allowed(b, t, t, causal, kv_valid)  # [B, i, j]
+  allowed = a[:, :, :, None] & a[:, :, None, :]  # [B, i, j, k]
+  flat = jnp.where(allowed[:, None], logits, -jnp.inf).reshape(b, -1, t, t * t)
+  w = jax.nn.softmax(flat, -1).reshape(logits.shape)
+  return out_proj(jnp.einsum("bhijk,bjhd,bkhd->bihd", w, v1, v2), p)
+
+
+def test_higher_order_oracle_padding_and_canaries():
+  """Fwd + grads vs the explicit [T, T, T] oracle, causal, T = 20 in query blocks of 8 (3,
+  the last padded), example 0's last 7 keys padded; non-causal forward only. Canaries:
+  the oracle without k' (bilinear logits) and without v'."""
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[0, 13:] = False
+  mask = M.KeyPadding(jnp.asarray(valid))
+  module = build("higher_order", **HIGHER)
+  variables = contract.random_params(module, x)
+  p = variables["params"]
+  y_ref = _compare("higher_order", module, variables, x,
+                   lambda v, x: higher_order_oracle(v["params"], x, True, valid), {"mask": mask})
+  _assert_bites("higher_order", "no second key", y_ref, higher_order_oracle(p, x, True, valid, second_key=False))
+  _assert_bites("higher_order", "no second value", y_ref, higher_order_oracle(p, x, True, valid, second_value=False))
+  nc = build("higher_order", **HIGHER, causal=False)
+  y_nc = jax.jit(lambda v, x: nc.apply(v, x, mask=mask))(variables, x)
+  contract.assert_oracle("higher_order", "fwd-noncausal", y_nc, higher_order_oracle(p, x, False, valid),
+                         atol=2e-5, rtol=1e-5)
+
+
+def test_higher_order_contract_and_decode():
+  """Patterns, finite gradients, decode equal to the full pass, its hook refusal, bad
+  configs and masks raise."""
+  contract.check_patterns("higher_order", HIGHER)
+  contract.check_grads_finite("higher_order", HIGHER)
+  x, _ = contract.make_inputs(length=6)
+  module = build("higher_order", **HIGHER)
+  variables = contract.random_params(module, x)
+  inc = contract.decode_step_by_step(module, variables, x)
+  np.testing.assert_allclose(np.asarray(inc), np.asarray(jax.jit(module.apply)(variables, x)), atol=2e-5, rtol=1e-4)
+  assert "key pairs" in module.weights_unavailable
+  with pytest.raises(ValueError, match="q_chunk"):
+    build("higher_order", num_heads=2, q_chunk=0)
+  with pytest.raises(ValueError, match="KeyPadding"):
+    module.apply(variables, x, mask=M.SlidingWindow(2))
+
+
 # ---- training through a task config --------------------------------------------------------
-@pytest.mark.parametrize("variant", ["rcmha", "relational", "bam"])
+@pytest.mark.parametrize("variant", ["rcmha", "relational", "bam", "higher_order"])
 def test_trains_on_mqar_smoke_with_finite_loss(variant, tmp_path):
   import os
   from attnlab.config_loading import load_config

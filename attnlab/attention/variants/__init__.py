@@ -12,6 +12,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     gated,
     halo,
     heads,
+    higher_order,
     hilo,
     inline,
     knn,
