@@ -1,6 +1,7 @@
 """Attention zoo, part 3 (issue 18), scoring and heads: rcmha (variants/rcmha.py), relational
 (variants/relational.py), bam (variants/bam.py),
-higher_order (variants/higher_order.py, ops/softmax/simplicial.py).
+higher_order (variants/higher_order.py, ops/softmax/simplicial.py),
+sink_calibrated (variants/sink_calibrated.py, ops/softmax/sink_calibration.py).
 
 Every oracle is built here from the module's parameters with plain jnp / numpy and the
 shared projections (oracle_parts), none of the module's own helpers:
@@ -16,6 +17,9 @@ shared projections (oracle_parts), none of the module's own helpers:
   router's softmax; same tiles and padding. Canary: uniform expert weights.
 * higher_order: one explicit [B, H, T, T, T] logit einsum, softmax over the flattened
   pairs; 3 query blocks, key padding. Canaries: no second key, no second value.
+* sink_calibrated: dense softmax, the sink set found in numpy from column means over the
+  queries that see each key, the removed mass added back as w_j + removed * w_j / (others'
+  mass). Canary: no calibration. (The dense reference path: one tile by design.)
 Each variant also trains a few MQAR smoke steps with finite loss.
 """
 
@@ -364,8 +368,96 @@ def test_higher_order_contract_and_decode():
     module.apply(variables, x, mask=M.SlidingWindow(2))
 
 
+# ---- sink_calibrated -----------------------------------------------------------------------
+SINK = dict(num_heads=2, threshold=0.1, factor=0.3)
+
+
+def _softmax_weights(p, x, causal, kv_valid):
+  """Plain dense softmax weights [B, H, T, T] of q, k with RoPE (mha's)."""
+  from tests.attention.oracle_parts import rope_bt
+  b, t = x.shape[:2]
+  pos = np.broadcast_to(np.arange(t), (b, t))
+  q, k = rope_bt(proj(x, p, "query"), pos), rope_bt(proj(x, p, "key"), pos)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  return jax.nn.softmax(jnp.where(_allowed(b, t, t, causal, kv_valid)[:, None], logits, -jnp.inf), -1)
+
+
+def sink_set(p, x, causal, kv_valid, threshold):
+  """numpy: sinks [B, H, T], keys whose attention averaged over the queries that see them
+  (counted from the dense allowed matrix) exceeds the threshold."""
+  w = np.asarray(_softmax_weights(p, x, causal, kv_valid))
+  allowed = np.broadcast_to(_allowed(x.shape[0], x.shape[1], x.shape[1], causal, kv_valid)[:, None], w.shape)
+  seen = allowed.sum(2)
+  mean = np.where(seen > 0, (w * allowed).sum(2) / np.maximum(seen, 1), 0.0)
+  return (mean > threshold) & (seen > 0)
+
+
+def sink_oracle(p, x, causal, kv_valid, sinks, factor, calibrate=True):
+  """Each row: the sinks keep `factor` of their weight; the removed mass
+  (1 - factor) * sum_sinks w is added to the other keys in proportion to their weight
+  (rows with no other key unchanged)."""
+  w = _softmax_weights(p, x, causal, kv_valid)
+  if calibrate:
+    s = jnp.asarray(sinks)[:, :, None, :]
+    removed = (1.0 - factor) * jnp.sum(w * s, -1, keepdims=True)
+    others = jnp.sum(w * ~s, -1, keepdims=True)
+    has_others = others > 0  # a row whose visible keys are all sinks stays as it is
+    w = jnp.where(has_others, jnp.where(s, factor * w, w + removed * w / jnp.where(has_others, others, 1.0)), w)
+  return out_proj(jnp.einsum("bhqk,bkhd->bqhd", w, proj(x, p, "value")), p), w
+
+
+def test_sink_calibrated_oracle_rows_and_canary():
+  """Fwd + grads vs the plain oracle (sinks found in numpy), causal with RoPE, T = 20,
+  example 0's last 7 keys padded; some keys but not all are sinks; the sown weights' rows
+  sum to 1 over the visible keys and equal the oracle's. Canary: plain softmax (no
+  calibration) is far from the module."""
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[0, 13:] = False
+  mask = M.KeyPadding(jnp.asarray(valid))
+  module = build("sink_calibrated", **SINK)
+  variables = contract.random_params(module, x)
+  p = variables["params"]
+  sinks = sink_set(p, x, True, valid, SINK["threshold"])
+  print(f"sink_calibrated: {int(sinks.sum())} sinks of {sinks.size} (batch, head, key) slots")
+  assert 0 < sinks.sum() < sinks.size // 2
+  y_ref = _compare("sink_calibrated", module, variables, x,
+                   lambda v, x: sink_oracle(v["params"], x, True, valid, sinks, SINK["factor"])[0], {"mask": mask})
+  _, sown = jax.jit(lambda v, x: module.apply(v, x, mask=mask, mutable=["attention"]))(variables, x)
+  w = np.asarray(sown["attention"]["weights"][0])
+  np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(w, np.asarray(sink_oracle(p, x, True, valid, sinks, SINK["factor"])[1]), atol=1e-5)
+  _assert_bites("sink_calibrated", "no calibration",
+                y_ref, sink_oracle(p, x, True, valid, sinks, SINK["factor"], calibrate=False)[0])
+
+
+def test_sink_calibrated_is_mha_when_nothing_is_detected():
+  """Identity: a threshold above any mean (1.5) detects nothing, and the layer equals mha
+  on the same parameters (non-causal, padding); at threshold 0.1 it does not (canary)."""
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[1, 15:] = False
+  mask = M.KeyPadding(jnp.asarray(valid))
+  mha = build("mha", num_heads=2, causal=False)
+  variables = contract.random_params(mha, x)
+  run = lambda m: jax.jit(lambda v, x: m.apply(v, x, mask=mask))(variables, x)  # noqa: E731
+  y_mha = run(mha)
+  y_id = run(build("sink_calibrated", num_heads=2, causal=False, threshold=1.5))
+  np.testing.assert_allclose(np.asarray(y_id), np.asarray(y_mha), atol=1e-5)
+  y_cal = run(build("sink_calibrated", num_heads=2, causal=False, threshold=0.06, factor=0.0))
+  assert float(jnp.max(jnp.abs(y_cal - y_mha))) > 1e-2
+
+
+def test_sink_calibrated_contract():
+  contract.check_patterns("sink_calibrated", SINK)
+  contract.check_grads_finite("sink_calibrated", SINK)
+  for bad in (dict(factor=1.5), dict(threshold=-0.1)):
+    with pytest.raises(ValueError, match="sink_calibrated"):
+      build("sink_calibrated", **{**SINK, **bad})
+
+
 # ---- training through a task config --------------------------------------------------------
-@pytest.mark.parametrize("variant", ["rcmha", "relational", "bam", "higher_order"])
+@pytest.mark.parametrize("variant", ["rcmha", "relational", "bam", "higher_order", "sink_calibrated"])
 def test_trains_on_mqar_smoke_with_finite_loss(variant, tmp_path):
   import os
   from attnlab.config_loading import load_config

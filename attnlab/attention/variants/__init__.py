@@ -27,6 +27,7 @@ from attnlab.attention.variants import (  # noqa: F401  (each import registers i
     relational,
     routed,
     shvit,
+    sink_calibrated,
     softmax,
     softmax_like,
     sparse_patterns,
