@@ -38,8 +38,7 @@ def _validated_then(action):
   then runs `action(config, workdir, run=prepared)` and prints its result as JSON."""
 
   def command(args, overrides) -> int:
-    from attnlab.config_loading import load_config
-    from attnlab.train.trainer import checked_setup
+    from attnlab.config_loading import checked_setup, load_config
     try:
       config = load_config(args.config, overrides)
       run = checked_setup(config, args.config)  # every check (model, task, mesh, train); compiles nothing

@@ -97,6 +97,19 @@ def check_required_keys(config: ml_collections.ConfigDict, spec: str = "the conf
       node = node[part]
 
 
+def checked_setup(config: ml_collections.ConfigDict, spec: str = "the config"):
+  """`attnlab.train.trainer.setup(config)` after `check_required_keys`, with sizes no machine holds (OverflowError,
+  MemoryError while building host data or shapes) turned into a one-line ValueError: what
+  `attnlab train/eval` and every sweep point run before compiling anything."""
+  from attnlab.errors import SIZE_ERRORS
+  from attnlab.train.trainer import setup
+  check_required_keys(config, spec)
+  try:
+    return setup(config)
+  except SIZE_ERRORS as e:
+    raise ValueError(f"the config's sizes are too large to set up ({type(e).__name__}: {e})") from e
+
+
 def _load_file(spec: str) -> ml_collections.ConfigDict:
   """get_config(arg) of the file in "path.py[:arg]", loaded by config_flags."""
   path = spec.partition(":")[0]

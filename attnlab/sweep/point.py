@@ -38,9 +38,8 @@ def inspect_point(config_spec: str, overrides: Sequence[str]) -> dict[str, Any]:
   """Loads and validates one point's config: {"config_hash", "seed", "params"}, or
   {"config_hash", "seed", "error": the one-line reason} when it cannot run. A config key
   that does not exist raises."""
-  from attnlab.config_loading import load_config
+  from attnlab.config_loading import checked_setup, load_config
   from attnlab.train.state import param_count
-  from attnlab.train.trainer import checked_setup
   config = load_config(config_spec, overrides)  # unknown keys raise here
   identity = {"config_hash": config_hash(config), "seed": int(config.get("seed", 0))}
   try:

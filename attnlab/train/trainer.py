@@ -107,19 +107,6 @@ def _check_config(config: Any, mesh: jax.sharding.Mesh) -> None:
   stop_lib.parse(tc.get("stop_at", ""))
 
 
-def checked_setup(config: Any, spec: str = "the config") -> _Run:
-  """`setup(config)` after `check_required_keys`, with sizes no machine holds (OverflowError,
-  MemoryError while building host data or shapes) turned into a one-line ValueError: what
-  `attnlab train/eval` and every sweep point run before compiling anything."""
-  from attnlab.config_loading import check_required_keys
-  from attnlab.errors import SIZE_ERRORS
-  check_required_keys(config, spec)
-  try:
-    return setup(config)
-  except SIZE_ERRORS as e:
-    raise ValueError(f"the config's sizes are too large to set up ({type(e).__name__}: {e})") from e
-
-
 def setup(config: Any, task: Any = None, model: nn.Module | None = None) -> _Run:
   """Builds task, model, mesh and abstract state, running every check; compiles nothing.
 
