@@ -77,12 +77,14 @@ def capture(model, variables: Any, inputs: Any, **kwargs) -> dict[str, Any]:
   """One analysis forward pass (jit it for repeated use).
 
   Returns {"outputs": the model's outputs, "weights": [L] of [B, H, T, T] fp32,
-  "hidden": [L] of [B, T, d] (residual stream after each block)}. A layer whose variant
+  "hidden": [L] of [B, T, d] (residual stream after each block), "head_outputs": [L] of
+  [B, T, H, Dv] (each head's output before the output projection, head gates applied)}. A layer whose variant
   has no weights hook contributes nothing: check `refusal(layer_infos(...))` first.
   """
   outputs, state = model.apply(variables, inputs, deterministic=True, mutable=[ATTENTION], **kwargs)
   return {"outputs": outputs, "weights": _by_layer(state[ATTENTION], "weights"),
-          "hidden": _by_layer(state[ATTENTION], "hidden")}
+          "hidden": _by_layer(state[ATTENTION], "hidden"),
+          "head_outputs": _by_layer(state[ATTENTION], "head_outputs")}
 
 
 def zero_perturbations(model, variables: Any, inputs: Any) -> Any:

@@ -100,6 +100,19 @@ def test_head_gates_remove_a_head():
   assert float(jnp.abs(gated(variables, x, xi) - y).max()) > 1e-3  # canary: the gate bites
 
 
+def test_head_outputs_are_sown_and_project_to_the_layer_output():
+  """attention/head_outputs [B, T, H, Dv]: each head's output before W_o; sum_h o_h W_o,h is
+  the layer's output (the layer has no output bias); the canary: the heads permuted miss it."""
+  module, variables, x, y, _, w = _run("mha", (("positional", "none"),))
+  state = jax.jit(lambda v, x: module.apply(v, x, mutable=["attention"])[1])(variables, x)
+  heads = state["attention"]["head_outputs"][0]
+  wo = variables["params"]["out"]["kernel"]  # [H, Dv, D]
+  assert heads.shape == (B, T, H, wo.shape[1])
+  np.testing.assert_allclose(jnp.einsum("bthk,hkd->btd", heads, wo), y, atol=2e-5, rtol=1e-4)
+  wrong = jnp.einsum("bthk,hkd->btd", heads[:, :, ::-1], wo)
+  assert float(jnp.abs(wrong - y).max()) > 1e-3
+
+
 def test_variants_without_the_hook_declare_it_and_methods_refuse():
   assert build("based", num_heads=H).weights_unavailable  # its two branches weight two value projections
   for name in ("mha", "diff", "gla"):  # diff, gla: tests/analysis/test_hook_zoo.py

@@ -208,8 +208,11 @@ class AttentionModule(nn.Module):
 
   def project_out(self, y, d_model: int, name: str = "out"):
     """y [B, T, H, Dv] -> [B, T, d_model]; kernel [H, Dv, d_model] as params[name]["kernel"].
-    The head gates of an analysis call (`gate_heads`) multiply y's heads first."""
+    The head gates of an analysis call (`gate_heads`) multiply y's heads first; an analysis
+    call (`capturing`) also sows the gated per-head outputs as attention/head_outputs."""
     y = self.gate_heads(y)
+    if self.capturing():
+      self.sow(ATTENTION, "head_outputs", y)
     return Projection((d_model,), ("heads", "head_dim", "embed"), "bthk,hkd->btd",
                       self.cfg.use_bias, self.compute_dtype, name=name)(y)
 
