@@ -159,7 +159,10 @@ def test_builder_errors():
 
 
 def test_smoke_train_crossvit(tmp_path):
-  config = load_config("configs/vision.py:smoke=True,variant=crossvit", [])
+  # One multi-scale block and one eval (the smoke config has two and evaluates twice): the
+  # same program pieces, half the compiling.
+  config = load_config("configs/vision.py:smoke=True,variant=crossvit",
+                       ["--config.model.crossvit.blocks=1", "--config.train.eval_every=6"])
   assert config.task.model == "crossvit" and config.model.variant == "mha"
   result = trainer.train(config, str(tmp_path))
   assert np.isfinite(result["eval/loss"]) and result["eval/examples"] == 359
