@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from attnlab.attention.ops import dispatch as D
 from attnlab.attention.ops.common import check_equal_heads, default_scale
-from attnlab.attention.ops.sparse.common import dense_masked_attention, gather_rows, heads_first, masked_softmax
+from attnlab.attention.ops.sparse.common import gather_rows, heads_first, masked_softmax
 
 _SELF_SCORE = -1e5  # Reformer's score for attending to oneself (used only if nothing else is allowed)
 _BIG = jnp.iinfo(jnp.int32).max  # sort key for padding: after every real cluster / bucket
