@@ -8,7 +8,6 @@ kernels_pallas <- attention <- models <- tasks <- train <- sweep / reproduce / a
 import ast
 import pathlib
 
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import ml_collections
 import pytest
 
 from attnlab.registry import UnknownNameError
-from attnlab.tasks import TASKS, Task, build_task, default_task_config
+from attnlab.tasks import TASKS, Task, build_task
 
 
 def test_registered_names():

@@ -28,7 +28,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from attnlab.attention import masks as M
 from attnlab.attention.ops.common import repeat_kv
 from attnlab.attention.ops.softmax.gatv2 import gatv2_attention, gatv2_weights
 from attnlab.attention.ops.softmax.scalable import scalable_softmax_attention, scalable_softmax_attention_reference
