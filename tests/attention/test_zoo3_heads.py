@@ -34,15 +34,10 @@ from attnlab.attention import build, masks as M
 from attnlab.attention.ops.softmax import blocked
 from tests.attention import contract
 from tests.attention.oracle_parts import out_proj, proj
+from tests.attention.test_zoo3 import _assert_bites
+from tests.attention.test_zoo3_b import _compare
 
 T = 20
-
-
-def _assert_bites(variant, what, y, y_wrong, floor=1e-2):
-  """The canary: the oracle with `what` broken is visibly far (> floor) from the module."""
-  gap = float(jnp.max(jnp.abs(y - y_wrong)))
-  print(f"{variant} canary ({what}): max diff {gap:.2e}")
-  assert gap > floor, f"{variant}: the oracle with {what} still matches ({gap:.2e})"
 
 
 def _allowed(b, tq, tk, causal, kv_valid):
@@ -52,15 +47,32 @@ def _allowed(b, tq, tk, causal, kv_valid):
   return a[None] & valid[:, None, :]
 
 
-def _compare(name, module, variables, x, oracle, call_kw):
-  """Module vs oracle, forward and d sum(sin y) / d(params, x); prints and returns y_ref."""
-  run = lambda v, x: module.apply(v, x, **call_kw)  # noqa: E731
-  (y, g), (y_ref, g_ref) = contract.output_and_grad(run, variables, x), contract.output_and_grad(oracle, variables, x)
-  contract.assert_oracle(name, "fwd", y, y_ref, atol=2e-5, rtol=1e-5)
-  contract.assert_oracle(name, "grad", g, g_ref, atol=5e-5, rtol=1e-4)
-  gerr = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)))
-  print(f"{name}: fwd err {float(jnp.max(jnp.abs(y - y_ref))):.2e}, grad err {gerr:.2e}")
-  return y_ref
+def _padded_case(monkeypatch, name, hp, tiles=True):
+  """The oracle tests' common case: x [2, T, 32], example 0's last 7 keys padded (valid,
+  its KeyPadding mask), `name` built with hp and random parameters; tiles=True makes the
+  blocked softmax op use 8 x 8 tiles (3 per side at T = 20, the last partial).
+  Returns (x, valid, mask, module, variables)."""
+  if tiles:
+    monkeypatch.setattr(blocked, "DEFAULT_BLOCK_Q", 8)
+    monkeypatch.setattr(blocked, "DEFAULT_BLOCK_K", 8)
+  x, _ = contract.make_inputs(length=T)
+  valid = np.ones((2, T), bool)
+  valid[0, 13:] = False
+  module = build(name, **hp)
+  return x, valid, M.KeyPadding(jnp.asarray(valid)), module, contract.random_params(module, x)
+
+
+def _patterns_and_decode(name, hp):
+  """contract.check_patterns, then decode step by step equal to the full pass at T = 4 on
+  random parameters (non-trivial taps, tables, routers). Returns (module, variables, x, full)."""
+  contract.check_patterns(name, hp)
+  x, _ = contract.make_inputs(length=4)
+  module = build(name, **hp)
+  variables = contract.random_params(module, x)
+  full = jax.jit(module.apply)(variables, x)
+  inc = contract.decode_step_by_step(module, variables, x)
+  np.testing.assert_allclose(np.asarray(inc), np.asarray(full), atol=2e-5, rtol=1e-4)
+  return module, variables, x, full
 
 
 # ---- rcmha -----------------------------------------------------------------------------------
@@ -94,14 +106,7 @@ def test_rcmha_oracle_tiles_padding_and_canaries(monkeypatch):
   T = 20 over 8 x 8 tiles of the blocked op, example 0's last 7 keys padded; non-causal
   forward only. Canaries: the oracle without the convolutions, and without the relative
   bias, are far from the module."""
-  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_Q", 8)
-  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_K", 8)
-  x, _ = contract.make_inputs(length=T)
-  valid = np.ones((2, T), bool)
-  valid[0, 13:] = False
-  mask = M.KeyPadding(jnp.asarray(valid))
-  module = build("rcmha", **RCMHA)
-  variables = contract.random_params(module, x)
+  x, valid, mask, module, variables = _padded_case(monkeypatch, "rcmha", RCMHA)
   p = variables["params"]
   y_ref = _compare("rcmha", module, variables, x, lambda v, x: rcmha_oracle(v["params"], x, True, valid),
                    {"mask": mask})
@@ -137,13 +142,7 @@ def test_rcmha_reduces_to_mha():
 def test_rcmha_contract_and_decode():
   """Patterns (gradients: the oracle test), decode (conv states + KV cache) equal to the full pass
   (on random parameters, so the taps and table are non-trivial), bad configs raise."""
-  contract.check_patterns("rcmha", RCMHA)
-  x, _ = contract.make_inputs(length=4)
-  module = build("rcmha", **RCMHA)
-  variables = contract.random_params(module, x)
-  full = jax.jit(module.apply)(variables, x)
-  inc = contract.decode_step_by_step(module, variables, x)
-  np.testing.assert_allclose(np.asarray(inc), np.asarray(full), atol=2e-5, rtol=1e-4)
+  module, variables, x, full = _patterns_and_decode("rcmha", RCMHA)
   for bad in (dict(kernel_size=0), dict(max_distance=0)):
     with pytest.raises(ValueError):
       build("rcmha", **{**RCMHA, **bad})
@@ -176,24 +175,15 @@ def relational_oracle(p, x, causal, kv_valid, relations=True, symbols=True):
 
 def test_relational_oracle_padding_and_canaries(monkeypatch):
   """Fwd + grads vs the materialised oracle (2 sensory + 2 relational heads), causal with
-  RoPE, T = 20 over 8 x 8 tiles, example 0's last 7 keys padded; the non-causal case
-  forward only. Canaries: the oracle without the relations, and without the symbols."""
-  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_Q", 8)
-  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_K", 8)
-  x, _ = contract.make_inputs(length=T)
-  valid = np.ones((2, T), bool)
-  valid[0, 13:] = False
-  mask = M.KeyPadding(jnp.asarray(valid))
-  module = build("relational", **REL)
-  variables = contract.random_params(module, x)
+  RoPE, T = 20 over 8 x 8 tiles, example 0's last 7 keys padded (the non-causal case
+  differs only in its mask: rcmha's test covers it). Canaries: the oracle without the
+  relations, and without the symbols."""
+  x, valid, mask, module, variables = _padded_case(monkeypatch, "relational", REL)
   p = variables["params"]
   y_ref = _compare("relational", module, variables, x, lambda v, x: relational_oracle(v["params"], x, True, valid),
                    {"mask": mask})
   _assert_bites("relational", "no relations", y_ref, relational_oracle(p, x, True, valid, relations=False))
   _assert_bites("relational", "no symbols", y_ref, relational_oracle(p, x, True, valid, symbols=False))
-  y_nc = jax.jit(lambda v, x: build("relational", **{**REL, "causal": False}).apply(v, x, mask=mask))(variables, x)
-  contract.assert_oracle("relational", "fwd-noncausal", y_nc, relational_oracle(p, x, False, valid), atol=2e-5,
-                         rtol=1e-5)
 
 
 def test_relational_reduces_to_mha():
@@ -209,13 +199,7 @@ def test_relational_reduces_to_mha():
 def test_relational_contract_and_decode():
   """Patterns (gradients: the oracle test), decode equal to the full pass on random parameters,
   the hook's weights times the values reproduce the output, bad configs raise."""
-  contract.check_patterns("relational", REL)
-  x, _ = contract.make_inputs(length=4)
-  module = build("relational", **REL)
-  variables = contract.random_params(module, x)
-  full = jax.jit(module.apply)(variables, x)
-  inc = contract.decode_step_by_step(module, variables, x)
-  np.testing.assert_allclose(np.asarray(inc), np.asarray(full), atol=2e-5, rtol=1e-4)
+  module, variables, x, full = _patterns_and_decode("relational", REL)
   y_cap, sown = jax.jit(lambda v, x: module.apply(v, x, mutable=["attention"]))(variables, x)
   np.testing.assert_allclose(np.asarray(y_cap), np.asarray(full), atol=2e-5)
   w = sown["attention"]["weights"][0]
@@ -258,14 +242,7 @@ def test_bam_oracle_padding_and_canary(monkeypatch):
   """Fwd + grads vs the expert-by-expert oracle (separate K/V, 3 experts), causal with RoPE,
   T = 20 over 8 x 8 tiles, example 0's last 7 keys padded; shared K/V non-causal forward
   only. Canary: the oracle with uniform expert weights instead of the router."""
-  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_Q", 8)
-  monkeypatch.setattr(blocked, "DEFAULT_BLOCK_K", 8)
-  x, _ = contract.make_inputs(length=T)
-  valid = np.ones((2, T), bool)
-  valid[0, 13:] = False
-  mask = M.KeyPadding(jnp.asarray(valid))
-  module = build("bam", **BAM)
-  variables = contract.random_params(module, x)
+  x, valid, mask, module, variables = _padded_case(monkeypatch, "bam", BAM)
   p = variables["params"]
   y_ref = _compare("bam", module, variables, x, lambda v, x: bam_oracle(v["params"], x, True, valid, False),
                    {"mask": mask})
@@ -302,12 +279,7 @@ def test_bam_reduces_to_mha():
 def test_bam_contract_and_decode():
   """Patterns (gradients: the oracle test), decode equal to the full pass (shared K/V), bad
   configs raise."""
-  contract.check_patterns("bam", BAM)
-  x, _ = contract.make_inputs(length=4)
-  module = build("bam", **BAM, shared_kv=True)
-  variables = contract.random_params(module, x)
-  inc = contract.decode_step_by_step(module, variables, x)
-  np.testing.assert_allclose(np.asarray(inc), np.asarray(jax.jit(module.apply)(variables, x)), atol=2e-5, rtol=1e-4)
+  module, variables, x, full = _patterns_and_decode("bam", {**BAM, "shared_kv": True})
   for bad in (dict(num_experts=0), dict(num_kv_heads=1)):
     with pytest.raises(ValueError):
       build("bam", **{**BAM, **bad})
@@ -338,12 +310,7 @@ def test_higher_order_oracle_padding_and_canaries():
   """Fwd + grads vs the explicit [T, T, T] oracle, causal, T = 20 in query blocks of 8 (3,
   the last padded), example 0's last 7 keys padded; non-causal forward only. Canaries:
   the oracle without k' (bilinear logits) and without v'."""
-  x, _ = contract.make_inputs(length=T)
-  valid = np.ones((2, T), bool)
-  valid[0, 13:] = False
-  mask = M.KeyPadding(jnp.asarray(valid))
-  module = build("higher_order", **HIGHER)
-  variables = contract.random_params(module, x)
+  x, valid, mask, module, variables = _padded_case(None, "higher_order", HIGHER, tiles=False)
   p = variables["params"]
   y_ref = _compare("higher_order", module, variables, x,
                    lambda v, x: higher_order_oracle(v["params"], x, True, valid), {"mask": mask})
@@ -358,12 +325,7 @@ def test_higher_order_oracle_padding_and_canaries():
 def test_higher_order_contract_and_decode():
   """Patterns (gradients: the oracle test), decode equal to the full pass, its hook refusal, bad
   configs and masks raise."""
-  contract.check_patterns("higher_order", HIGHER)
-  x, _ = contract.make_inputs(length=4)
-  module = build("higher_order", **HIGHER)
-  variables = contract.random_params(module, x)
-  inc = contract.decode_step_by_step(module, variables, x)
-  np.testing.assert_allclose(np.asarray(inc), np.asarray(jax.jit(module.apply)(variables, x)), atol=2e-5, rtol=1e-4)
+  module, variables, x, full = _patterns_and_decode("higher_order", HIGHER)
   assert "key pairs" in module.weights_unavailable
   with pytest.raises(ValueError, match="q_chunk"):
     build("higher_order", num_heads=2, q_chunk=0)
@@ -414,12 +376,7 @@ def test_sink_calibrated_oracle_rows_and_canary():
   example 0's last 7 keys padded; some keys but not all are sinks; the sown weights' rows
   sum to 1 over the visible keys and equal the oracle's. Canary: plain softmax (no
   calibration) is far from the module."""
-  x, _ = contract.make_inputs(length=T)
-  valid = np.ones((2, T), bool)
-  valid[0, 13:] = False
-  mask = M.KeyPadding(jnp.asarray(valid))
-  module = build("sink_calibrated", **SINK)
-  variables = contract.random_params(module, x)
+  x, valid, mask, module, variables = _padded_case(None, "sink_calibrated", SINK, tiles=False)
   p = variables["params"]
   sinks = sink_set(p, x, True, valid, SINK["threshold"])
   print(f"sink_calibrated: {int(sinks.sum())} sinks of {sinks.size} (batch, head, key) slots")

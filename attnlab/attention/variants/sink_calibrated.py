@@ -11,7 +11,8 @@ the full [Tq, Tk] matrix that the one-pass online softmax never has. So this is 
 (SoftmaxAttention's projections, GQA, RoPE/ALiBi, structure masks) with its `attend`
 replaced by the calibrated reference weights; the same op edits any softmax-family
 variant's materialised weights (its `attention_weights`). Cost: dense, T^2 compute and
-T^2 memory. No decode: a step's sink test would need the attention of later queries.
+T^2 memory. Self-attention only: no decode (a step's sink test would need the attention of
+later queries), and cross-attention is not declared (untested against the oracle).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class SinkCalibratedConfig(SoftmaxConfig):
 
 
 @register("sink_calibrated", family="softmax_like", config=SinkCalibratedConfig,
-          patterns=("causal-self", "noncausal-self", "causal-cross", "noncausal-cross"),
+          patterns=("causal-self", "noncausal-self"),
           paper="Yu et al., 2024 (ACT sink calibration)", cost=("T^2", "T^2"))
 class SinkCalibratedAttention(SoftmaxAttention):
   """mha whose softmax weights are sink-calibrated before they meet V (see the module
