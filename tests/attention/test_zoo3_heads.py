@@ -35,7 +35,7 @@ from attnlab.attention.ops.softmax import blocked
 from tests.attention import contract
 from tests.attention.oracle_parts import out_proj, proj
 from tests.attention.test_zoo3 import _assert_bites
-from tests.attention.test_zoo3_b import _compare
+from tests.attention.test_zoo3_b import _compare, _undeclared_patterns_raise
 
 T = 20
 
@@ -62,10 +62,16 @@ def _padded_case(monkeypatch, name, hp, tiles=True):
   return x, valid, M.KeyPadding(jnp.asarray(valid)), module, contract.random_params(module, x)
 
 
-def _patterns_and_decode(name, hp):
-  """contract.check_patterns, then decode step by step equal to the full pass at T = 4 on
-  random parameters (non-trivial taps, tables, routers). Returns (module, variables, x, full)."""
-  contract.check_patterns(name, hp)
+def _patterns_and_decode(name, hp, oracle_compiles_both=True):
+  """The patterns: the undeclared ones raise when traced (`_undeclared_patterns_raise`);
+  the declared self patterns run in the oracle test, or (oracle_compiles_both=False: it runs
+  causal only) non-causal self runs here with the right shape and a finite output. Then
+  decode step by step equal to the full pass at T = 4 on random parameters (non-trivial
+  taps, tables, routers). Returns (module, variables, x, full)."""
+  _undeclared_patterns_raise(name, hp)
+  if not oracle_compiles_both:
+    x_nc, y_nc = contract._pattern_call(name, hp, "noncausal-self", 16, 24)
+    assert y_nc.shape == x_nc.shape and bool(jnp.all(jnp.isfinite(y_nc)))
   x, _ = contract.make_inputs(length=4)
   module = build(name, **hp)
   variables = contract.random_params(module, x)
@@ -199,7 +205,7 @@ def test_relational_reduces_to_mha():
 def test_relational_contract_and_decode():
   """Patterns (gradients: the oracle test), decode equal to the full pass on random parameters,
   the hook's weights times the values reproduce the output, bad configs raise."""
-  module, variables, x, full = _patterns_and_decode("relational", REL)
+  module, variables, x, full = _patterns_and_decode("relational", REL, oracle_compiles_both=False)
   y_cap, sown = jax.jit(lambda v, x: module.apply(v, x, mutable=["attention"]))(variables, x)
   np.testing.assert_allclose(np.asarray(y_cap), np.asarray(full), atol=2e-5)
   w = sown["attention"]["weights"][0]
@@ -409,7 +415,11 @@ def test_sink_calibrated_is_mha_when_nothing_is_detected():
 
 
 def test_sink_calibrated_contract():
-  contract.check_patterns("sink_calibrated", SINK)
+  """Undeclared patterns (decode, cross) raise (the declared ones run in the oracle and
+  identity tests), bad configs raise."""
+  _undeclared_patterns_raise("sink_calibrated", SINK)
+  with pytest.raises(ValueError, match="decode"):
+    contract.check_decode_matches_full("sink_calibrated", SINK, length=4)
   for bad in (dict(factor=1.5), dict(threshold=-0.1)):
     with pytest.raises(ValueError, match="sink_calibrated"):
       build("sink_calibrated", **{**SINK, **bad})
