@@ -49,6 +49,8 @@ NOT_SLIDING = {
     "routing": "window = queries and keys each centroid takes (its top-w); local_window is a sliding window",
     "window": "Swin's window = the side of non-overlapping partitions",
     "shifted_window": "Swin's window = the side of non-overlapping (shifted) partitions",
+    "aggregated": "window = its fine sliding window, but its pooled coarse keys reach every token "
+                  "(the fine window is checked by its oracle in test_zoo3_b)",
 }
 
 
