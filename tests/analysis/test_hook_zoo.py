@@ -100,6 +100,7 @@ CASES = {
     "talking_heads": ("talking_heads", dict(num_qk_heads=2), True, True, _plain),
     "linformer": ("linformer", dict(k_proj=4, max_len=16), True, False, _plain),
     "nystromformer": ("nystromformer", dict(num_landmarks=4, conv_kernel=3), False, False, _plain),
+    "pooled_cross": ("pooled_cross", dict(pool=5), True, False, _plain),  # windows 5, 5, 2 (partial)
 }
 KIND = {"routing": "nonnegative", "moh": "nonnegative", "gla": "signed", "deltanet": "signed",
         "gated_deltanet": "signed", "mala": "signed", "diff": "signed", "talking_heads": "signed",
@@ -139,6 +140,10 @@ def test_captured_weights_times_values_reproduce_the_output(case):
     assert float(np.abs(np.triu(w, 1)).max()) == 0.0
   if padded:  # padded keys are never read
     assert float(np.abs(w[1, :, :, ~VALID[1]]).max()) == 0.0 and float(np.abs(w[0]).max()) > 0
+  if variant == "pooled_cross":  # a window's tokens share their pooled query's row; windows differ
+    np.testing.assert_array_equal(w[:, :, :5], np.repeat(w[:, :, :1], 5, axis=2))
+    np.testing.assert_array_equal(w[:, :, 10:], np.repeat(w[:, :, 10:11], 2, axis=2))
+    assert float(np.abs(w[:, :, 0] - w[:, :, 5]).max()) > 1e-3
   if module.weight_kind == "probability":
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
   elif module.weight_kind == "nonnegative":

@@ -34,7 +34,7 @@ import numpy as np
 from attnlab.attention import masks as M
 from attnlab.attention.ops.softmax import softmax_attention
 from attnlab.attention.registry import register
-from attnlab.attention.variants.common import key_valid_from_mask
+from attnlab.attention.variants.common import attend_or_capture, key_valid_from_mask
 from attnlab.attention.variants.softmax_base import SoftmaxAttention, SoftmaxConfig
 
 
@@ -64,9 +64,9 @@ def pool_queries(x, pool: int):
 class PooledCrossAttention(SoftmaxAttention):
   """T / pool pooled queries over unpooled keys/values, optional PWCA (see the module docstring)."""
 
-  @property
-  def weights_unavailable(self):
-    return "its queries are pooled (T / pool rows, each token reads its window's row), not a [T, Tk] map"
+  # The analysis hook sows the [T, Tk] matrix the layer applies to v: each token's row is its
+  # window's pooled query's softmax row (nearest upsampling), so rows still sum to 1.
+  weights_unavailable = None
 
   @nn.compact
   def __call__(self, x, *, context=None, mask=None, positions=None, decode=False, deterministic=True):
@@ -88,6 +88,8 @@ class PooledCrossAttention(SoftmaxAttention):
       if valid is not None:
         valid = jnp.concatenate([valid, jnp.roll(valid, 1, axis=0)], axis=1)
     kp = None if valid is None else M.KeyPadding(valid)
-    y = softmax_attention(q, k, v, mask=kp, impl=cfg.impl)  # [B, ceil(T / pool), H, D]
-    y = jnp.repeat(y, cfg.pool, axis=1)[:, :t]  # each token reads its window's output
-    return self.project_out(y, d_model)
+
+    def attend(values, impl):  # [B, ceil(T / pool), H, D] -> each token reads its window's output
+      return jnp.repeat(softmax_attention(q, k, values, mask=kp, impl=impl), cfg.pool, axis=1)[:, :t]
+
+    return self.project_out(attend_or_capture(self, attend, v, impl=cfg.impl), d_model)
