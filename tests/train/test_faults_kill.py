@@ -16,6 +16,7 @@ from attnlab.train.fault_hooks import KILL_AT_ENV, KILL_MARKER
 from tests.train import subproc
 
 faults = subproc.load_script("fault_injection")
+damage = subproc.load_script("checkpoint_damage")
 # (phase, step, delay): the kill at delay 0 right after save 8 starts lands while orbax's
 # background write is in flight, so its temporary directory is left behind.
 KILLS = [("checkpoint", 8, 0.0), ("step", 6, 0.005), ("eval", 12, 0.0)]
@@ -49,5 +50,5 @@ def test_killed_runs_restart_and_end_identical_to_an_uninterrupted_run(tmp_path)
     f.writelines(json.dumps(r) + "\n" for r in records)
   assert faults.differences(ref, canary).startswith("metrics record")
   shutil.copy(os.path.join(ref, "metrics.jsonl"), os.path.join(canary, "metrics.jsonl"))
-  faults.silently_corrupt(os.path.join(canary, "checkpoints", "16"))
+  damage.silently_corrupt(os.path.join(canary, "checkpoints", "16"))
   assert faults.differences(ref, canary).startswith("final state")
