@@ -140,10 +140,12 @@ def test_the_repository_experiments_load_and_plan():
   for name in ("itransformer_etth1", "inverted_swap_etth1"):
     exp = E.load_experiment(name)
     assert E.plan_runs(exp, scale="small", data=__file__)
-  for name in ("zoology_mqar", "lra_listops", "mqar_hybrids"):
+  # (small, paper) run counts: zoology 5 mixers x 2 lengths x 2 widths x 1 lr, and 8 x 3 x 4 x 4;
+  # listops 8 variants x 1 / 3 seeds; hybrids 7 stacks x 1 / 3 seeds.
+  counts = {"zoology_mqar": (20, 384), "lra_listops": (8, 24), "mqar_hybrids": (7, 21)}
+  for name, want in counts.items():
     exp = E.load_experiment(name)
-    for scale in ("small", "paper"):
-      assert E.plan_runs(exp, scale=scale)
+    assert tuple(len(E.plan_runs(exp, scale=s)) for s in ("small", "paper")) == want, name
 
 
 @pytest.mark.parametrize("argv,message", [
